@@ -1,0 +1,44 @@
+"""The partner's accounts (Search Console sites), discovered at run time."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from reporting_assets.partitions import account_partitions
+from reporting_assets.resources.partner import PartnerResource
+from reporting_assets.resources.warehouse import WarehouseResource
+
+
+@dg.asset(group_name="reporting", kinds={"duckdb", "googlesearchconsole"})
+def accounts(context: dg.AssetExecutionContext, partner: PartnerResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Sites the credentials can read, stored in DuckDB and added as `account` partitions."""
+    sites = partner.client().list_sites()
+    readable = [site.url for site in sites if site.readable]
+    known = set(context.instance.get_dynamic_partitions(account_partitions.name))
+    new = [url for url in readable if url not in known]
+    if new:
+        context.instance.add_dynamic_partitions(account_partitions.name, new)
+    seen_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with warehouse.connect() as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS accounts ("
+            " site_url VARCHAR PRIMARY KEY, permission_level VARCHAR, readable BOOLEAN, last_seen_at TIMESTAMP)"
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?)",
+            [(site.url, site.permission_level, site.readable, seen_at) for site in sites],
+        )
+    gone = sorted(known - {site.url for site in sites})
+    if gone:
+        context.log.warning(f"{len(gone)} account partitions are no longer listed by the partner: {gone[:10]}")
+    return dg.MaterializeResult(
+        metadata={
+            "accounts": len(sites),
+            "readable": len(readable),
+            "new_partitions": len(new),
+            "unreadable": dg.MetadataValue.json([s.url for s in sites if not s.readable]),
+            "no_longer_listed": dg.MetadataValue.json(gone),
+        }
+    )

@@ -1,0 +1,84 @@
+"""`make demo`: the whole pipeline on the local broker and the partner sandbox, then a summary.
+
+Starts what is not running (Kafka on 9092, the sandbox on 8085), runs accounts -> requests ->
+downloads -> partitions -> exports for 5 sites x 3 days, prints what happened, and stops what it
+started. Rerunning it adds nothing: the topic's committed offsets and the idempotent landing see to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import dagster as dg
+
+DEMO_QPS_PER_SITE = 8.0
+
+
+def default_dates(days: int = 3, lateness_days: int = 3) -> list[str]:
+    """The last `days` complete days Search Console has data for (it is 2–3 days late)."""
+    last = dt.date.today() - dt.timedelta(days=lateness_days)
+    return [(last - dt.timedelta(days=offset)).isoformat() for offset in reversed(range(days))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--kafka-port", type=int, default=9092)
+    parser.add_argument("--sandbox-port", type=int, default=8085)
+    parser.add_argument("--consumers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    from reporting_assets.infra.kafka import BrokerSettings, LocalKafkaBroker
+    from reporting_assets.sandbox import SandboxServer, default_config
+
+    data_dir = Path(args.data_dir).resolve()
+    dates = default_dates()
+    with ExitStack() as stack:
+        broker = LocalKafkaBroker(
+            BrokerSettings(port=args.kafka_port, controller_port=args.kafka_port + 1, data_dir=data_dir / "kafka")
+        )
+        started_broker = not broker.is_running()
+        bootstrap = broker.start()
+        if started_broker:
+            stack.callback(broker.stop)
+        config = default_config()
+        sandbox = stack.enter_context(SandboxServer(config, port=args.sandbox_port))
+        os.environ.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "PARTNER_API_ENDPOINT": sandbox.url,
+                "REPORTING_DATA_DIR": str(data_dir),
+            }
+        )
+        from reporting_assets.runner import run_pipeline
+        from reporting_assets.settings import build_resources
+
+        print(f"kafka {bootstrap} | sandbox {sandbox.url} | dates {dates[0]}..{dates[-1]}", flush=True)
+        instance = dg.DagsterInstance.get()
+        summary = run_pipeline(
+            instance,
+            build_resources(),
+            dates,
+            consumers=args.consumers,
+            consumer_config={"idle_timeout_s": 3.0, "qps_per_account": DEMO_QPS_PER_SITE},
+        )
+        stats = sandbox.stats()
+    print("\nreporting_assets demo summary")
+    print(f"  accounts discovered : {len(summary.accounts)}")
+    print(f"  requests enqueued   : {summary.requests_enqueued} (+{summary.download.get('continued', 0)} continuation pages)")
+    print(f"  API calls           : {stats['calls_total']} ({stats['rate_limited']} answered 429)")
+    print(f"  rows loaded         : {summary.rows_loaded}")
+    print(f"  dead letters        : {summary.dead_lettered}")
+    print("  exports             :")
+    for name, path in sorted(summary.exports.items()):
+        print(f"    {name:28} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Turn (account, date) pairs × reports into request messages with Spark's native Kafka sink.
+
+The request id is computed inside Spark (sha2 of the same canonical JSON `compute_request_id`
+hashes), so enqueueing a million requests never loops over them in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from reporting_assets.messages import REQUEST_VERSION
+from reporting_assets.reports import ReportSpec
+
+IDENTITY_FIELDS = ("account", "data_state", "date", "dimensions", "report", "row_limit", "search_type", "start_row")
+
+
+def request_frame(
+    spark: SparkSession,
+    pairs: Sequence[tuple[str, str]],
+    reports: Sequence[ReportSpec],
+    row_limit: int,
+    data_state: str = "final",
+) -> DataFrame:
+    """One row per first-page request: columns `key` (account) and `value` (request JSON)."""
+    pairs_frame = spark.createDataFrame(list(pairs), "account string, date string")
+    reports_frame = spark.createDataFrame(
+        [(spec.name, list(spec.dimensions), spec.search_type) for spec in reports],
+        "report string, dimensions array<string>, search_type string",
+    )
+    calls = pairs_frame.crossJoin(F.broadcast(reports_frame)).select(
+        "account",
+        "date",
+        "report",
+        "dimensions",
+        "search_type",
+        F.lit(data_state).alias("data_state"),
+        F.lit(row_limit).alias("row_limit"),
+        F.lit(0).alias("start_row"),
+    )
+    identity = F.to_json(F.struct(*[F.col(name) for name in IDENTITY_FIELDS]))
+    calls = calls.withColumn("request_id", F.substring(F.sha2(identity, 256), 1, 32))
+    value = F.to_json(
+        F.struct(
+            F.col("account"),
+            F.lit(0).alias("attempt"),
+            *[F.col(name) for name in ("data_state", "date", "dimensions", "report", "request_id")],
+            *[F.col(name) for name in ("row_limit", "search_type", "start_row")],
+            F.lit(REQUEST_VERSION).alias("v"),
+        )
+    )
+    return calls.select(F.col("account").alias("key"), value.alias("value"))
+
+
+def write_requests(frame: DataFrame, bootstrap_servers: str, topic: str) -> None:
+    """Spark's Kafka sink; the key (account) picks the Kafka partition with Kafka's own partitioner."""
+    (
+        frame.write.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap_servers)
+        .option("kafka.acks", "all")
+        .option("kafka.linger.ms", "20")
+        .option("topic", topic)
+        .save()
+    )

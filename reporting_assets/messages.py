@@ -1,0 +1,222 @@
+"""Wire formats of the request topic and the dead-letter topic.
+
+A request message is one API call. Its `request_id` is a hash of the call's parameters, so the
+same call always has the same id and lands under the same file name (idempotent landing).
+Messages never carry credentials: the consumer's partner resource holds them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+REQUEST_VERSION = 1
+DEAD_LETTER_VERSION = 1
+MAX_ROW_LIMIT = 25_000
+MAX_ACCOUNT_LENGTH = 2_048
+# Search Console keeps 16 months of data; anything far outside that is a typo, not a request.
+EARLIEST_DATE = dt.date(2000, 1, 1)
+LATEST_DATE = dt.date(2100, 1, 1)
+DIMENSIONS = ("date", "query", "page", "country", "device")
+SEARCH_TYPES = ("web", "image", "video", "news", "discover", "googleNews")
+DATA_STATES = ("final", "all", "hourly_all")
+
+
+class InvalidRequestError(ValueError):
+    """A message on the request topic that can never become a valid API call."""
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """One Search Console `searchanalytics.query` call: one account, one date, one page of rows."""
+
+    report: str
+    account: str
+    date: str
+    dimensions: tuple[str, ...]
+    search_type: str = "web"
+    data_state: str = "final"
+    row_limit: int = 1_000
+    start_row: int = 0
+    attempt: int = 0
+    request_id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        validate_request_fields(self)
+        if not self.request_id:
+            object.__setattr__(self, "request_id", compute_request_id(self))
+
+    @property
+    def page(self) -> int:
+        return self.start_row // self.row_limit
+
+    def next_page(self) -> ReportRequest:
+        """The continuation request: same call, the following `row_limit` rows."""
+        return replace(self, start_row=self.start_row + self.row_limit, attempt=0, request_id="")
+
+    def with_attempt(self, attempt: int) -> ReportRequest:
+        return replace(self, attempt=attempt)
+
+    def api_body(self) -> dict[str, Any]:
+        """The JSON body of `searchanalytics.query` for this request."""
+        return {
+            "startDate": self.date,
+            "endDate": self.date,
+            "dimensions": list(self.dimensions),
+            "type": self.search_type,
+            "dataState": self.data_state,
+            "rowLimit": self.row_limit,
+            "startRow": self.start_row,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dimensions"] = list(self.dimensions)
+        return {"v": REQUEST_VERSION, **data}
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+
+    def key(self) -> bytes:
+        """Kafka key: the account, so one account's calls share one Kafka partition (and one pace)."""
+        return self.account.encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> ReportRequest:
+        """Parse a request message; raises InvalidRequestError saying exactly what is wrong."""
+        if raw is None:
+            raise InvalidRequestError("empty message value")
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidRequestError(f"message value is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidRequestError(f"message value is a JSON {type(data).__name__}, expected an object")
+        version = data.get("v")
+        if version != REQUEST_VERSION:
+            raise InvalidRequestError(f"unsupported request version {version!r} (this consumer reads v{REQUEST_VERSION})")
+        required = ("report", "account", "date", "dimensions")
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise InvalidRequestError(f"missing fields: {', '.join(missing)}")
+        dimensions = data["dimensions"]
+        if not isinstance(dimensions, list):
+            raise InvalidRequestError("field 'dimensions' must be a list")
+        sent_id = data.get("request_id", "")
+        try:
+            request = cls(
+                report=data["report"],
+                account=data["account"],
+                date=data["date"],
+                dimensions=tuple(dimensions),
+                search_type=data.get("search_type", "web"),
+                data_state=data.get("data_state", "final"),
+                row_limit=data.get("row_limit", 1_000),
+                start_row=data.get("start_row", 0),
+                attempt=data.get("attempt", 0),
+            )
+        except TypeError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        if sent_id and sent_id != request.request_id:
+            raise InvalidRequestError(f"request_id {sent_id!r} does not match its parameters ({request.request_id})")
+        return request
+
+
+def compute_request_id(request: ReportRequest) -> str:
+    """A stable id from the call's parameters (not the attempt): same call, same id, same landing file."""
+    identity = {
+        "report": request.report,
+        "account": request.account,
+        "date": request.date,
+        "dimensions": list(request.dimensions),
+        "search_type": request.search_type,
+        "data_state": request.data_state,
+        "row_limit": request.row_limit,
+        "start_row": request.start_row,
+    }
+    # Byte-for-byte what Spark's to_json gives for the same struct (see enqueue.py).
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def parse_date(value: object, what: str = "date") -> dt.date:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{what} must be a YYYY-MM-DD string, got {value!r}")
+    try:
+        parsed = dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequestError(f"{what} {value!r} is not a YYYY-MM-DD date") from None
+    if len(value) != 10:
+        raise InvalidRequestError(f"{what} {value!r} is not a YYYY-MM-DD date")
+    if not EARLIEST_DATE <= parsed < LATEST_DATE:
+        raise InvalidRequestError(f"{what} {value} is outside {EARLIEST_DATE}..{LATEST_DATE}")
+    return parsed
+
+
+def validate_request_fields(request: ReportRequest) -> None:
+    def fail(message: str) -> None:
+        raise InvalidRequestError(message)
+
+    if not isinstance(request.report, str) or not request.report:
+        fail("report must be a non-empty string")
+    if not isinstance(request.account, str) or not request.account.strip():
+        fail("account must be a non-empty string")
+    if len(request.account) > MAX_ACCOUNT_LENGTH:
+        fail(f"account is {len(request.account)} characters long (limit {MAX_ACCOUNT_LENGTH})")
+    if any(ord(ch) < 32 for ch in request.account):
+        fail("account contains control characters")
+    parse_date(request.date)
+    if not request.dimensions or not all(isinstance(d, str) for d in request.dimensions):
+        fail("dimensions must be a non-empty list of strings")
+    unknown = [d for d in request.dimensions if d not in DIMENSIONS]
+    if unknown:
+        fail(f"unknown dimensions {unknown} (allowed: {', '.join(DIMENSIONS)})")
+    if len(set(request.dimensions)) != len(request.dimensions):
+        fail("dimensions repeat")
+    if request.search_type not in SEARCH_TYPES:
+        fail(f"unknown search_type {request.search_type!r} (allowed: {', '.join(SEARCH_TYPES)})")
+    if request.data_state not in DATA_STATES:
+        fail(f"unknown data_state {request.data_state!r} (allowed: {', '.join(DATA_STATES)})")
+    for name in ("row_limit", "start_row", "attempt"):
+        value = getattr(request, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(f"{name} must be an integer, got {value!r}")
+    if not 1 <= request.row_limit <= MAX_ROW_LIMIT:
+        fail(f"row_limit {request.row_limit} is outside 1..{MAX_ROW_LIMIT}")
+    if request.start_row < 0 or request.start_row % request.row_limit:
+        fail(f"start_row {request.start_row} is not a non-negative multiple of row_limit {request.row_limit}")
+    if request.attempt < 0:
+        fail(f"attempt {request.attempt} is negative")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A request that could not be completed, with why: kept on the dead-letter topic for re-drive."""
+
+    reason: str  # invalid_message | client_error | server_error | malformed_response | ...
+    error: str
+    attempts: int
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    request: dict[str, Any] | None  # the parsed request, when it parsed
+    raw_value: str | None  # the undecodable value, when it did not
+    failed_at: str
+    status: int | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": DEAD_LETTER_VERSION, **asdict(self)}, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> DeadLetter:
+        data = json.loads(raw)
+        data.pop("v", None)
+        return cls(**data)
+
+    def original_request(self) -> ReportRequest | None:
+        if self.request is None:
+            return None
+        return ReportRequest.decode(json.dumps(self.request).encode())

@@ -1,0 +1,119 @@
+"""Run the whole pipeline headless: accounts -> requests -> downloads -> partitions -> exports.
+
+Used by `make demo` and by the end-to-end tests. Each step is a real Dagster run on the given
+instance; the consumers run as the `download_requests` job in their own processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from reporting_assets.assets.accounts import accounts
+from reporting_assets.assets.downloads import downloaded_reports
+from reporting_assets.assets.exports import exported_reports
+from reporting_assets.assets.requests import report_requests
+from reporting_assets.partitions import account_partitions, partition_key
+
+
+@dataclass
+class PipelineSummary:
+    accounts: list[str] = field(default_factory=list)
+    requests_enqueued: int = 0
+    download: dict[str, Any] = field(default_factory=dict)
+    rows_loaded: int = 0
+    dead_lettered: int = 0
+    exports: dict[str, str] = field(default_factory=dict)
+
+
+def range_tags(dates: Sequence[str], accounts_: Sequence[str]) -> dict[str, str]:
+    """Run tags selecting the rectangle dates × accounts of the multi-partitions definition."""
+    return {
+        "dagster/asset_partition_range_start": str(partition_key(dates[0], accounts_[0])),
+        "dagster/asset_partition_range_end": str(partition_key(dates[-1], accounts_[-1])),
+    }
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str, key: str) -> Any:
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key == dg.AssetKey(asset) and key in materialization.metadata:
+            return materialization.metadata[key].value
+    raise KeyError(f"{asset} materialization has no {key!r} metadata")
+
+
+def discover_accounts(instance: dg.DagsterInstance, resources: Mapping[str, Any]) -> list[str]:
+    dg.materialize([accounts], resources=resources, instance=instance)
+    return list(instance.get_dynamic_partitions(account_partitions.name))
+
+
+def enqueue(
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any],
+    dates: Sequence[str],
+    accounts_: Sequence[str],
+    run_config: Mapping[str, Any] | None = None,
+) -> int:
+    result = dg.materialize(
+        [report_requests],
+        resources=resources,
+        instance=instance,
+        tags=range_tags(dates, accounts_),
+        run_config=run_config or {},
+    )
+    return int(_metadata(result, "report_requests", "requests_enqueued"))
+
+
+def download(instance: dg.DagsterInstance, consumers: int = 2, consumer_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The consumer job, out of process (multiprocess executor); resources come from the environment."""
+    from reporting_assets import definitions
+
+    run_config = {
+        "ops": {
+            "plan_consumers": {"config": {"consumers": consumers}},
+            "consume_requests": {"config": dict(consumer_config or {})},
+        }
+    }
+    with dg.execute_job(dg.reconstructable(definitions.download_requests_job), instance, run_config=run_config) as result:
+        if not result.success:
+            raise RuntimeError(f"download_requests run {result.run_id} failed")
+        return result.output_for_node("summarize_downloads")
+
+
+def load_and_export(
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any],
+    dates: Sequence[str],
+    accounts_: Sequence[str],
+) -> tuple[int, int, dict[str, str]]:
+    loaded = dg.materialize(
+        [downloaded_reports], resources=resources, instance=instance, tags=range_tags(dates, accounts_)
+    )
+    rows = int(_metadata(loaded, "downloaded_reports", "rows"))
+    dead = int(_metadata(loaded, "downloaded_reports", "requests_dead_lettered"))
+    files: dict[str, str] = {}
+    for date in dates:
+        exported = dg.materialize([exported_reports], resources=resources, instance=instance, partition_key=date)
+        files.update({f"{date}/{k}": v for k, v in _metadata(exported, "exported_reports", "files").items()})
+    return rows, dead, files
+
+
+def run_pipeline(
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any],
+    dates: Sequence[str],
+    consumers: int = 2,
+    consumer_config: Mapping[str, Any] | None = None,
+    request_config: Mapping[str, Any] | None = None,
+) -> PipelineSummary:
+    summary = PipelineSummary()
+    summary.accounts = discover_accounts(instance, resources)
+    summary.requests_enqueued = enqueue(instance, resources, dates, summary.accounts, request_config)
+    summary.download = download(instance, consumers, consumer_config)
+    summary.rows_loaded, summary.dead_lettered, summary.exports = load_and_export(
+        instance, resources, dates, summary.accounts
+    )
+    return summary

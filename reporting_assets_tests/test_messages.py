@@ -1,0 +1,76 @@
+import json
+
+import pytest
+
+from reporting_assets.messages import DeadLetter, InvalidRequestError, ReportRequest
+from reporting_assets.reports import REPORTS, UnknownReportError, get_report
+
+
+def make(**overrides) -> ReportRequest:
+    fields = {"report": "search_analytics", "account": "https://www.example.com/", "date": "2026-11-02",
+              "dimensions": ("date", "query")}
+    fields.update(overrides)
+    return ReportRequest(**fields)
+
+
+def test_request_id_is_stable_and_ignores_attempt():
+    first = make()
+    assert first.request_id == make().request_id
+    assert first.with_attempt(3).request_id == first.request_id
+    assert make(start_row=1000).request_id != first.request_id
+    assert make(account="https://shop.example.com/").request_id != first.request_id
+
+
+def test_round_trip_and_next_page():
+    request = make(row_limit=500, account="sc-domain:exämple.com/ü?q=1")
+    decoded = ReportRequest.decode(request.encode())
+    assert decoded == request
+    follow_up = request.next_page()
+    assert (follow_up.start_row, follow_up.page, follow_up.attempt) == (500, 1, 0)
+    assert follow_up.request_id != request.request_id
+    assert request.key() == "sc-domain:exämple.com/ü?q=1".encode()
+
+
+def test_message_carries_no_extra_fields():
+    payload = json.loads(make().encode())
+    assert set(payload) == {"v", "report", "account", "date", "dimensions", "search_type", "data_state",
+                            "row_limit", "start_row", "attempt", "request_id"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "expected an object"),
+        (b'{"v": 99}', "unsupported request version"),
+        (b'{"v": 1, "report": "search_analytics"}', "missing fields: account, date, dimensions"),
+        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-02-30", "dimensions": ["date"]}', "not a YYYY-MM-DD"),
+        (b'{"v": 1, "report": "r", "account": "a", "date": "9999-01-01", "dimensions": ["date"]}', "outside"),
+        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["color"]}', "unknown dimensions"),
+        (b'{"v": 1, "report": "r", "account": "", "date": "2026-01-01", "dimensions": ["date"]}', "account"),
+        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "row_limit": 0}', "row_limit"),
+        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "start_row": 7}', "start_row"),
+        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "request_id": "x"}', "does not match"),
+        (None, "empty"),
+    ],
+)
+def test_poison_messages_say_what_is_wrong(raw, expected):
+    with pytest.raises(InvalidRequestError, match=expected):
+        ReportRequest.decode(raw)
+
+
+def test_dead_letter_round_trip_keeps_request():
+    request = make()
+    letter = DeadLetter(reason="server_error", error="HTTP 500", attempts=6, source_topic="t", source_partition=1,
+                        source_offset=7, request=request.to_json(), raw_value=None, failed_at="2026-11-24T00:00:00+00:00",
+                        status=500)
+    again = DeadLetter.decode(letter.encode())
+    assert again == letter
+    assert again.original_request() == request
+
+
+def test_report_catalog():
+    assert get_report("search_analytics").dimensions[0] == "date"
+    assert all(spec.first_request("a", "2026-01-01", 10).start_row == 0 for spec in REPORTS.values())
+    with pytest.raises(UnknownReportError, match="unknown report 'nope'"):
+        get_report("nope")
