@@ -1,6 +1,5 @@
 """The partner's accounts (Search Console sites), discovered at run time."""
 
-from __future__ import annotations
 
 import datetime as dt
 

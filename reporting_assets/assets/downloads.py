@@ -1,6 +1,5 @@
 """Downloaded reports: each (date, account) partition's landed pages, loaded into DuckDB."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 

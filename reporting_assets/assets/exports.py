@@ -1,6 +1,5 @@
 """Exported reports: every account's rows of one date, as files and a DuckDB table for analysts."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

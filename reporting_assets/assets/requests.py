@@ -1,6 +1,5 @@
 """The request topic: one Kafka message per API call, enqueued by Spark."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

@@ -1,6 +1,5 @@
 """Dagster jobs around the consumer: `download_requests` (N consumers) and `redrive_dead_letters`."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

@@ -1,0 +1,1 @@
+"""Local infrastructure: jars from Maven Central, a local Kafka broker, free ports."""

@@ -1,0 +1,220 @@
+"""The sandbox's behaviour, independent of HTTP plumbing: route a request, answer it, count it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from reporting_assets.sandbox import responses
+from reporting_assets.sandbox.config import FaultSpec, SandboxConfig, SiteSpec
+from reporting_assets.sandbox.policies import Clock, FaultPicker, LoadQuota, RateLimiter
+from reporting_assets.sandbox.query import QueryRequest, RowCache, parse_query_request, response_body
+from reporting_assets.sandbox.responses import Response
+from reporting_assets.sandbox.stats import CallRecord, Stats
+
+SITES_PATH = "/webmasters/v3/sites"
+QUERY_SUFFIX = "/searchAnalytics/query"
+ADMIN_PREFIX = "/_sandbox/"
+
+_MALFORMED_BODY = b"<html><head><title>502 Bad Gateway</title></head><body>upstream hiccup</body></html>"
+_WRONG_SCHEMA_BODY = json.dumps({"rows": [{"keys": "x", "clicks": "lots"}]}).encode()
+_RATE_SETTINGS = ("per_site_qps", "global_qps", "burst")
+_QUOTA_SETTINGS = ("load_quota", "load_quota_window_s")
+
+
+def _site_entry(site: SiteSpec) -> dict[str, str]:
+    level = "siteUnverifiedUser" if site.forbidden else "siteOwner"
+    return {"siteUrl": site.url, "permissionLevel": level}
+
+
+def _unknown_site(site_url: str) -> Response:
+    return responses.not_found(f"Site not found: '{site_url}'.")
+
+
+def _call_key(site_url: str, payload: Any) -> bytes:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(f"{site_url}\n{canonical}".encode(), digest_size=16).digest()
+
+
+class SandboxApp:
+    """Answers API and `/_sandbox/` admin requests; safe to call from many threads."""
+
+    def __init__(self, config: SandboxConfig, clock: Clock = time.monotonic) -> None:
+        self.stop_event = threading.Event()  # set on shutdown: cuts latency/slow sleeps short
+        self._config_lock = threading.Lock()
+        self._config = config
+        self._limiter = RateLimiter(clock)
+        self._quota = LoadQuota(clock)
+        self._faults = FaultPicker()
+        self._rows = RowCache()
+        self._stats = Stats()
+        self._limiter.configure(config.per_site_qps, config.global_qps, config.burst)
+        self._quota.configure(config.load_quota, config.load_quota_window_s)
+        self._faults.configure(config.faults, config.seed)
+
+    # --- configuration and stats ---
+
+    @property
+    def config(self) -> SandboxConfig:
+        return self._config
+
+    def update_config(self, changes: Mapping[str, Any]) -> SandboxConfig:
+        """Replace the given top-level settings (validated; ValueError if bad).
+
+        Setting rate limits refills the buckets, setting the load quota opens
+        new windows, and setting faults (or the seed) re-arms their `times`
+        counters and restarts the fault random sequence.
+        """
+        with self._config_lock:
+            new = self._config.updated(changes)
+            if any(k in changes for k in _RATE_SETTINGS):
+                self._limiter.configure(new.per_site_qps, new.global_qps, new.burst)
+            if any(k in changes for k in _QUOTA_SETTINGS):
+                self._quota.configure(new.load_quota, new.load_quota_window_s)
+            if "faults" in changes or "seed" in changes:
+                self._faults.configure(new.faults, new.seed)
+            self._config = new
+            return new
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self._stats.reset()
+
+    # --- entry point ---
+
+    def handle(self, method: str, raw_path: str, body: bytes) -> Response:
+        path = raw_path.split("?", 1)[0]
+        if path.startswith(ADMIN_PREFIX):
+            return self._admin(method, path, body)
+        config = self._config
+        if config.latency_s:
+            self.stop_event.wait(config.latency_s)
+        response, record = self._api(config, method, path, body)
+        self._stats.record(record)
+        return response
+
+    # --- admin endpoints ---
+
+    def _admin(self, method: str, path: str, body: bytes) -> Response:
+        route = (method, path.rstrip("/"))
+        if route == ("GET", "/_sandbox/health"):
+            return responses.json_response({"ok": True})
+        if route == ("GET", "/_sandbox/stats"):
+            return responses.json_response(self.stats())
+        if route == ("POST", "/_sandbox/stats/reset"):
+            self.reset_stats()
+            return responses.json_response(self.stats())
+        if route == ("GET", "/_sandbox/config"):
+            return responses.json_response(self._config.to_dict())
+        if route == ("POST", "/_sandbox/config"):
+            try:
+                changes = json.loads(body or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("the config update must be a JSON object")
+                return responses.json_response(self.update_config(changes).to_dict())
+            except ValueError as exc:  # includes json.JSONDecodeError
+                return responses.bad_request(f"invalid sandbox config: {exc}")
+        return responses.not_found(f"No sandbox endpoint {method} {path}")
+
+    # --- the Search Console API ---
+
+    def _api(self, config: SandboxConfig, method: str, path: str, body: bytes) -> tuple[Response, CallRecord]:
+        if path.rstrip("/") == SITES_PATH:
+            if method != "GET":
+                return self._unknown(method, path)
+            return self._sites_list(config)
+        if not path.startswith(SITES_PATH + "/"):
+            return self._unknown(method, path)
+        rest = path[len(SITES_PATH) + 1 :]
+        if rest.endswith(QUERY_SUFFIX) and method == "POST":
+            site_url = unquote(rest[: -len(QUERY_SUFFIX)], errors="replace")
+            return self._query(config, site_url, body)
+        if method == "GET":
+            # Lenient: a site url sent with raw "/" still names one site.
+            return self._sites_get(config, unquote(rest, errors="replace"))
+        return self._unknown(method, path)
+
+    def _unknown(self, method: str, path: str) -> tuple[Response, CallRecord]:
+        response = responses.not_found(f"Method not found: {method} {path}")
+        return response, CallRecord("unknown", response.status)
+
+    def _refused_by_rate_limit(self, site_url: str | None) -> Response | None:
+        refusal = self._limiter.try_acquire(site_url)
+        if refusal is None:
+            return None
+        return responses.rate_limited(refusal.retry_after_s, refusal.scope)
+
+    def _sites_list(self, config: SandboxConfig) -> tuple[Response, CallRecord]:
+        response = self._refused_by_rate_limit(None) or responses.json_response(
+            {"siteEntry": [_site_entry(s) for s in config.sites]}
+        )
+        return response, CallRecord("sites.list", response.status, success=response.status == 200)
+
+    def _sites_get(self, config: SandboxConfig, site_url: str) -> tuple[Response, CallRecord]:
+        site = config.site(site_url)
+        if site is None:
+            response = _unknown_site(site_url)
+        else:
+            response = self._refused_by_rate_limit(site_url) or responses.json_response(_site_entry(site))
+        return response, CallRecord("sites.get", response.status, site_url, success=response.status == 200)
+
+    def _query(self, config: SandboxConfig, site_url: str, body: bytes) -> tuple[Response, CallRecord]:
+        method = "searchanalytics.query"
+        site = config.site(site_url)
+        if site is None or site.forbidden:
+            error = _unknown_site(site_url) if site is None else responses.forbidden(site_url)
+            return error, CallRecord(method, error.status, site_url)
+        refusal = self._refused_by_rate_limit(site_url)
+        if refusal is not None:
+            return refusal, CallRecord(method, refusal.status, site_url)
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            error = responses.bad_request("Invalid JSON payload received. The request body is not valid JSON.")
+            return error, CallRecord(method, error.status, site_url)
+        call_key = _call_key(site_url, payload)
+        try:
+            request = parse_query_request(site, payload)
+        except ValueError as exc:
+            error = responses.bad_request(str(exc))
+            return error, CallRecord(method, error.status, site_url, call_key)
+        return self._answer_query(config, request, call_key)
+
+    def _answer_query(
+        self, config: SandboxConfig, request: QueryRequest, call_key: bytes
+    ) -> tuple[Response, CallRecord]:
+        method, site_url = "searchanalytics.query", request.query.site.url
+        fault = self._faults.pick(site_url, request.start_row)
+        fault_kind = fault.kind if fault is not None else None
+        if fault is not None and fault.kind != "slow":
+            response = self._fault_response(config, request, fault)
+            return response, CallRecord(method, response.status, site_url, call_key, fault=fault.kind)
+        if fault is not None:  # slow: late, then a normal answer
+            self.stop_event.wait(fault.slow_s)
+        if request.expensive and not self._quota.try_consume(site_url):
+            response = responses.load_quota_exceeded(site_url)
+            return response, CallRecord(method, 403, site_url, call_key, quota_refused=True)
+        rows = self._rows.page(config, request.query, request.start_row, request.row_limit)
+        record = CallRecord(method, 200, site_url, call_key, fault=fault_kind, rows=len(rows), success=True)
+        return Response(200, response_body(rows, request.aggregation)), record
+
+    def _fault_response(self, config: SandboxConfig, request: QueryRequest, fault: FaultSpec) -> Response:
+        if fault.kind == "http_500":
+            return responses.internal_error()
+        if fault.kind == "http_503":
+            return responses.unavailable()
+        if fault.kind == "malformed":
+            return Response(200, _MALFORMED_BODY, content_type="text/html; charset=UTF-8")
+        if fault.kind == "truncated":
+            # Cut mid-document; Content-Length matches what is sent, so the client reads it all and fails to parse.
+            rows = self._rows.page(config, request.query, request.start_row, request.row_limit)
+            body = response_body(rows, request.aggregation)
+            return Response(200, body[: max(1, len(body) // 2)])
+        return Response(200, _WRONG_SCHEMA_BODY)  # wrong_schema

@@ -1,0 +1,243 @@
+"""Sandbox settings: sites, rate limits, load quota and injected faults.
+
+Every setting is validated on construction so a bad value fails early with a
+`ValueError` naming the setting, whether it came from Python, a JSON file or
+the runtime `/_sandbox/config` endpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+FAULT_KINDS: tuple[str, ...] = (
+    "http_500",
+    "http_503",
+    "malformed",
+    "truncated",
+    "slow",
+    "wrong_schema",
+)
+
+
+def _require_number(name: str, value: Any, *, minimum: float, allow_none: bool = False, strict: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number{' or null' if allow_none else ''} (got {value!r})")
+    if value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ValueError(f"{name} must be {bound} (got {value!r})")
+
+
+def _require_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer{' or null' if allow_none else ''} (got {value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (got {value!r})")
+
+
+def _check_keys(name: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{name} must be a JSON object (got {type(data).__name__})")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown setting {name}.{unknown[0]} (allowed: {', '.join(allowed)})")
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One Search Console property the sandbox serves."""
+
+    url: str
+    rows_per_day: int
+    forbidden: bool = False  # listed as unverified; queries answer 403
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.strip():
+            raise ValueError(f"sites[].url must be a non-empty string (got {self.url!r})")
+        _require_int(f"sites[{self.url}].rows_per_day", self.rows_per_day, minimum=0)
+        if not isinstance(self.forbidden, bool):
+            raise ValueError(f"sites[{self.url}].forbidden must be true or false (got {self.forbidden!r})")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SiteSpec:
+        _check_keys("sites[]", data, _field_names(cls))
+        if "url" not in data or "rows_per_day" not in data:
+            raise ValueError("sites[] entries need 'url' and 'rows_per_day'")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault served instead of (or, for `slow`, before) a normal query answer.
+
+    A fault matches a searchAnalytics.query call when `site_url` and
+    `start_row` match (None matches anything), it still has `times` left
+    (None = unlimited) and, if `probability` is set, a seeded draw falls
+    under it. The first matching fault in the list is served.
+    """
+
+    kind: str
+    probability: float | None = None
+    site_url: str | None = None
+    start_row: int | None = None
+    times: int | None = None
+    slow_s: float = 5.0  # only for kind "slow": delay before the normal answer
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"faults[].kind {self.kind!r} is unknown (allowed: {', '.join(FAULT_KINDS)})")
+        if self.probability is not None:
+            _require_number("faults[].probability", self.probability, minimum=0.0)
+            if self.probability > 1:
+                raise ValueError(f"faults[].probability must be within [0, 1] (got {self.probability!r})")
+        if self.site_url is not None and not isinstance(self.site_url, str):
+            raise ValueError(f"faults[].site_url must be a string or null (got {self.site_url!r})")
+        _require_int("faults[].start_row", self.start_row, minimum=0, allow_none=True)
+        _require_int("faults[].times", self.times, minimum=0, allow_none=True)
+        _require_number("faults[].slow_s", self.slow_s, minimum=0.0)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FaultSpec:
+        _check_keys("faults[]", data, _field_names(cls))
+        if "kind" not in data:
+            raise ValueError("faults[] entries need a 'kind'")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Everything that shapes the sandbox's answers.
+
+    Rate limits are token buckets: `per_site_qps` per site, `global_qps` over
+    all API calls, both holding up to `burst` tokens (None: max(1, qps)).
+    `load_quota` (None = off) is the number of expensive queries (dimensions
+    include query or page) each site may run per `load_quota_window_s`.
+    `rows_jitter` lets the daily row count vary by up to that fraction.
+    """
+
+    seed: int = 0
+    sites: Sequence[SiteSpec] = ()
+    per_site_qps: float | None = None
+    global_qps: float | None = None
+    burst: float | None = None
+    latency_s: float = 0.0
+    faults: Sequence[FaultSpec] = ()
+    load_quota: int | None = None
+    load_quota_window_s: float = 60.0
+    rows_jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        # Stored as tuples so a config can be shared between threads safely.
+        object.__setattr__(self, "sites", tuple(self.sites))
+        object.__setattr__(self, "faults", tuple(self.faults))
+        _require_int("seed", self.seed, minimum=-(2**63))
+        self._validate_sites()
+        _require_number("per_site_qps", self.per_site_qps, minimum=0.0, allow_none=True, strict=True)
+        _require_number("global_qps", self.global_qps, minimum=0.0, allow_none=True, strict=True)
+        _require_number("burst", self.burst, minimum=1.0, allow_none=True)
+        _require_number("latency_s", self.latency_s, minimum=0.0)
+        for fault in self.faults:
+            if not isinstance(fault, FaultSpec):
+                raise ValueError(f"faults entries must be FaultSpec (got {fault!r})")
+        _require_int("load_quota", self.load_quota, minimum=0, allow_none=True)
+        _require_number("load_quota_window_s", self.load_quota_window_s, minimum=0.0, strict=True)
+        _require_number("rows_jitter", self.rows_jitter, minimum=0.0)
+        if self.rows_jitter > 1:
+            raise ValueError(f"rows_jitter must be within [0, 1] (got {self.rows_jitter!r})")
+
+    def _validate_sites(self) -> None:
+        if not self.sites:
+            raise ValueError("sites must list at least one site")
+        seen: set[str] = set()
+        for site in self.sites:
+            if not isinstance(site, SiteSpec):
+                raise ValueError(f"sites entries must be SiteSpec (got {site!r})")
+            if site.url in seen:
+                raise ValueError(f"sites has a duplicate url {site.url!r}")
+            seen.add(site.url)
+
+    def site(self, url: str) -> SiteSpec | None:
+        """The site with this exact url, or None."""
+        for site in self.sites:
+            if site.url == url:
+                return site
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `from_dict(to_dict())` gives an equal config."""
+        data = dataclasses.asdict(self)
+        data["sites"] = [dataclasses.asdict(s) for s in self.sites]
+        data["faults"] = [dataclasses.asdict(f) for f in self.faults]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SandboxConfig:
+        _check_keys("config", data, _field_names(cls))
+        values = dict(data)
+        if "sites" in values:
+            values["sites"] = [SiteSpec.from_dict(s) for s in _as_list("sites", values["sites"])]
+        if "faults" in values:
+            values["faults"] = [FaultSpec.from_dict(f) for f in _as_list("faults", values["faults"])]
+        return cls(**values)
+
+    def updated(self, changes: Mapping[str, Any]) -> SandboxConfig:
+        """A new config with the top-level settings in `changes` replaced.
+
+        Values may be JSON-style dicts/lists or SiteSpec/FaultSpec objects.
+        """
+        merged = self.to_dict()
+        _check_keys("config", changes, list(merged))
+        for key, value in changes.items():
+            merged[key] = _jsonable(value)
+        return SandboxConfig.from_dict(merged)
+
+
+def _as_list(name: str, value: Any) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list (got {type(value).__name__})")
+    return list(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def default_config(seed: int = 0) -> SandboxConfig:
+    """The demo setup: five sites of different sizes, generous rate limits.
+
+    With rowLimit 1000, shop.example.com needs 3 pages a day and
+    www.example.com 2. Buckets start with 30 tokens, so the first 30 calls
+    always pass; a small run sees at most a few 429s after that.
+    """
+    return SandboxConfig(
+        seed=seed,
+        sites=[
+            SiteSpec("sc-domain:example.com", 120),
+            SiteSpec("https://www.example.com/", 1250),
+            SiteSpec("https://shop.example.com/", 2600),
+            SiteSpec("https://blog.example.com/", 40),
+            SiteSpec("https://help.example.org/", 700),
+        ],
+        per_site_qps=10.0,
+        global_qps=40.0,
+        burst=30.0,
+        faults=[],
+    )
+
+
+__all__ = ["FAULT_KINDS", "FaultSpec", "SandboxConfig", "SiteSpec", "default_config"]

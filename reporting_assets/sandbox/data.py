@@ -1,0 +1,343 @@
+"""The sandbox's deterministic truth: which rows a Search Analytics query returns.
+
+A query's answer is a concatenation of *units*: one unit per day when `date`
+is a dimension (in date order), otherwise a single unit for the whole range.
+Each unit's rows are drawn from a `random.Random` seeded with a stable hash of
+(seed, site, unit, dimensions, search type), then sorted by clicks descending
+like Google does. Row counts are computed separately from a cheaper hash, so
+a server can page through a huge range while generating only the units a page
+touches. `expected_rows` is what tests compare against.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reporting_assets.sandbox.config import SandboxConfig, SiteSpec
+
+DIMENSIONS: tuple[str, ...] = ("date", "query", "page", "country", "device")
+# Real API dimensions the sandbox does not model: rejected with a clear message.
+UNSUPPORTED_DIMENSIONS: tuple[str, ...] = ("searchAppearance", "hour")
+SEARCH_TYPES: tuple[str, ...] = ("web", "image", "video", "news", "discover", "googleNews")
+MAX_RANGE_DAYS = 1830  # keeps a typo'd range from planning millions of days
+
+# Share of a site's web rows that other search types have.
+_TYPE_SHARE = {"web": 1.0, "image": 0.3, "video": 0.1, "news": 0.15, "discover": 0.2, "googleNews": 0.1}
+# Impression scale per search type (heavy-tailed draws are multiplied by it).
+_TYPE_SCALE = {"web": 5000, "image": 2000, "video": 800, "news": 1200, "discover": 3000, "googleNews": 900}
+
+COUNTRIES: tuple[str, ...] = (
+    "usa", "gbr", "deu", "fra", "ind", "can", "aus", "esp", "ita", "nld",
+    "bra", "mex", "jpn", "pol", "swe", "che", "bel", "aut", "irl", "dnk",
+    "nor", "fin", "prt", "cze", "tur", "zaf", "arg", "chl", "col", "nzl",
+    "sgp", "hkg", "kor", "phl", "idn", "mys", "tha", "vnm", "are", "isr",
+)  # fmt: skip
+DEVICES: tuple[str, ...] = ("DESKTOP", "MOBILE", "TABLET")
+
+_HEADS = (
+    "best", "cheap", "buy", "free", "new", "top", "how", "why", "compare", "review", "online", "fast",
+    "easy", "custom", "used", "local", "premium", "simple", "secure", "smart", "portable", "wireless",
+    "organic", "vintage",
+)  # fmt: skip
+_TAILS = (
+    "shoes", "laptop", "coffee", "bike", "camera", "tent", "garden", "desk", "chair", "lamp", "phone",
+    "watch", "jacket", "headphones", "backpack", "blender", "mattress", "printer", "monitor", "keyboard",
+    "router", "kettle", "stroller", "guitar", "skates",
+)  # fmt: skip
+# Index 0 means "no modifier". None is numeric, so the numeric suffix stays unambiguous.
+_MODS = (
+    "", "price", "near me", "cost", "sale", "guide", "vs", "deals", "reviews", "for kids", "repair",
+    "size", "colors", "warranty", "delivery", "setup",
+)  # fmt: skip
+_SECTIONS = (
+    "products", "blog", "guides", "help", "category", "news", "compare", "deals", "reviews", "support",
+    "stories", "docs",
+)  # fmt: skip
+
+# Precomputed (immutable) building blocks: generation runs per row, thousands of times.
+_HEAD_TAIL: tuple[str, ...] = tuple(f"{h} {t}" for t in _TAILS for h in _HEADS)
+_MOD_SUFFIX: tuple[str, ...] = tuple(f" {m}" if m else "" for m in _MODS)
+_PAGE_PATHS: tuple[str, ...] = tuple(f"{s}/{h}-{t}" for t in _TAILS for h in _HEADS for s in _SECTIONS)
+_QUERY_SPACE = len(_HEAD_TAIL) * len(_MODS)
+_PAGE_SPACE = len(_PAGE_PATHS)
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+Row = tuple[tuple[str, ...], int, int, float, float]  # keys, clicks, impressions, ctr, position
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independently generated block of rows (a day, or a whole range)."""
+
+    key: str  # ISO date, or "start..end" when date is not a dimension
+    date: str | None  # the `date` key value, when date is a dimension
+
+
+# --- argument normalisation (shared with the server's request validation) ---
+
+
+def normalize_dimensions(dimensions: object) -> tuple[str, ...]:
+    """Canonical dimension names in request order; ValueError if unknown, unsupported or repeated."""
+    if isinstance(dimensions, str) or not isinstance(dimensions, Sequence):
+        raise ValueError(f"dimensions must be a list of strings (got {dimensions!r})")
+    by_lower = {d.lower(): d for d in DIMENSIONS + UNSUPPORTED_DIMENSIONS}
+    result: list[str] = []
+    for raw in dimensions:
+        name = by_lower.get(raw.lower().replace("_", "")) if isinstance(raw, str) else None
+        if name is None:
+            raise ValueError(f"dimensions: unknown dimension {raw!r} (allowed: {', '.join(DIMENSIONS)})")
+        if name in UNSUPPORTED_DIMENSIONS:
+            raise ValueError(f"dimensions: {name!r} is not supported by the sandbox")
+        if name in result:
+            raise ValueError(f"dimensions: {name!r} is listed twice")
+        result.append(name)
+    return tuple(result)
+
+
+def normalize_search_type(search_type: object) -> str:
+    """Canonical search type; accepts any case (the API is case-insensitive)."""
+    by_lower = {t.lower(): t for t in SEARCH_TYPES}
+    name = by_lower.get(search_type.lower().replace("_", "")) if isinstance(search_type, str) else None
+    if name is None:
+        raise ValueError(f"type: unknown search type {search_type!r} (allowed: {', '.join(SEARCH_TYPES)})")
+    return name
+
+
+def parse_date(value: str | dt.date, name: str) -> dt.date:
+    """A date from an ISO `YYYY-MM-DD` string (strictly that format) or a date."""
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError(f"{name} must be a date in YYYY-MM-DD format (got {value!r})")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} is not a valid date (got {value!r})") from None
+
+
+def check_range(start: dt.date, end: dt.date) -> None:
+    if start > end:
+        raise ValueError(f"startDate {start.isoformat()} is after endDate {end.isoformat()}")
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise ValueError(f"date range longer than {MAX_RANGE_DAYS} days is not supported by the sandbox")
+
+
+# --- stable hashing ---
+
+
+def _stable_int(*parts: object) -> int:
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _stable_unit_float(*parts: object) -> float:
+    return _stable_int(*parts) / 2**64
+
+
+# --- planning: units and their row counts ---
+
+
+def plan_units(start: dt.date, end: dt.date, dimensions: Sequence[str]) -> list[Unit]:
+    """The units of a query, in serving order."""
+    if "date" not in dimensions:
+        return [Unit(f"{start.isoformat()}..{end.isoformat()}", None)]
+    days = (end - start).days + 1
+    return [Unit(d.isoformat(), d.isoformat()) for d in (start + dt.timedelta(n) for n in range(days))]
+
+
+def _combo_dimensions(dimensions: Sequence[str]) -> list[str]:
+    return [d for d in dimensions if d in ("country", "device")]
+
+
+def _combo_count(dimensions: Sequence[str]) -> int:
+    count = 1
+    for d in _combo_dimensions(dimensions):
+        count *= len(COUNTRIES) if d == "country" else len(DEVICES)
+    return count
+
+
+def _is_open_ended(dimensions: Sequence[str]) -> bool:
+    """True when a dimension with unbounded values (query/page) is grouped by."""
+    return "query" in dimensions or "page" in dimensions
+
+
+def unit_row_count(
+    seed: int, site: SiteSpec, unit: Unit, dimensions: Sequence[str], search_type: str, jitter: float
+) -> int:
+    """How many rows a unit has; must equal len(unit_rows(...)) — and is much cheaper."""
+    u = _stable_unit_float(seed, site.url, unit.key, search_type, "rows")
+    target = round(site.rows_per_day * _TYPE_SHARE[search_type] * (1.0 + jitter * (2.0 * u - 1.0)))
+    if _is_open_ended(dimensions):
+        return target
+    return min(target, _combo_count(dimensions))
+
+
+# --- generation ---
+
+
+def _query_text(k: int) -> str:
+    # Mixed-radix decomposition of k: distinct k give distinct strings.
+    rest, k = divmod(k, _QUERY_SPACE)
+    k, head_tail = divmod(k, len(_HEAD_TAIL))
+    text = _HEAD_TAIL[head_tail] + _MOD_SUFFIX[k]
+    return f"{text} {rest + 1}" if rest else text
+
+
+def _page_url(base: str, k: int) -> str:
+    # Mixed radix again; heads/tails contain no "-" so the slug parses uniquely.
+    rest, k = divmod(k, _PAGE_SPACE)
+    path = _PAGE_PATHS[k]
+    return f"{base}{path}-p{rest}" if rest else base + path
+
+
+def page_base(site_url: str) -> str:
+    """Where a site's pages live: the prefix itself, or www.<domain> for domain properties."""
+    if site_url.startswith("sc-domain:"):
+        return f"https://www.{site_url[len('sc-domain:') :]}/"
+    return site_url if site_url.endswith("/") else site_url + "/"
+
+
+def _open_ended_columns(
+    rng: random.Random, seed: int, site: SiteSpec, dimensions: Sequence[str], n: int
+) -> dict[str, list[str]]:
+    """Dimension values per row when query or page is grouped by; query (else page) is injective."""
+    base = page_base(site.url)
+    columns: dict[str, list[str]] = {}
+    if "query" in dimensions:
+        offset = _stable_int(seed, site.url, "query-offset") % _QUERY_SPACE
+        columns["query"] = [_query_text(j + offset) for j in range(n)]
+    if "page" in dimensions:
+        offset = _stable_int(seed, site.url, "page-offset") % _PAGE_SPACE
+        if "query" in dimensions:  # query keeps rows distinct; pages repeat like real ones
+            pool = max(1, n // 3)
+            columns["page"] = [_page_url(base, offset + int(pool * rng.random())) for _ in range(n)]
+        else:
+            columns["page"] = [_page_url(base, j + offset) for j in range(n)]
+    # Squared draws skew towards the first (bigger) countries and desktop/mobile.
+    if "country" in dimensions:
+        columns["country"] = [COUNTRIES[int(len(COUNTRIES) * rng.random() ** 2)] for _ in range(n)]
+    if "device" in dimensions:
+        columns["device"] = [DEVICES[int(len(DEVICES) * rng.random() ** 2)] for _ in range(n)]
+    return columns
+
+
+def _combo_columns(rng: random.Random, dimensions: Sequence[str], n: int) -> dict[str, list[str]]:
+    """Distinct (country, device) combinations when no open-ended dimension is grouped by."""
+    combos: list[dict[str, str]] = [{}]
+    for d in _combo_dimensions(dimensions):
+        choices = COUNTRIES if d == "country" else DEVICES
+        combos = [{**c, d: v} for c in combos for v in choices]
+    if n < len(combos):
+        combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), n))]
+    return {d: [c[d] for c in combos] for d in _combo_dimensions(dimensions)}
+
+
+def unit_rows(
+    seed: int, site: SiteSpec, unit: Unit, dimensions: Sequence[str], search_type: str, jitter: float
+) -> list[Row]:
+    """All rows of one unit, sorted like Google (clicks desc, ties broken deterministically)."""
+    n = unit_row_count(seed, site, unit, dimensions, search_type, jitter)
+    # Sorted dimensions in the seed: the same grouping in another order gives the same data.
+    rng = random.Random(_stable_int(seed, site.url, unit.key, ",".join(sorted(dimensions)), search_type))
+    if _is_open_ended(dimensions):
+        columns = _open_ended_columns(rng, seed, site, dimensions, n)
+        scale, tail = float(_TYPE_SCALE[search_type]), 8
+    else:
+        columns = _combo_columns(rng, dimensions, n)
+        # Few rows that aggregate a whole site's day: bigger, less skewed numbers.
+        scale, tail = _TYPE_SCALE[search_type] * max(1.0, site.rows_per_day / max(1, n)), 2
+    if unit.date is not None:
+        columns["date"] = [unit.date] * n
+    key_tuples = list(zip(*(columns[d] for d in dimensions), strict=True)) if dimensions else [()] * n
+    rand = rng.random
+    rows: list[Row] = []
+    for keys in key_tuples:
+        impressions = 1 + int(scale * rand() ** tail)
+        position = round(1.0 + 60.0 * rand() ** 2.5, 2)
+        clicks = min(impressions, int(impressions * (0.3 / position) * (0.4 + 1.2 * rand())))
+        rows.append((keys, clicks, impressions, clicks / impressions, position))
+    rows.sort(key=lambda r: (-r[1], -r[2], r[4], r[0]))
+    return rows
+
+
+def row_to_dict(row: Row) -> dict[str, Any]:
+    keys, clicks, impressions, ctr, position = row
+    return {"keys": list(keys), "clicks": clicks, "impressions": impressions, "ctr": ctr, "position": position}
+
+
+# --- the public truth ---
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated, normalised Search Analytics query."""
+
+    site: SiteSpec
+    start: dt.date
+    end: dt.date
+    dimensions: tuple[str, ...]
+    search_type: str
+
+
+def make_query(
+    config: SandboxConfig,
+    site_url: str,
+    start_date: str | dt.date,
+    end_date: str | dt.date,
+    dimensions: Sequence[str] = (),
+    search_type: str = "web",
+) -> Query:
+    site = config.site(site_url)
+    if site is None:
+        raise ValueError(f"unknown site {site_url!r}")
+    start, end = parse_date(start_date, "startDate"), parse_date(end_date, "endDate")
+    check_range(start, end)
+    return Query(site, start, end, normalize_dimensions(dimensions), normalize_search_type(search_type))
+
+
+def iter_units(config: SandboxConfig, query: Query) -> Iterator[tuple[Unit, int]]:
+    """(unit, row count) pairs in serving order."""
+    for unit in plan_units(query.start, query.end, query.dimensions):
+        yield (
+            unit,
+            unit_row_count(config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter),
+        )
+
+
+def expected_rows(
+    config: SandboxConfig,
+    site_url: str,
+    start_date: str | dt.date,
+    end_date: str | dt.date,
+    dimensions: Sequence[str],
+    search_type: str = "web",
+) -> list[dict[str, Any]]:
+    """The complete, ordered list of rows the sandbox serves for this query (before paging)."""
+    query = make_query(config, site_url, start_date, end_date, dimensions, search_type)
+    rows: list[dict[str, Any]] = []
+    for unit, _count in iter_units(config, query):
+        rows.extend(
+            row_to_dict(r)
+            for r in unit_rows(config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter)
+        )
+    return rows
+
+
+def expected_row_count(
+    config: SandboxConfig,
+    site_url: str,
+    start_date: str | dt.date,
+    end_date: str | dt.date,
+    dimensions: Sequence[str],
+    search_type: str = "web",
+) -> int:
+    """len(expected_rows(...)) without generating the rows."""
+    query = make_query(config, site_url, start_date, end_date, dimensions, search_type)
+    return sum(count for _unit, count in iter_units(config, query))

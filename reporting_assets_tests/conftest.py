@@ -1,0 +1,48 @@
+"""Shared fixtures. Kafka: one local broker per test session, unique names per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from reporting_assets.infra.kafka import BrokerSettings, LocalKafkaBroker
+from reporting_assets.infra.maven import ensure_jars
+from reporting_assets.infra.ports import free_ports
+from reporting_assets.resources.kafka import KafkaResource
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap ``host:port`` of a Kafka broker that lives for the whole test session."""
+    jars = ensure_jars("broker")
+    port, controller_port = free_ports(2)
+    settings = BrokerSettings(port=port, controller_port=controller_port, data_dir=tmp_path_factory.mktemp("kafka"))
+    broker = LocalKafkaBroker(settings, jars_dir=jars)
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()  # also after a failed start: a JVM must never outlive the session
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """``unique_name("requests")`` -> ``"requests-1f3a9c0b2d"``: topics and groups no other test sees."""
+
+    def make(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    return make
+
+
+@pytest.fixture
+def kafka_resource(kafka_broker: str, unique_name: Callable[[str], str]) -> KafkaResource:
+    """A KafkaResource on the session broker with topics and a group of its own."""
+    request_topic = unique_name("requests")
+    return KafkaResource(
+        bootstrap_servers=kafka_broker,
+        request_topic=request_topic,
+        dead_letter_topic=f"{request_topic}.dead-letter",
+        consumer_group=unique_name("group"),
+    )

@@ -1,0 +1,82 @@
+"""The whole pipeline on the real broker, real Spark, real consumer processes and the sandbox."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from reporting_assets import runner
+from reporting_assets.reports import get_report
+from reporting_assets.sandbox import expected_rows
+
+DATES = ["2026-11-01", "2026-11-02"]
+FAST_CONSUMERS = {"idle_timeout_s": 2.0, "qps_per_account": 200.0, "retry_backoff_s": 0.01}
+METRICS = ("clicks", "impressions", "ctr", "position")
+
+
+def truth(config, accounts, dates, report="search_analytics") -> set[tuple]:
+    """Every row the sandbox holds for these accounts and dates, as export tuples."""
+    spec = get_report(report)
+    rows = set()
+    for account in accounts:
+        for date in dates:
+            for row in expected_rows(config, account, date, date, list(spec.dimensions)):
+                keys = dict(zip(spec.dimensions, row["keys"]))
+                rows.add((account, keys["date"], keys["query"], keys["page"], keys["country"], keys["device"],
+                          *(float(row[m]) for m in METRICS)))
+    return rows
+
+
+def exported(csv_path: Path) -> list[tuple]:
+    with csv_path.open(newline="") as handle:
+        return [
+            (r["account"], r["date"], r["query"], r["page"], r["country"], r["device"], *(float(r[m]) for m in METRICS))
+            for r in csv.DictReader(handle)
+        ]
+
+
+def digests(paths) -> dict[str, str]:
+    return {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths}
+
+
+def test_pipeline_exports_exactly_the_partner_truth_and_a_rerun_changes_nothing(
+    instance, resources, sandbox, sandbox_config, pipeline_env
+):
+    summary = runner.run_pipeline(instance, resources, DATES, consumers=2, consumer_config=FAST_CONSUMERS)
+
+    readable = sorted(s.url for s in sandbox_config.sites if not s.forbidden)
+    assert sorted(summary.accounts) == readable  # the forbidden site is not a partition
+    assert summary.requests_enqueued == len(readable) * len(DATES)
+    assert summary.dead_lettered == 0
+    # shop.example.com: 2600 rows a day at 1000 a page -> pages at 0, 1000, 2000 (2 continuations a day)
+    assert summary.download["continued"] == 2 * len(DATES) + 1 * len(DATES)
+
+    expected = truth(sandbox_config, readable, DATES)
+    rows_seen = []
+    for date in DATES:
+        rows = exported(Path(summary.exports[f"{date}/search_analytics.csv"]))
+        assert len(rows) == len(set(rows)), "no row doubled"
+        rows_seen.extend(rows)
+        parquet = pq.read_table(summary.exports[f"{date}/search_analytics.parquet"])
+        assert parquet.num_rows == len(rows)
+        assert len(json.loads(Path(summary.exports[f"{date}/search_analytics.json"]).read_text())) == len(rows)
+    assert set(rows_seen) == expected and len(rows_seen) == len(expected)
+    assert summary.rows_loaded == len(expected)
+
+    with duckdb.connect(str(Path(pipeline_env["REPORTING_DATA_DIR"]) / "warehouse.duckdb"), read_only=True) as db:
+        per_site = dict(db.execute(
+            "SELECT account, count(*) FROM search_analytics WHERE date = '2026-11-01' GROUP BY account").fetchall())
+        assert per_site["https://shop.example.com/"] == len(
+            expected_rows(sandbox_config, "https://shop.example.com/", "2026-11-01", "2026-11-01",
+                          list(get_report("search_analytics").dimensions)))
+        assert db.execute("SELECT count(*) FROM export_search_analytics").fetchone()[0] == len(expected)
+
+    before = digests(summary.exports.values())
+    again = runner.run_pipeline(instance, resources, DATES, consumers=2, consumer_config=FAST_CONSUMERS)
+    assert again.rows_loaded == summary.rows_loaded
+    assert digests(again.exports.values()) == before
