@@ -220,3 +220,28 @@ class DeadLetter:
         if self.request is None:
             return None
         return ReportRequest.decode(json.dumps(self.request).encode())
+
+
+@dataclass(frozen=True)
+class DelayedRequest:
+    """A request parked on the delay topic until `due_at_ms` (epoch ms), e.g. after a load-quota refusal."""
+
+    request: dict[str, Any]
+    due_at_ms: int
+    reason: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": REQUEST_VERSION, **asdict(self)}, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> DelayedRequest:
+        try:
+            data = json.loads(raw or b"")
+            delayed = cls(request=dict(data["request"]), due_at_ms=int(data["due_at_ms"]), reason=str(data["reason"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidRequestError(f"not a delayed request: {exc}") from None
+        delayed.original_request()  # validates the inner request
+        return delayed
+
+    def original_request(self) -> ReportRequest:
+        return ReportRequest.decode(json.dumps(self.request).encode())

@@ -1,50 +1,75 @@
-"""The Kafka-consuming download loop: poll -> call the partner -> validate -> land -> commit.
+"""The Kafka-consuming download loop: poll -> pace -> call the partner -> validate -> land -> commit.
 
-Commit comes after landing (and after any continuation page or dead letter is acknowledged by the
-broker), never before: a killed consumer re-issues at most the requests it had in flight, and a new
-run simply continues from the group's committed offsets.
+One consumer serves many accounts at once: a small pool of worker threads makes the calls, and a
+scheduler in the polling thread hands them requests of whichever account may be called now, so an
+account that waits (pace, Retry-After, load quota) never holds up the others on its Kafka partition.
+
+Commit comes after landing (and after any continuation page, dead letter or delayed copy is
+acknowledged by the broker), never before. Requests finish out of order, so each Kafka partition
+commits up to its oldest unfinished offset, and a partition runs at most `window` offsets ahead
+of it: a killed consumer re-issues at most the calls it had started and not yet committed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import socket
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from googleapiclient.errors import HttpError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from reporting_assets.consumer.landing import LandingZone
 from reporting_assets.consumer.pacing import AccountPacer
-from reporting_assets.messages import DeadLetter, InvalidRequestError, ReportRequest
+from reporting_assets.messages import DeadLetter, DelayedRequest, InvalidRequestError, ReportRequest
 from reporting_assets.resources.partner import MalformedResponseError, http_error_reason, http_error_summary
 
 log = logging.getLogger(__name__)
 
+REBALANCE_ERRORS = (
+    kafka_errors.CommitFailedError,
+    kafka_errors.RebalanceInProgressError,
+    kafka_errors.IllegalGenerationError,
+    kafka_errors.UnknownMemberIdError,
+)
+
 
 class PartnerClient(Protocol):
-    def query(self, request: ReportRequest) -> list[dict[str, Any]]: ...
+    def query(
+        self, request: ReportRequest, on_throttled: Callable[[float | None], None] | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
 class ConsumerSettings:
     request_topic: str
     dead_letter_topic: str
+    delay_topic: str | None = None
     idle_timeout_s: float = 10.0
     max_runtime_s: float = 3_000.0
     qps_per_account: float = 10.0
+    global_qps: float | None = None  # this consumer's share of the project-wide budget
+    concurrency: int = 4  # calls in flight per consumer
+    max_in_flight_per_account: int = 2
+    window: int = 64  # offsets a Kafka partition may run ahead of its commit point
+    max_buffered: int = 2_000
     max_attempts: int = 3  # for malformed answers, which the client does not retry itself
     retry_backoff_s: float = 0.5
+    quota_wait_s: float = 900.0  # Google asks to wait ~15 minutes after a load-quota refusal
     commit_every: int = 1
-    poll_timeout_ms: int = 500
-    max_poll_records: int = 100
+    commit_interval_s: float = 0.2
+    poll_timeout_ms: int = 200
     client_retries: int = 5  # the partner client's num_retries, recorded in dead letters
 
     def __post_init__(self) -> None:
@@ -52,11 +77,17 @@ class ConsumerSettings:
             "idle_timeout_s": self.idle_timeout_s >= 0,
             "max_runtime_s": self.max_runtime_s > 0,
             "qps_per_account": self.qps_per_account > 0,
+            "global_qps": self.global_qps is None or self.global_qps > 0,
+            "concurrency": self.concurrency >= 1,
+            "max_in_flight_per_account": self.max_in_flight_per_account >= 1,
+            "window": self.window >= 1,
+            "max_buffered": self.max_buffered >= 1,
             "max_attempts": self.max_attempts >= 1,
             "retry_backoff_s": self.retry_backoff_s >= 0,
+            "quota_wait_s": self.quota_wait_s >= 0,
             "commit_every": self.commit_every >= 1,
+            "commit_interval_s": self.commit_interval_s >= 0,
             "poll_timeout_ms": self.poll_timeout_ms > 0,
-            "max_poll_records": self.max_poll_records >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -70,7 +101,10 @@ class ConsumerStats:
     rows: int = 0
     continued: int = 0
     dead_lettered: int = 0
+    delayed: int = 0
+    released: int = 0
     api_calls: int = 0
+    throttled: int = 0
     commits: int = 0
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     stopped_because: str = ""
@@ -82,7 +116,10 @@ class ConsumerStats:
             "rows": self.rows,
             "continued": self.continued,
             "dead_lettered": self.dead_lettered,
+            "delayed": self.delayed,
+            "released": self.released,
             "api_calls": self.api_calls,
+            "throttled": self.throttled,
             "commits": self.commits,
             "dead_letter_reasons": dict(self.dead_letter_reasons),
             "stopped_because": self.stopped_because,
@@ -100,12 +137,59 @@ class Failure(Exception):
         self.status = status
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):
+class QuotaExhausted(Exception):
+    """The partner's load quota refused the account: wait, do not hammer, do not dead-letter."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # landed | dead_lettered | delayed
+    rows: int = 0
+    continued: bool = False
+    calls: int = 0
+    reason: str = ""
+
+
+class PartitionOffsets:
+    """Offsets of one Kafka partition received and not yet finished, in arrival (= offset) order."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, None] = {}
+        self.next_offset = -1  # one past the highest offset received
+
+    def receive(self, offset: int) -> None:
+        self.open[offset] = None
+        self.next_offset = max(self.next_offset, offset + 1)
+
+    def finish(self, offset: int) -> None:
+        self.open.pop(offset, None)
+
+    def forget_from(self, offset: int) -> None:
+        """Drop offsets >= offset (they will be fetched again after a seek)."""
+        for pending in [o for o in self.open if o >= offset]:
+            del self.open[pending]
+        self.next_offset = min(self.next_offset, offset)
+
+    def commit_point(self) -> int:
+        return next(iter(self.open)) if self.open else self.next_offset
+
+
+@dataclass
+class Work:
+    tp: TopicPartition
+    offset: int
+    record: Any
+    request: ReportRequest
+
+
+class _NoteRevoked(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread, which must not block: only note what was revoked."""
+
     def __init__(self, loop: DownloadLoop) -> None:
         self._loop = loop
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self._loop.commit_pending()
+        self._loop.revoked.update(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         pass
@@ -116,7 +200,7 @@ class DownloadLoop:
         self,
         consumer: KafkaConsumer,
         producer: KafkaProducer,
-        partner: PartnerClient,
+        client_factory: Callable[[], PartnerClient],
         landing: LandingZone,
         settings: ConsumerSettings,
         clock: Callable[[], float] = time.monotonic,
@@ -124,71 +208,274 @@ class DownloadLoop:
     ) -> None:
         self.consumer = consumer
         self.producer = producer
-        self.partner = partner
         self.landing = landing
         self.settings = settings
-        self.pacer = AccountPacer(settings.qps_per_account)
+        self.pacer = AccountPacer(settings.qps_per_account, global_qps=settings.global_qps)
         self.stats = ConsumerStats()
+        self._client_factory = client_factory
+        self._clients = threading.local()
         self._clock = clock
         self._should_stop = should_stop
-        self._pending: dict[TopicPartition, int] = {}
-        self._uncommitted = 0
+        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="download")
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._pending: dict[str, deque[Work]] = {}  # account -> requests not yet started
+        self._buffered = 0
+        self._runnable: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._sleeping: list[tuple[float, str]] = []  # (monotonic time, account)
+        self._window_parked: dict[TopicPartition, set[str]] = {}
+        self._in_flight: dict[Future, Work] = {}
+        self._account_in_flight: Counter[str] = Counter()
+        self._quota_until_ms: dict[str, int] = {}  # account -> epoch ms its load quota refills
+        self._delayed_partitions: dict[TopicPartition, float] = {}  # paused until (monotonic)
+        self._finished_since_commit = 0
+        self._last_commit = clock()
+        self.revoked: set[TopicPartition] = set()
+
+    # ---- main loop ---------------------------------------------------------------------------
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.settings.request_topic], listener=_CommitOnRevoke(self))
+        topics = [self.settings.request_topic]
+        if self.settings.delay_topic:
+            topics.append(self.settings.delay_topic)
+        self.consumer.subscribe(topics, listener=_NoteRevoked(self))
 
     def run(self) -> ConsumerStats:
-        started = last_record = self._clock()
-        while True:
-            now = self._clock()
-            if self._should_stop():
-                self.stats.stopped_because = "asked to stop"
-                break
-            if now - started >= self.settings.max_runtime_s:
-                self.stats.stopped_because = f"max runtime {self.settings.max_runtime_s:g}s reached"
-                break
-            if now - last_record >= self.settings.idle_timeout_s:
-                self.stats.stopped_because = f"topic drained for {self.settings.idle_timeout_s:g}s"
-                break
-            batch = self.consumer.poll(
-                timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_poll_records
-            )
-            for tp, records in batch.items():
-                for record in records:
-                    self.process(tp, record)
-                    last_record = self._clock()
-            self.commit_pending()
-        self.commit_pending()
+        started = last_activity = self._clock()
+        try:
+            while True:
+                now = self._clock()
+                if self._should_stop():
+                    self.stats.stopped_because = "asked to stop"
+                    break
+                if now - started >= self.settings.max_runtime_s:
+                    self.stats.stopped_because = f"max runtime {self.settings.max_runtime_s:g}s reached"
+                    break
+                # Requests parked on the delay topic are work too: wait for them rather than stop.
+                busy = bool(self._in_flight or self._buffered or self._delayed_partitions)
+                if busy:
+                    last_activity = now
+                elif now - last_activity >= self.settings.idle_timeout_s:
+                    self.stats.stopped_because = f"topic drained for {self.settings.idle_timeout_s:g}s"
+                    break
+                self._reap(block=False)
+                self._resume_due_partitions()
+                self._schedule()
+                self._maybe_commit()
+                self._poll(timeout_ms=10 if busy else self.settings.poll_timeout_ms)
+        finally:
+            self._finish_in_flight()
+            self.commit()
+            self._pool.shutdown(wait=True)
         return self.stats
 
-    def process(self, tp: TopicPartition, record: Any) -> None:
-        """Handle one message to the end (landed, continued, or dead-lettered), then mark it done."""
+    def _poll(self, timeout_ms: int) -> None:
+        full = self._buffered >= self.settings.max_buffered
+        assigned = self.consumer.assignment()
+        if full:
+            self.consumer.pause(*assigned)
+        else:
+            self.consumer.resume(*[tp for tp in assigned if tp not in self._delayed_partitions])
+        batch = self.consumer.poll(timeout_ms=timeout_ms, max_records=500)
+        if self.revoked:
+            self.release_partitions(self.revoked - self.consumer.assignment())
+            self.revoked.clear()
+        for tp, records in batch.items():
+            if tp.topic == self.settings.delay_topic:
+                self._take_delayed(tp, records)
+            else:
+                for record in records:
+                    self._take(tp, record)
+
+    # ---- taking records ----------------------------------------------------------------------
+
+    def _offsets_of(self, tp: TopicPartition) -> PartitionOffsets:
+        offsets = self._offsets.get(tp)
+        if offsets is None:
+            offsets = self._offsets[tp] = PartitionOffsets()
+        return offsets
+
+    def _take(self, tp: TopicPartition, record: Any) -> None:
         self.stats.consumed += 1
+        self._offsets_of(tp).receive(record.offset)
         try:
             request = ReportRequest.decode(record.value)
         except InvalidRequestError as exc:
+            # Poison message: straight to the dead-letter topic, the partition carries on.
             self.dead_letter(record, None, Failure("invalid_message", str(exc), attempts=0))
-        else:
-            try:
-                rows = self.download(request)
-            except Failure as failure:
-                self.dead_letter(record, request, failure)
-            else:
-                self.land(request, rows)
-        self._pending[tp] = record.offset + 1
-        self._uncommitted += 1
-        if self._uncommitted >= self.settings.commit_every:
-            self.commit_pending()
+            self._finish(tp, record.offset)
+            return
+        account = request.account
+        self._pending.setdefault(account, deque()).append(Work(tp, record.offset, record, request))
+        self._buffered += 1
+        self._make_runnable(account)
 
-    def download(self, request: ReportRequest) -> list[dict[str, Any]]:
+    def _take_delayed(self, tp: TopicPartition, records: list[Any]) -> None:
+        """Release due requests from the delay topic; pause the partition at the first one not due."""
+        now_ms = _epoch_ms()
+        for record in records:
+            self.stats.consumed += 1
+            offsets = self._offsets_of(tp)
+            offsets.receive(record.offset)
+            try:
+                delayed = DelayedRequest.decode(record.value)
+            except InvalidRequestError as exc:
+                self.dead_letter(record, None, Failure("invalid_message", str(exc), attempts=0))
+                self._finish(tp, record.offset)
+                continue
+            if delayed.due_at_ms > now_ms:
+                offsets.forget_from(record.offset)
+                self.consumer.seek(tp, record.offset)
+                self.consumer.pause(tp)
+                self._delayed_partitions[tp] = self._clock() + (delayed.due_at_ms - now_ms) / 1000
+                return
+            request = delayed.original_request()
+            self.producer.send(self.settings.request_topic, key=request.key(), value=request.encode()).get(timeout=30)
+            self.stats.released += 1
+            self._finish(tp, record.offset)
+
+    def _resume_due_partitions(self) -> None:
+        now = self._clock()
+        for tp, until in list(self._delayed_partitions.items()):
+            if until <= now:
+                del self._delayed_partitions[tp]
+                self.consumer.resume(tp)
+
+    # ---- scheduling --------------------------------------------------------------------------
+
+    def _make_runnable(self, account: str) -> None:
+        if account not in self._queued and self._pending.get(account):
+            self._queued.add(account)
+            self._runnable.append(account)
+
+    def _schedule(self) -> None:
+        now = self._clock()
+        while self._sleeping and self._sleeping[0][0] <= now:
+            _, account = heapq.heappop(self._sleeping)
+            self._queued.discard(account)
+            self._make_runnable(account)
+        for _ in range(len(self._runnable)):
+            if len(self._in_flight) >= self.settings.concurrency:
+                return
+            account = self._runnable.popleft()
+            self._queued.discard(account)
+            queue = self._pending.get(account)
+            if not queue:
+                continue
+            if self._account_in_flight[account] >= self.settings.max_in_flight_per_account:
+                continue  # re-queued when one of its calls finishes
+            work = queue[0]
+            offsets = self._offsets_of(work.tp)
+            if work.offset - offsets.commit_point() >= self.settings.window:
+                self._window_parked.setdefault(work.tp, set()).add(account)
+                continue  # re-queued when the partition's commit point moves
+            if account in self._quota_until_ms and self._quota_until_ms[account] > _epoch_ms():
+                queue.popleft()
+                self._buffered -= 1
+                self._submit(work, self._defer, self._quota_until_ms[account])
+                self._make_runnable(account)
+                continue
+            wait_s = self.pacer.try_acquire(account)
+            if wait_s > 0:
+                self._queued.add(account)
+                heapq.heappush(self._sleeping, (now + wait_s, account))
+                continue
+            queue.popleft()
+            self._buffered -= 1
+            self._submit(work, self._work)
+            self._make_runnable(account)
+
+    def _submit(self, work: Work, fn: Callable[..., Outcome], *args: Any) -> None:
+        future = self._pool.submit(fn, work, *args)
+        self._in_flight[future] = work
+        self._account_in_flight[work.request.account] += 1
+
+    def _reap(self, block: bool, timeout: float | None = None) -> None:
+        if not self._in_flight:
+            return
+        if block:
+            done, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        else:
+            done = [future for future in self._in_flight if future.done()]
+        for future in done:
+            work = self._in_flight.pop(future)
+            account = work.request.account
+            self._account_in_flight[account] -= 1
+            outcome = future.result()  # a landing error (disk, permissions) stops the consumer uncommitted
+            self._record(outcome)
+            self._finish(work.tp, work.offset)
+            self._make_runnable(account)
+
+    def _record(self, outcome: Outcome) -> None:
+        self.stats.api_calls += outcome.calls
+        if outcome.kind == "landed":
+            self.stats.landed += 1
+            self.stats.rows += outcome.rows
+            self.stats.continued += int(outcome.continued)
+        elif outcome.kind == "delayed":
+            self.stats.delayed += 1
+        else:
+            self.stats.dead_lettered += 1
+            self.stats.dead_letter_reasons[outcome.reason] += 1
+
+    def _finish(self, tp: TopicPartition, offset: int) -> None:
+        offsets = self._offsets_of(tp)
+        before = offsets.commit_point()
+        offsets.finish(offset)
+        self._finished_since_commit += 1
+        if offsets.commit_point() != before:
+            for account in self._window_parked.pop(tp, ()):
+                self._make_runnable(account)
+
+    # ---- work done in the pool ---------------------------------------------------------------
+
+    def _client(self) -> PartnerClient:
+        client = getattr(self._clients, "client", None)
+        if client is None:
+            client = self._clients.client = self._client_factory()
+        return client
+
+    def _work(self, work: Work) -> Outcome:
+        request = work.request
+        try:
+            rows, calls = self.download(request)
+        except Failure as failure:
+            self.dead_letter(work.record, request, failure)
+            return Outcome("dead_lettered", calls=failure.attempts, reason=failure.reason)
+        except QuotaExhausted:
+            until = _epoch_ms() + int(self.settings.quota_wait_s * 1000)
+            self._quota_until_ms[request.account] = until
+            if self.settings.delay_topic is None:
+                failure = Failure("quota_exceeded", "load quota exceeded and no delay topic configured", 1, 403)
+                self.dead_letter(work.record, request, failure)
+                return Outcome("dead_lettered", calls=1, reason=failure.reason)
+            return self._defer(work, until, calls=1)
+        self.pacer.on_success(request.account)
+        continued = self.land(request, rows)
+        return Outcome("landed", rows=len(rows), continued=continued, calls=calls)
+
+    def _defer(self, work: Work, until_ms: int, calls: int = 0) -> Outcome:
+        """Park the request on the delay topic; the partition moves on without waiting."""
+        assert self.settings.delay_topic is not None
+        delayed = DelayedRequest(request=work.request.to_json(), due_at_ms=until_ms, reason="quota_exceeded")
+        self.producer.send(self.settings.delay_topic, key=work.request.key(), value=delayed.encode()).get(timeout=30)
+        return Outcome("delayed", calls=calls)
+
+    def download(self, request: ReportRequest) -> tuple[list[dict[str, Any]], int]:
         attempts = 0
+        client = self._client()
+
+        def throttled(retry_after_s: float | None) -> None:
+            self.stats.throttled += 1
+            self.pacer.on_throttled(request.account, retry_after_s)
+
         while True:
             attempts += 1
-            self.pacer.acquire(request.account)
-            self.stats.api_calls += 1
             try:
-                return self.partner.query(request)
+                return client.query(request, on_throttled=throttled), attempts
             except HttpError as exc:
+                if exc.status_code == 403 and http_error_reason(exc) == "quotaExceeded":
+                    raise QuotaExhausted() from None
                 raise classify_http_error(exc, self.settings.client_retries) from None
             except (MalformedResponseError, ValueError) as exc:
                 if attempts >= self.settings.max_attempts:
@@ -199,17 +486,14 @@ class DownloadLoop:
                 ) from None
             time.sleep(self.settings.retry_backoff_s * 2 ** (attempts - 1))
 
-    def land(self, request: ReportRequest, rows: list[dict[str, Any]]) -> None:
+    def land(self, request: ReportRequest, rows: list[dict[str, Any]]) -> bool:
         self.landing.land_page(request, rows)
-        self.stats.landed += 1
-        self.stats.rows += len(rows)
-        if len(rows) >= request.row_limit:
-            # The next page must be on the topic before this offset is committed.
-            follow_up = request.next_page()
-            self.producer.send(self.settings.request_topic, key=follow_up.key(), value=follow_up.encode()).get(
-                timeout=30
-            )
-            self.stats.continued += 1
+        if len(rows) < request.row_limit:
+            return False
+        # The next page must be on the topic before this offset is committed.
+        follow_up = request.next_page()
+        self.producer.send(self.settings.request_topic, key=follow_up.key(), value=follow_up.encode()).get(timeout=30)
+        return True
 
     def dead_letter(self, record: Any, request: ReportRequest | None, failure: Failure) -> None:
         letter = DeadLetter(
@@ -227,29 +511,67 @@ class DownloadLoop:
         self.producer.send(self.settings.dead_letter_topic, key=record.key, value=letter.encode()).get(timeout=30)
         if request is not None:
             self.landing.mark_dead_letter(request, letter)
-        self.stats.dead_lettered += 1
-        self.stats.dead_letter_reasons[failure.reason] += 1
+        else:
+            self.stats.dead_lettered += 1
+            self.stats.dead_letter_reasons[failure.reason] += 1
         log.warning("dead-lettered %s: %s", request.request_id if request else f"offset {record.offset}", failure.error)
 
-    def commit_pending(self) -> None:
-        if not self._pending:
+    # ---- commits and rebalances --------------------------------------------------------------
+
+    def _maybe_commit(self) -> None:
+        if not self._finished_since_commit:
             return
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
-        self.consumer.commit(offsets)
-        self._pending.clear()
-        self._uncommitted = 0
-        self.stats.commits += 1
+        due = self._clock() - self._last_commit >= self.settings.commit_interval_s
+        if self._finished_since_commit >= self.settings.commit_every or due:
+            self.commit()
+
+    def commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        offsets = {
+            tp: OffsetAndMetadata(state.commit_point(), "", -1)
+            for tp, state in self._offsets.items()
+            if state.next_offset >= 0 and (partitions is None or tp in partitions)
+        }
+        if offsets:
+            try:
+                self.consumer.commit(offsets)
+            except REBALANCE_ERRORS as exc:
+                # Lost the partitions meanwhile; their new owner continues from the last good commit.
+                log.info("commit skipped during a rebalance: %s", exc)
+            else:
+                self.stats.commits += 1
+        self._finished_since_commit = 0
+        self._last_commit = self._clock()
+
+    def _finish_in_flight(self) -> None:
+        while self._in_flight:
+            self._reap(block=True, timeout=1.0)
+
+    def release_partitions(self, revoked: set[TopicPartition]) -> None:
+        """After a rebalance: drop what was only buffered for partitions now owned by another consumer.
+
+        Their offsets were committed up to at most `commit_interval_s` ago; the new owner re-issues
+        what finished since (landing is idempotent), and calls still in flight here finish harmlessly.
+        """
+        for account, queue in self._pending.items():
+            kept = deque(work for work in queue if work.tp not in revoked)
+            self._buffered -= len(queue) - len(kept)
+            self._pending[account] = kept
+        for tp in revoked:
+            self._offsets[tp] = PartitionOffsets()  # nothing to commit for it any more
+            self._window_parked.pop(tp, None)
+            self._delayed_partitions.pop(tp, None)
 
 
 def classify_http_error(error: HttpError, client_retries: int) -> Failure:
     status = error.status_code
     summary = http_error_summary(error)
-    reason = http_error_reason(error)
     if status == 429 or status >= 500:
         return Failure("server_error" if status >= 500 else "rate_limited", summary, client_retries + 1, status)
-    if status == 403 and reason == "quotaExceeded":
-        return Failure("quota_exceeded", summary, 1, status)
     return Failure("client_error", summary, 1, status)
+
+
+def _epoch_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _printable(value: bytes | None) -> str | None:

@@ -18,14 +18,18 @@ class ConsumerPlanConfig(dg.Config):
 class ConsumerConfig(dg.Config):
     idle_timeout_s: float = Field(default=10.0, description="Stop after the topic stays drained this long.")
     max_runtime_s: float = Field(default=3000.0, description="Stop after this long; the next run continues.")
-    qps_per_account: float = Field(default=10.0, description="Calls per second per account, per consumer.")
+    qps_per_account: float = Field(default=10.0, description="Starting calls/s per account (adapts down on 429s).")
+    global_qps: float | None = Field(
+        default=None, description="Project-wide calls/s budget, split evenly among the run's consumers."
+    )
+    concurrency: int = Field(default=4, description="Calls in flight per consumer.")
+    quota_wait_s: float = Field(default=900.0, description="Wait after a load-quota refusal (403 quotaExceeded).")
     max_attempts: int = Field(default=3, description="Tries of a request whose answer is malformed.")
     retry_backoff_s: float = Field(default=0.5, description="First pause between malformed-answer tries.")
     commit_every: int = Field(default=1, description="Commit offsets after this many finished requests.")
-    max_poll_records: int = Field(default=100, description="Records per poll.")
 
 
-@dg.op(out=dg.DynamicOut(int))
+@dg.op(out=dg.DynamicOut(tuple))
 def plan_consumers(context: dg.OpExecutionContext, config: ConsumerPlanConfig, kafka: KafkaResource):
     """One dynamic output per consumer of the group."""
     if config.consumers < 1:
@@ -35,36 +39,38 @@ def plan_consumers(context: dg.OpExecutionContext, config: ConsumerPlanConfig, k
     lag = kafka.lag(kafka.request_topic)
     context.log.info(f"starting {config.consumers} consumers; lag {lag.total} on {kafka.request_topic}")
     for index in range(config.consumers):
-        yield dg.DynamicOutput(index, mapping_key=f"consumer_{index}")
+        yield dg.DynamicOutput((index, config.consumers), mapping_key=f"consumer_{index}")
 
 
 @dg.op
 def consume_requests(
     context: dg.OpExecutionContext,
-    consumer_index: int,
+    consumer_slot: tuple,
     config: ConsumerConfig,
     kafka: KafkaResource,
     partner: PartnerResource,
     warehouse: WarehouseResource,
 ) -> dict:
     """One consumer of the group: poll, call, land, commit until drained or out of time."""
+    consumer_index, consumers = consumer_slot
     settings = ConsumerSettings(
         request_topic=kafka.request_topic,
         dead_letter_topic=kafka.dead_letter_topic,
         idle_timeout_s=config.idle_timeout_s,
         max_runtime_s=config.max_runtime_s,
         qps_per_account=config.qps_per_account,
+        global_qps=config.global_qps / consumers if config.global_qps else None,
+        concurrency=config.concurrency,
+        quota_wait_s=config.quota_wait_s,
         max_attempts=config.max_attempts,
         retry_backoff_s=config.retry_backoff_s,
         commit_every=config.commit_every,
-        max_poll_records=config.max_poll_records,
         client_retries=partner.num_retries,
     )
-    client = partner.client()
     consumer = kafka.consumer([], client_id=f"{kafka.client_id}-consumer-{consumer_index}")
     producer = kafka.producer()
     try:
-        loop = DownloadLoop(consumer, producer, client, warehouse.landing_zone(), settings)
+        loop = DownloadLoop(consumer, producer, partner.client, warehouse.landing_zone(), settings)
         loop.subscribe()
         stats = loop.run()
     finally:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,15 @@ class RetryAfterHttp(httplib2.Http):
     def __init__(self, *args: Any, max_retry_after_s: float = 60.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_retry_after_s = max_retry_after_s
+        # Told of every 429, including those the client retries by itself (pacing adapts to them).
+        self.on_throttled: Callable[[float | None], None] | None = None
 
     def request(self, *args: Any, **kwargs: Any) -> tuple[httplib2.Response, bytes]:
         response, content = super().request(*args, **kwargs)
         if response.status == 429:
             wait_s = retry_after_seconds(response.get("retry-after"))
+            if self.on_throttled is not None:
+                self.on_throttled(wait_s)
             if wait_s:
                 time.sleep(min(wait_s, self.max_retry_after_s))
         return response, content
@@ -79,9 +84,10 @@ def retry_after_seconds(value: str | None) -> float | None:
 class SearchConsoleClient:
     """A built Search Console service plus response validation. Not thread-safe (httplib2)."""
 
-    def __init__(self, service: Any, num_retries: int) -> None:
+    def __init__(self, service: Any, num_retries: int, transport: RetryAfterHttp | None = None) -> None:
         self._service = service
         self._num_retries = num_retries
+        self._transport = transport
 
     def list_sites(self) -> list[Site]:
         answer = self._service.sites().list().execute(num_retries=self._num_retries)
@@ -93,13 +99,21 @@ class SearchConsoleClient:
             key=lambda site: site.url,
         )
 
-    def query(self, request: ReportRequest) -> list[dict[str, Any]]:
+    def query(
+        self, request: ReportRequest, on_throttled: Callable[[float | None], None] | None = None
+    ) -> list[dict[str, Any]]:
         """One page of rows for the request, validated. Raises HttpError or MalformedResponseError."""
-        answer = (
-            self._service.searchanalytics()
-            .query(siteUrl=request.account, body=request.api_body())
-            .execute(num_retries=self._num_retries)
-        )
+        if self._transport is not None:
+            self._transport.on_throttled = on_throttled
+        try:
+            answer = (
+                self._service.searchanalytics()
+                .query(siteUrl=request.account, body=request.api_body())
+                .execute(num_retries=self._num_retries)
+            )
+        finally:
+            if self._transport is not None:
+                self._transport.on_throttled = None
         return validate_rows(answer, request)
 
 
@@ -124,6 +138,8 @@ def validate_rows(answer: object, request: ReportRequest) -> list[dict[str, Any]
                 raise MalformedResponseError(f"row {index}: '{metric}' is not a number")
             if value < 0:
                 raise MalformedResponseError(f"row {index}: '{metric}' is negative")
+            if metric in ("clicks", "impressions") and value != int(value):
+                raise MalformedResponseError(f"row {index}: '{metric}' is not a whole number")
     return rows
 
 
@@ -196,7 +212,7 @@ class PartnerResource(dg.ConfigurableResource):
             cache_discovery=False,
             client_options=options,
         )
-        return SearchConsoleClient(service, self.num_retries)
+        return SearchConsoleClient(service, self.num_retries, transport)
 
 
 def load_service_account(path: str) -> Credentials:
