@@ -65,6 +65,7 @@ class ConsumerSettings:
     window: int = 64  # offsets a Kafka partition may run ahead of its commit point
     max_buffered: int = 2_000
     max_attempts: int = 3  # for malformed answers, which the client does not retry itself
+    max_throttled: int = 20  # 429s that outlast the client's retries: back in the queue, this often
     retry_backoff_s: float = 0.5
     quota_wait_s: float = 900.0  # Google asks to wait ~15 minutes after a load-quota refusal
     commit_every: int = 1
@@ -137,13 +138,22 @@ class Failure(Exception):
         self.status = status
 
 
+class Throttled(Exception):
+    """429 even after the client's retries: the request goes back in line, the account slows down."""
+
+    def __init__(self, calls: int, error: str) -> None:
+        super().__init__(error)
+        self.calls = calls
+        self.error = error
+
+
 class QuotaExhausted(Exception):
     """The partner's load quota refused the account: wait, do not hammer, do not dead-letter."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # landed | dead_lettered | delayed
+    kind: str  # landed | dead_lettered | delayed | retry
     rows: int = 0
     continued: bool = False
     calls: int = 0
@@ -180,6 +190,7 @@ class Work:
     offset: int
     record: Any
     request: ReportRequest
+    throttled: int = 0  # times the partner still answered 429 after the client's own retries
 
 
 class _NoteRevoked(ConsumerRebalanceListener):
@@ -403,7 +414,12 @@ class DownloadLoop:
             self._account_in_flight[account] -= 1
             outcome = future.result()  # a landing error (disk, permissions) stops the consumer uncommitted
             self._record(outcome)
-            self._finish(work.tp, work.offset)
+            if outcome.kind == "retry":
+                work.throttled += 1
+                self._pending.setdefault(account, deque()).appendleft(work)
+                self._buffered += 1
+            else:
+                self._finish(work.tp, work.offset)
             self._make_runnable(account)
 
     def _record(self, outcome: Outcome) -> None:
@@ -414,6 +430,8 @@ class DownloadLoop:
             self.stats.continued += int(outcome.continued)
         elif outcome.kind == "delayed":
             self.stats.delayed += 1
+        elif outcome.kind == "retry":
+            pass
         else:
             self.stats.dead_lettered += 1
             self.stats.dead_letter_reasons[outcome.reason] += 1
@@ -442,6 +460,12 @@ class DownloadLoop:
         except Failure as failure:
             self.dead_letter(work.record, request, failure)
             return Outcome("dead_lettered", calls=failure.attempts, reason=failure.reason)
+        except Throttled as throttled:
+            if work.throttled + 1 >= self.settings.max_throttled:
+                failure = Failure("rate_limited", throttled.error, throttled.calls, 429)
+                self.dead_letter(work.record, request, failure)
+                return Outcome("dead_lettered", calls=throttled.calls, reason=failure.reason)
+            return Outcome("retry", calls=throttled.calls)
         except QuotaExhausted:
             until = _epoch_ms() + int(self.settings.quota_wait_s * 1000)
             self._quota_until_ms[request.account] = until
@@ -476,6 +500,8 @@ class DownloadLoop:
             except HttpError as exc:
                 if exc.status_code == 403 and http_error_reason(exc) == "quotaExceeded":
                     raise QuotaExhausted() from None
+                if exc.status_code == 429:
+                    raise Throttled(self.settings.client_retries + 1, http_error_summary(exc)) from None
                 raise classify_http_error(exc, self.settings.client_retries) from None
             except (MalformedResponseError, ValueError) as exc:
                 if attempts >= self.settings.max_attempts:
@@ -565,8 +591,8 @@ class DownloadLoop:
 def classify_http_error(error: HttpError, client_retries: int) -> Failure:
     status = error.status_code
     summary = http_error_summary(error)
-    if status == 429 or status >= 500:
-        return Failure("server_error" if status >= 500 else "rate_limited", summary, client_retries + 1, status)
+    if status >= 500:
+        return Failure("server_error", summary, client_retries + 1, status)
     return Failure("client_error", summary, 1, status)
 
 

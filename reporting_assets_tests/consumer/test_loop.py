@@ -1,0 +1,195 @@
+"""The download loop on the real broker, the real google-api-python-client and the sandbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from reporting_assets.consumer.landing import LandingZone
+from reporting_assets.consumer.loop import ConsumerSettings, DownloadLoop
+from reporting_assets.messages import DeadLetter, DelayedRequest
+from reporting_assets.reports import get_report
+from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.resources.partner import PartnerResource
+from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec, expected_rows
+
+REPORT = get_report("search_analytics")
+DATE = "2026-11-02"
+SITES = [SiteSpec("https://small.example.com/", 30), SiteSpec("https://paging.example.com/", 250, )]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    config = SandboxConfig(seed=3, sites=SITES, per_site_qps=None, global_qps=None, faults=[], rows_jitter=0.0)
+    with SandboxServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def kafka(kafka_resource: KafkaResource) -> KafkaResource:
+    kafka_resource.ensure_topics(
+        {kafka_resource.request_topic: 2, kafka_resource.dead_letter_topic: 1, delay_topic(kafka_resource): 1}
+    )
+    return kafka_resource
+
+
+def delay_topic(kafka: KafkaResource) -> str:
+    return f"{kafka.request_topic}.delayed"
+
+
+def enqueue(kafka: KafkaResource, requests=(), raw: list[bytes] = ()) -> None:
+    producer = kafka.producer()
+    for request in requests:
+        producer.send(kafka.request_topic, key=request.key(), value=request.encode())
+    for value in raw:
+        producer.send(kafka.request_topic, key=b"poison", value=value)
+    producer.flush()
+    producer.close()
+
+
+def run_loop(kafka: KafkaResource, sandbox: SandboxServer, landing: LandingZone, **overrides) -> DownloadLoop:
+    settings = ConsumerSettings(
+        request_topic=kafka.request_topic,
+        dead_letter_topic=kafka.dead_letter_topic,
+        delay_topic=delay_topic(kafka),
+        **{"idle_timeout_s": 1.5, "qps_per_account": 500.0, "retry_backoff_s": 0.01, "client_retries": 2, **overrides},
+    )
+    partner = PartnerResource(api_endpoint=sandbox.url, num_retries=2, timeout_s=5)
+    consumer = kafka.consumer([])
+    producer = kafka.producer()
+    loop = DownloadLoop(consumer, producer, partner.client, landing, settings)
+    try:
+        loop.subscribe()
+        loop.run()
+    finally:
+        producer.close()
+        consumer.close()
+    return loop
+
+
+def dead_letters(kafka: KafkaResource) -> list[DeadLetter]:
+    consumer = KafkaConsumer(kafka.dead_letter_topic, bootstrap_servers=kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    try:
+        return [DeadLetter.decode(record.value) for record in consumer]
+    finally:
+        consumer.close()
+
+
+def landed_rows(landing: LandingZone, site: str) -> int:
+    state = landing.completeness(REPORT.name, DATE, site)
+    assert state.complete, state
+    return state.rows
+
+
+def truth(sandbox: SandboxServer, site: str) -> int:
+    return len(expected_rows(sandbox.config, site, DATE, DATE, list(REPORT.dimensions)))
+
+
+def test_pages_land_completely_and_offsets_are_committed(kafka, sandbox, tmp_path: Path):
+    landing = LandingZone(tmp_path)
+    enqueue(kafka, [REPORT.first_request(site.url, DATE, row_limit=100) for site in SITES])
+    loop = run_loop(kafka, sandbox, landing)
+
+    for site in SITES:
+        assert landed_rows(landing, site.url) == truth(sandbox, site.url)
+    assert loop.stats.continued == 2  # 250 rows at 100 a page: pages at 0, 100, 200
+    assert loop.stats.api_calls == sandbox.stats()["calls_total"] == 4
+    assert sandbox.stats()["repeat_calls"] == 0
+    assert kafka.lag(kafka.request_topic).total == 0
+    assert dead_letters(kafka) == []
+
+
+def test_poison_messages_are_dead_lettered_with_a_reason_and_the_rest_lands(kafka, sandbox, tmp_path: Path):
+    landing = LandingZone(tmp_path)
+    good = REPORT.first_request(SITES[0].url, DATE, row_limit=100)
+    unknown_site = REPORT.first_request("https://unknown.example.com/", DATE, row_limit=100)
+    poison = [b"not json", b'{"v": 7}', b'{"v": 1, "report": "x"}',
+              json.dumps({**good.to_json(), "date": "1970-13-45", "request_id": ""}).encode()]
+    enqueue(kafka, [good, unknown_site], raw=poison)
+    loop = run_loop(kafka, sandbox, landing)
+
+    assert landed_rows(landing, good.account) == truth(sandbox, good.account)
+    letters = dead_letters(kafka)
+    reasons = sorted(letter.reason for letter in letters)
+    assert reasons == ["client_error"] + ["invalid_message"] * 4
+    unknown = next(letter for letter in letters if letter.reason == "client_error")
+    assert unknown.status == 404 and unknown.original_request() == unknown_site
+    assert {letter.raw_value for letter in letters if letter.reason == "invalid_message"} >= {"not json", '{"v": 7}'}
+    assert kafka.lag(kafka.request_topic).total == 0
+    assert loop.stats.dead_lettered == 5
+
+
+def test_a_request_that_always_fails_is_dead_lettered_and_its_partition_is_not_complete(kafka, sandbox, tmp_path):
+    landing = LandingZone(tmp_path)
+    sandbox.update_config(faults=[FaultSpec("http_500", site_url=SITES[1].url, start_row=100)])
+    enqueue(kafka, [REPORT.first_request(site.url, DATE, row_limit=100) for site in SITES])
+    run_loop(kafka, sandbox, landing)
+
+    letters = dead_letters(kafka)
+    assert [(letter.reason, letter.status, letter.attempts) for letter in letters] == [("server_error", 500, 3)]
+    assert letters[0].original_request().start_row == 100
+    state = landing.completeness(REPORT.name, DATE, SITES[1].url)
+    assert not state.complete and len(state.dead_letters) == 1 and state.rows == 100
+    assert landed_rows(landing, SITES[0].url) == truth(sandbox, SITES[0].url)
+
+
+def test_malformed_answers_are_retried_then_land(kafka, sandbox, tmp_path):
+    landing = LandingZone(tmp_path)
+    sandbox.update_config(faults=[FaultSpec("truncated", site_url=SITES[0].url, times=1),
+                                  FaultSpec("wrong_schema", site_url=SITES[1].url, start_row=0, times=1)])
+    enqueue(kafka, [REPORT.first_request(site.url, DATE, row_limit=100) for site in SITES])
+    loop = run_loop(kafka, sandbox, landing)
+
+    for site in SITES:
+        assert landed_rows(landing, site.url) == truth(sandbox, site.url)
+    assert sum(sandbox.stats()["faults_served"].values()) == 2
+    assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
+
+
+def test_rate_limits_are_waited_out_with_retry_after(kafka, sandbox, tmp_path):
+    landing = LandingZone(tmp_path)
+    sandbox.update_config(per_site_qps=4.0, burst=1.0)
+    requests = [REPORT.first_request(SITES[0].url, f"2026-10-{day:02d}", row_limit=100) for day in range(1, 9)]
+    enqueue(kafka, requests)
+    loop = run_loop(kafka, sandbox, landing, qps_per_account=50.0)
+
+    assert sandbox.stats()["rate_limited"] > 0
+    assert loop.stats.throttled == sandbox.stats()["rate_limited"]
+    assert loop.pacer.rate(SITES[0].url) < 50.0  # pacing came down after the 429s
+    assert loop.stats.landed == len(requests) and loop.stats.dead_lettered == 0
+
+
+def test_load_quota_refusals_wait_on_the_delay_topic_without_blocking_others(kafka, sandbox, tmp_path):
+    landing = LandingZone(tmp_path)
+    quota_site, other = SITES[1].url, SITES[0].url
+    sandbox.update_config(load_quota=1, load_quota_window_s=2.0)
+    requests = [REPORT.first_request(site, f"2026-10-{day:02d}", row_limit=100)
+                for day in range(1, 4) for site in (quota_site, other)]
+    enqueue(kafka, requests)
+    loop = run_loop(kafka, sandbox, landing, quota_wait_s=2.5)
+
+    assert sandbox.stats()["quota_refused"] >= 1
+    assert loop.stats.delayed >= 1 and loop.stats.released >= 1
+    assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
+    for day in range(1, 4):
+        for site in (quota_site, other):
+            state = landing.completeness(REPORT.name, f"2026-10-{day:02d}", site)
+            assert state.complete, (site, day, state)
+    # The other site did not wait behind the refused one: all its pages landed before any quota-site retry.
+    other_done = max(p.path.stat().st_mtime for d in range(1, 4)
+                     for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", other))
+    quota_last = max(p.path.stat().st_mtime for d in range(1, 4)
+                     for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", quota_site))
+    assert other_done < quota_last
+    assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
+
+
+def test_delayed_request_round_trip():
+    request = REPORT.first_request(SITES[0].url, DATE, row_limit=100)
+    delayed = DelayedRequest(request=request.to_json(), due_at_ms=123, reason="quota_exceeded")
+    assert DelayedRequest.decode(delayed.encode()).original_request() == request
