@@ -8,12 +8,21 @@ from reporting_assets.assets.accounts import accounts
 from reporting_assets.assets.downloads import downloaded_reports
 from reporting_assets.assets.exports import exported_reports
 from reporting_assets.assets.requests import report_requests
+from reporting_assets.automation_settings import AutomationSettings
+from reporting_assets.checks import build_request_topic_checks
 from reporting_assets.consumer.ops import download_requests, redrive_dead_letters
+from reporting_assets.schedules import build_schedules
+from reporting_assets.sensors import build_sensors
 from reporting_assets.settings import build_resources
+
+automation = AutomationSettings.from_env()
 
 defs = dg.Definitions(
     assets=[accounts, report_requests, downloaded_reports, exported_reports],
+    asset_checks=[build_request_topic_checks(automation)],
     jobs=[download_requests, redrive_dead_letters],
+    sensors=build_sensors(automation),
+    schedules=build_schedules(automation),
     resources=build_resources(),
 )
 

@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--kafka-port", type=int, default=9092)
+    parser.add_argument("--kafka-controller-port", type=int, default=9093)
     parser.add_argument("--sandbox-port", type=int, default=8085)
     parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--log-level", default="WARNING", help="Dagster console log level of the runs.")
     args = parser.parse_args(argv)
 
     from reporting_assets.infra.kafka import BrokerSettings, LocalKafkaBroker
@@ -40,13 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     dates = default_dates()
     with ExitStack() as stack:
         broker = LocalKafkaBroker(
-            BrokerSettings(port=args.kafka_port, controller_port=args.kafka_port + 1, data_dir=data_dir / "kafka")
+            BrokerSettings(
+                port=args.kafka_port, controller_port=args.kafka_controller_port, data_dir=data_dir / "kafka"
+            )
         )
         started_broker = not broker.is_running()
         bootstrap = broker.start()
         if started_broker:
             stack.callback(broker.stop)
-        config = default_config()
+        # Stricter than our starting pace, so the run meets a few 429s and paces itself down.
+        config = default_config().updated({"per_site_qps": 5.0, "burst": 3.0})
         sandbox = stack.enter_context(SandboxServer(config, port=args.sandbox_port))
         os.environ.update(
             {
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             dates,
             consumers=args.consumers,
             consumer_config={"idle_timeout_s": 3.0, "qps_per_account": DEMO_QPS_PER_SITE},
+            log_level=args.log_level,
         )
         stats = sandbox.stats()
     print("\nreporting_assets demo summary")

@@ -19,6 +19,14 @@ from reporting_assets.assets.requests import report_requests
 from reporting_assets.partitions import account_partitions, partition_key
 
 
+def quiet(run_config: Mapping[str, Any] | None, log_level: str | None) -> dict[str, Any]:
+    """Run config with the console logger at `log_level` (None: Dagster's default)."""
+    config = dict(run_config or {})
+    if log_level:
+        config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    return config
+
+
 @dataclass
 class PipelineSummary:
     accounts: list[str] = field(default_factory=list)
@@ -45,8 +53,10 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str, key: str) -> Any:
     raise KeyError(f"{asset} materialization has no {key!r} metadata")
 
 
-def discover_accounts(instance: dg.DagsterInstance, resources: Mapping[str, Any]) -> list[str]:
-    dg.materialize([accounts], resources=resources, instance=instance)
+def discover_accounts(
+    instance: dg.DagsterInstance, resources: Mapping[str, Any], log_level: str | None = None
+) -> list[str]:
+    dg.materialize([accounts], resources=resources, instance=instance, run_config=quiet(None, log_level))
     return list(instance.get_dynamic_partitions(account_partitions.name))
 
 
@@ -56,27 +66,33 @@ def enqueue(
     dates: Sequence[str],
     accounts_: Sequence[str],
     run_config: Mapping[str, Any] | None = None,
+    log_level: str | None = None,
 ) -> int:
     result = dg.materialize(
         [report_requests],
         resources=resources,
         instance=instance,
         tags=range_tags(dates, accounts_),
-        run_config=run_config or {},
+        run_config=quiet(run_config, log_level),
     )
     return int(_metadata(result, "report_requests", "requests_enqueued"))
 
 
-def download(instance: dg.DagsterInstance, consumers: int = 2, consumer_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def download(
+    instance: dg.DagsterInstance,
+    consumers: int = 2,
+    consumer_config: Mapping[str, Any] | None = None,
+    log_level: str | None = None,
+) -> dict[str, Any]:
     """The consumer job, out of process (multiprocess executor); resources come from the environment."""
     from reporting_assets import definitions
 
-    run_config = {
+    run_config = quiet({
         "ops": {
             "plan_consumers": {"config": {"consumers": consumers}},
             "consume_requests": {"config": dict(consumer_config or {})},
         }
-    }
+    }, log_level)
     with dg.execute_job(dg.reconstructable(definitions.download_requests_job), instance, run_config=run_config) as result:
         if not result.success:
             raise RuntimeError(f"download_requests run {result.run_id} failed")
@@ -88,15 +104,26 @@ def load_and_export(
     resources: Mapping[str, Any],
     dates: Sequence[str],
     accounts_: Sequence[str],
+    log_level: str | None = None,
 ) -> tuple[int, int, dict[str, str]]:
     loaded = dg.materialize(
-        [downloaded_reports], resources=resources, instance=instance, tags=range_tags(dates, accounts_)
+        [downloaded_reports],
+        resources=resources,
+        instance=instance,
+        tags=range_tags(dates, accounts_),
+        run_config=quiet(None, log_level),
     )
     rows = int(_metadata(loaded, "downloaded_reports", "rows"))
     dead = int(_metadata(loaded, "downloaded_reports", "requests_dead_lettered"))
     files: dict[str, str] = {}
     for date in dates:
-        exported = dg.materialize([exported_reports], resources=resources, instance=instance, partition_key=date)
+        exported = dg.materialize(
+            [exported_reports],
+            resources=resources,
+            instance=instance,
+            partition_key=date,
+            run_config=quiet(None, log_level),
+        )
         files.update({f"{date}/{k}": v for k, v in _metadata(exported, "exported_reports", "files").items()})
     return rows, dead, files
 
@@ -108,12 +135,13 @@ def run_pipeline(
     consumers: int = 2,
     consumer_config: Mapping[str, Any] | None = None,
     request_config: Mapping[str, Any] | None = None,
+    log_level: str | None = None,
 ) -> PipelineSummary:
     summary = PipelineSummary()
-    summary.accounts = discover_accounts(instance, resources)
-    summary.requests_enqueued = enqueue(instance, resources, dates, summary.accounts, request_config)
-    summary.download = download(instance, consumers, consumer_config)
+    summary.accounts = discover_accounts(instance, resources, log_level)
+    summary.requests_enqueued = enqueue(instance, resources, dates, summary.accounts, request_config, log_level)
+    summary.download = download(instance, consumers, consumer_config, log_level)
     summary.rows_loaded, summary.dead_lettered, summary.exports = load_and_export(
-        instance, resources, dates, summary.accounts
+        instance, resources, dates, summary.accounts, log_level
     )
     return summary

@@ -45,6 +45,7 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             request_topic=env.get("REPORTING_REQUEST_TOPIC", "report-requests"),
             dead_letter_topic=env.get("REPORTING_DEAD_LETTER_TOPIC", "report-requests.dead-letter"),
+            delay_topic=env.get("REPORTING_DELAY_TOPIC", "report-requests.delayed"),
             topic_partitions=_int(env, "REPORTING_TOPIC_PARTITIONS", 4, 1),
             consumer_group=env.get("REPORTING_CONSUMER_GROUP", "report-downloaders"),
         ),

@@ -44,5 +44,6 @@ def kafka_resource(kafka_broker: str, unique_name: Callable[[str], str]) -> Kafk
         bootstrap_servers=kafka_broker,
         request_topic=request_topic,
         dead_letter_topic=f"{request_topic}.dead-letter",
+        delay_topic=f"{request_topic}.delayed",
         consumer_group=unique_name("group"),
     )

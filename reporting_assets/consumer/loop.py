@@ -57,6 +57,7 @@ class ConsumerSettings:
     dead_letter_topic: str
     delay_topic: str | None = None
     idle_timeout_s: float = 10.0
+    join_grace_s: float = 15.0  # wait this long for partitions (a killed predecessor's session must expire)
     max_runtime_s: float = 3_000.0
     qps_per_account: float = 10.0
     global_qps: float | None = None  # this consumer's share of the project-wide budget
@@ -76,6 +77,7 @@ class ConsumerSettings:
     def __post_init__(self) -> None:
         checks = {
             "idle_timeout_s": self.idle_timeout_s >= 0,
+            "join_grace_s": self.join_grace_s >= 0,
             "max_runtime_s": self.max_runtime_s > 0,
             "qps_per_account": self.qps_per_account > 0,
             "global_qps": self.global_qps is None or self.global_qps > 0,
@@ -193,17 +195,17 @@ class Work:
     throttled: int = 0  # times the partner still answered 429 after the client's own retries
 
 
-class _NoteRevoked(ConsumerRebalanceListener):
-    """Runs on kafka-python's IO thread, which must not block: only note what was revoked."""
+class _NoteAssignments(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread, which must not block: only note the new assignment."""
 
     def __init__(self, loop: DownloadLoop) -> None:
         self._loop = loop
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self._loop.revoked.update(revoked)
+        pass
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        self._loop.assignments.append(set(assigned))
 
 
 class DownloadLoop:
@@ -241,7 +243,7 @@ class DownloadLoop:
         self._delayed_partitions: dict[TopicPartition, float] = {}  # paused until (monotonic)
         self._finished_since_commit = 0
         self._last_commit = clock()
-        self.revoked: set[TopicPartition] = set()
+        self.assignments: deque[set[TopicPartition]] = deque()  # appended by the rebalance listener
 
     # ---- main loop ---------------------------------------------------------------------------
 
@@ -249,7 +251,7 @@ class DownloadLoop:
         topics = [self.settings.request_topic]
         if self.settings.delay_topic:
             topics.append(self.settings.delay_topic)
-        self.consumer.subscribe(topics, listener=_NoteRevoked(self))
+        self.consumer.subscribe(topics, listener=_NoteAssignments(self))
 
     def run(self) -> ConsumerStats:
         started = last_activity = self._clock()
@@ -264,7 +266,8 @@ class DownloadLoop:
                     break
                 # Requests parked on the delay topic are work too: wait for them rather than stop.
                 busy = bool(self._in_flight or self._buffered or self._delayed_partitions)
-                if busy:
+                joining = not self.consumer.assignment() and now - started < self.settings.join_grace_s
+                if busy or joining:
                     last_activity = now
                 elif now - last_activity >= self.settings.idle_timeout_s:
                     self.stats.stopped_because = f"topic drained for {self.settings.idle_timeout_s:g}s"
@@ -288,10 +291,13 @@ class DownloadLoop:
         else:
             self.consumer.resume(*[tp for tp in assigned if tp not in self._delayed_partitions])
         batch = self.consumer.poll(timeout_ms=timeout_ms, max_records=500)
-        if self.revoked:
-            self.release_partitions(self.revoked - self.consumer.assignment())
-            self.revoked.clear()
+        while self.assignments:
+            assigned = self.assignments.popleft()
+            self.release_partitions(set(self._offsets) - assigned)
+        owned = self.consumer.assignment()
         for tp, records in batch.items():
+            if tp not in owned:
+                continue
             if tp.topic == self.settings.delay_topic:
                 self._take_delayed(tp, records)
             else:
@@ -307,8 +313,11 @@ class DownloadLoop:
         return offsets
 
     def _take(self, tp: TopicPartition, record: Any) -> None:
+        offsets = self._offsets_of(tp)
+        if record.offset < offsets.next_offset:
+            return  # fetched again after a rebalance: already finished, buffered or in flight here
         self.stats.consumed += 1
-        self._offsets_of(tp).receive(record.offset)
+        offsets.receive(record.offset)
         try:
             request = ReportRequest.decode(record.value)
         except InvalidRequestError as exc:
@@ -324,9 +333,11 @@ class DownloadLoop:
     def _take_delayed(self, tp: TopicPartition, records: list[Any]) -> None:
         """Release due requests from the delay topic; pause the partition at the first one not due."""
         now_ms = _epoch_ms()
+        offsets = self._offsets_of(tp)
         for record in records:
+            if record.offset < offsets.next_offset:
+                continue
             self.stats.consumed += 1
-            offsets = self._offsets_of(tp)
             offsets.receive(record.offset)
             try:
                 delayed = DelayedRequest.decode(record.value)
@@ -573,7 +584,7 @@ class DownloadLoop:
             self._reap(block=True, timeout=1.0)
 
     def release_partitions(self, revoked: set[TopicPartition]) -> None:
-        """After a rebalance: drop what was only buffered for partitions now owned by another consumer.
+        """After a rebalance: drop what was only buffered for partitions another consumer now owns.
 
         Their offsets were committed up to at most `commit_interval_s` ago; the new owner re-issues
         what finished since (landing is idempotent), and calls still in flight here finish harmlessly.

@@ -17,6 +17,7 @@ class ConsumerPlanConfig(dg.Config):
 
 class ConsumerConfig(dg.Config):
     idle_timeout_s: float = Field(default=10.0, description="Stop after the topic stays drained this long.")
+    session_timeout_s: float = Field(default=10.0, description="Group session timeout (6..1800 s on the broker).")
     max_runtime_s: float = Field(default=3000.0, description="Stop after this long; the next run continues.")
     qps_per_account: float = Field(default=10.0, description="Starting calls/s per account (adapts down on 429s).")
     global_qps: float | None = Field(
@@ -56,7 +57,9 @@ def consume_requests(
     settings = ConsumerSettings(
         request_topic=kafka.request_topic,
         dead_letter_topic=kafka.dead_letter_topic,
+        delay_topic=kafka.delay_topic,
         idle_timeout_s=config.idle_timeout_s,
+        join_grace_s=config.session_timeout_s + 5.0,
         max_runtime_s=config.max_runtime_s,
         qps_per_account=config.qps_per_account,
         global_qps=config.global_qps / consumers if config.global_qps else None,
@@ -67,7 +70,13 @@ def consume_requests(
         commit_every=config.commit_every,
         client_retries=partner.num_retries,
     )
-    consumer = kafka.consumer([], client_id=f"{kafka.client_id}-consumer-{consumer_index}")
+    # A short session lets a killed run's consumers leave the group quickly, so a new run starts soon.
+    consumer = kafka.consumer(
+        [],
+        client_id=f"{kafka.client_id}-consumer-{consumer_index}",
+        session_timeout_ms=int(config.session_timeout_s * 1000),
+        heartbeat_interval_ms=max(1000, int(config.session_timeout_s * 1000) // 4),
+    )
     producer = kafka.producer()
     try:
         loop = DownloadLoop(consumer, producer, partner.client, warehouse.landing_zone(), settings)

@@ -93,8 +93,12 @@ def _run_maven(pom: Path, profile: Profile, output_dir: Path) -> None:
     if mvn is None:
         raise MavenError("mvn not found on PATH; install Maven 3.8+ to fetch the Kafka jars")
     command = [
-        mvn, "-q", "-B", "-Dstyle.color=never",
-        "-f", str(pom),
+        mvn,
+        "-q",
+        "-B",
+        "-Dstyle.color=never",
+        "-f",
+        str(pom),
         f"-P{profile}",
         "dependency:copy-dependencies",
         f"-DoutputDirectory={output_dir}",
@@ -117,7 +121,7 @@ def _run_maven(pom: Path, profile: Profile, output_dir: Path) -> None:
 def _maven_messages(output: str) -> list[str]:
     """mvn's output without colour codes, blank lines and its generic help footer."""
     lines = [line.rstrip() for line in _ANSI.sub("", output).splitlines()]
-    return [line for line in lines if line.strip("[ERROR] ") and not _MAVEN_FOOTER.search(line)]
+    return [line for line in lines if line.removeprefix("[ERROR]").strip() and not _MAVEN_FOOTER.search(line)]
 
 
 def artifact_name(jar: Path) -> str:
@@ -139,9 +143,7 @@ def spark_connector_jars() -> list[Path]:
     spark-tags, ...), so the classpath holds one version of each.
     """
     shipped = {artifact_name(jar) for jar in pyspark_jars_dir().glob("*.jar")}
-    return sorted(
-        jar for jar in ensure_jars("spark").glob("*.jar") if artifact_name(jar) not in shipped
-    )
+    return sorted(jar for jar in ensure_jars("spark").glob("*.jar") if artifact_name(jar) not in shipped)
 
 
 def main() -> int:

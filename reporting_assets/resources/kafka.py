@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dagster as dg
-from dagster._config.field_utils import IntEnvVar
+from dagster._config.field_utils import IntEnvVar  # what dg.EnvVar.int() returns; not re-exported
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
@@ -76,6 +76,7 @@ class KafkaResource(dg.ConfigurableResource):
     bootstrap_servers: str = "127.0.0.1:9092"
     request_topic: str = "report-requests"
     dead_letter_topic: str = "report-requests.dead-letter"
+    delay_topic: str = "report-requests.delayed"
     topic_partitions: int = 4
     consumer_group: str = "report-downloaders"
     client_id: str = "reporting-assets"
@@ -94,12 +95,12 @@ class KafkaResource(dg.ConfigurableResource):
                 raise ValueError(f"KafkaResource.bootstrap_servers={result!r}: {error}") from None
         return result
 
-    @field_validator("request_topic", "dead_letter_topic", "consumer_group", "client_id", mode="wrap")
+    @field_validator("request_topic", "dead_letter_topic", "delay_topic", "consumer_group", "client_id", mode="wrap")
     @classmethod
-    def _check_not_blank(cls, value: object, handler: ValidatorFunctionWrapHandler) -> str:
+    def _check_not_blank(cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> str:
         result = handler(value)
         if not _is_env_var(value) and not result.strip():
-            raise ValueError("must not be empty")
+            raise ValueError(f"KafkaResource.{info.field_name} must not be empty")
         return result
 
     @field_validator("topic_partitions", "request_timeout_ms", mode="wrap")
@@ -116,7 +117,8 @@ class KafkaResource(dg.ConfigurableResource):
         """Create the topics that do not exist yet and wait until metadata shows them.
 
         ``topics`` maps name -> partition count; by default the request and
-        dead-letter topics with ``topic_partitions`` each. Existing topics are left
+        dead-letter and delay topics with ``topic_partitions`` each, kept forever
+        (``retention.ms=-1``). Existing topics are left
         as they are (adding partitions would move keys to other partitions).
         """
         wanted = dict(topics) if topics is not None else self._default_topics()
@@ -127,8 +129,9 @@ class KafkaResource(dg.ConfigurableResource):
             return
         with self._admin() as admin:
             described = {t["name"]: t for t in admin.describe_topics(list(wanted))}
+            # Unconsumed requests are the work still to do: never let retention delete them.
             missing = {
-                name: {"num_partitions": partitions}
+                name: {"num_partitions": partitions, "configs": {"retention.ms": "-1"}}
                 for name, partitions in wanted.items()
                 if described.get(name, {}).get("error_code", _UNKNOWN_TOPIC) == _UNKNOWN_TOPIC
             }
@@ -142,7 +145,11 @@ class KafkaResource(dg.ConfigurableResource):
             admin.wait_for_topics(list(wanted), timeout_ms=self.request_timeout_ms)
 
     def _default_topics(self) -> dict[str, int]:
-        return {self.request_topic: self.topic_partitions, self.dead_letter_topic: self.topic_partitions}
+        return {
+            self.request_topic: self.topic_partitions,
+            self.dead_letter_topic: self.topic_partitions,
+            self.delay_topic: self.topic_partitions,
+        }
 
     # -- clients (the caller closes them) --------------------------------------
 
@@ -198,6 +205,28 @@ class KafkaResource(dg.ConfigurableResource):
             partitions = self._partitions(admin, topic)
             end = self._end_offsets(admin, topic, partitions)
             committed = self._committed_offsets(admin, topic, partitions, group_id)
+        per_partition = {
+            p: PartitionLag(end=end[p], committed=committed[p], lag=max(end[p] - committed[p], 0)) for p in partitions
+        }
+        return TopicLag(partitions=per_partition, total=sum(p.lag for p in per_partition.values()))
+
+    def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """Partition -> offset of the oldest message still retained."""
+        with self._admin() as admin:
+            specs = {TopicPartition(topic, p): OffsetSpec.EARLIEST for p in self._partitions(admin, topic)}
+            return {tp.partition: result.offset for tp, result in admin.list_partition_offsets(specs).items()}
+
+    def settled_lag(self, topic: str, group_id: str | None = None) -> TopicLag:
+        """Like ``lag`` but reads the committed offsets *before* the end offsets.
+
+        So when every partition shows no lag, every message written before the committed offsets
+        were read is consumed and committed, including any continuation page a consumer wrote
+        before committing the request that led to it: "drained" really means done.
+        """
+        with self._admin() as admin:
+            partitions = self._partitions(admin, topic)
+            committed = self._committed_offsets(admin, topic, partitions, group_id)
+            end = self._end_offsets(admin, topic, partitions)
         per_partition = {
             p: PartitionLag(end=end[p], committed=committed[p], lag=max(end[p] - committed[p], 0))
             for p in partitions
@@ -255,7 +284,7 @@ class KafkaResource(dg.ConfigurableResource):
 
     def _client_config(self) -> dict[str, Any]:
         return {
-            "bootstrap_servers": [f"{host}:{port}" for host, port in parse_bootstrap_servers(self.bootstrap_servers)],
+            "bootstrap_servers": [entry.strip() for entry in self.bootstrap_servers.split(",") if entry.strip()],
             "client_id": self.client_id,
             "request_timeout_ms": self.request_timeout_ms,
             "bootstrap_timeout_ms": self.request_timeout_ms,
@@ -292,7 +321,9 @@ class KafkaResource(dg.ConfigurableResource):
         if described["error_code"] == _UNKNOWN_TOPIC:
             raise KafkaTopicError(f"Kafka topic {topic!r} does not exist (KafkaResource.ensure_topics creates it)")
         if described["error_code"] != 0:
-            raise KafkaTopicError(f"cannot describe Kafka topic {topic!r}: {for_code(described['error_code']).__name__}")
+            raise KafkaTopicError(
+                f"cannot describe Kafka topic {topic!r}: {for_code(described['error_code']).__name__}"
+            )
         return sorted(p["partition_index"] for p in described["partitions"])
 
     @staticmethod

@@ -10,6 +10,7 @@ from dagster_pyspark.resources import spark_session_from_config
 DEFAULT_SPARK_CONFIG: dict[str, Any] = {
     "spark.master": "local[2]",
     "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "4",
     "spark.driver.memory": "1g",
     "spark.sql.session.timeZone": "UTC",

@@ -38,7 +38,7 @@ def kafka(kafka_resource: KafkaResource) -> KafkaResource:
 
 
 def delay_topic(kafka: KafkaResource) -> str:
-    return f"{kafka.request_topic}.delayed"
+    return kafka.delay_topic
 
 
 def enqueue(kafka: KafkaResource, requests=(), raw: list[bytes] = ()) -> None:

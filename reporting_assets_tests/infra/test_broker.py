@@ -58,8 +58,16 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
 
 
 def cli(*args: str, settings: BrokerSettings) -> subprocess.CompletedProcess[str]:
-    options = ["--host", settings.host, "--port", str(settings.port),
-               "--controller-port", str(settings.controller_port), "--data-dir", str(settings.data_dir)]
+    options = [
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--controller-port",
+        str(settings.controller_port),
+        "--data-dir",
+        str(settings.data_dir),
+    ]
     return subprocess.run([*CLI, *args, *options], capture_output=True, text=True, timeout=180)
 
 
@@ -82,7 +90,7 @@ def produce_and_commit(resource: KafkaResource, topic: str, count: int, commit: 
 def read_all(resource: KafkaResource, topic: str, count: int) -> list[bytes]:
     consumer = resource.consumer([topic], group_id=f"reader-{time.monotonic_ns()}", consumer_timeout_ms=10_000)
     try:
-        return [record.value for _, record in zip(range(count), consumer)]
+        return [record.value for _, record in zip(range(count), consumer, strict=False)]
     finally:
         consumer.close()
 
@@ -166,7 +174,9 @@ def test_port_in_use_is_a_clear_error(settings: BrokerSettings, broker_jars: Pat
     assert not LocalKafkaBroker(settings).is_running()
 
 
-def test_corrupt_data_dir_is_a_clear_error_and_reset_recovers(broker: LocalKafkaBroker, settings: BrokerSettings) -> None:
+def test_corrupt_data_dir_is_a_clear_error_and_reset_recovers(
+    broker: LocalKafkaBroker, settings: BrokerSettings
+) -> None:
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True)
     (logs / "meta.properties").write_text("this is not a properties file\n")

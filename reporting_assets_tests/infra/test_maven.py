@@ -45,7 +45,9 @@ def test_maven_runs_only_when_the_pom_changes(cache: Path, tmp_path: Path, monke
 def test_maven_failure_names_the_cause(cache: Path, tmp_path: Path) -> None:
     pom = tmp_path / "pom.xml"
     pom.write_text("<project")
-    with pytest.raises(maven.MavenError, match=r"mvn failed \(exit 1\) fetching the 'spark' jars from .*Non-readable POM"):
+    with pytest.raises(
+        maven.MavenError, match=r"mvn failed \(exit 1\) fetching the 'spark' jars from .*Non-readable POM"
+    ):
         maven.ensure_jars("spark", pom=pom)
     assert not (cache / "spark").exists()  # nothing that looks like a complete download
 
@@ -71,7 +73,12 @@ def test_artifact_name(jar: str, artifact: str) -> None:
 def test_spark_connector_jars_leave_out_what_pyspark_ships() -> None:
     jars = maven.spark_connector_jars()
     artifacts = {maven.artifact_name(jar) for jar in jars}
-    assert {"spark-sql-kafka-0-10_2.13", "spark-token-provider-kafka-0-10_2.13", "kafka-clients", "commons-pool2"} <= artifacts
+    assert {
+        "spark-sql-kafka-0-10_2.13",
+        "spark-token-provider-kafka-0-10_2.13",
+        "kafka-clients",
+        "commons-pool2",
+    } <= artifacts
     shipped = {maven.artifact_name(jar) for jar in maven.pyspark_jars_dir().glob("*.jar")}
     assert not artifacts & shipped
     assert {"scala-library", "slf4j-api", "snappy-java", "lz4-java", "spark-tags_2.13"} <= shipped

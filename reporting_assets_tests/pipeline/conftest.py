@@ -44,6 +44,7 @@ def pipeline_env(
         "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
         "REPORTING_REQUEST_TOPIC": topic,
         "REPORTING_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
+        "REPORTING_DELAY_TOPIC": f"{topic}.delayed",
         "REPORTING_CONSUMER_GROUP": unique_name("group"),
         "REPORTING_TOPIC_PARTITIONS": "4",
         "PARTNER_API_ENDPOINT": sandbox.url,

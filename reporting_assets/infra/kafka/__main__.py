@@ -12,6 +12,7 @@ when no broker runs (the LSB convention, so ``status || start`` works in scripts
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,24 +22,35 @@ from reporting_assets.infra.kafka.broker import BrokerSettings, KafkaBrokerError
 from reporting_assets.infra.maven import MavenError
 
 EXIT_NOT_RUNNING = 3
-_DEFAULTS = BrokerSettings.__dataclass_fields__
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(BrokerSettings)}
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--host", default=_DEFAULTS["host"].default, help="listen address (default: %(default)s)")
-    common.add_argument("--port", type=int, default=_DEFAULTS["port"].default, help="broker port (default: %(default)s)")
-    common.add_argument("--controller-port", type=int, default=_DEFAULTS["controller_port"].default,
-                        help="KRaft controller port (default: %(default)s)")
-    common.add_argument("--data-dir", type=Path, default=_DEFAULTS["data_dir"].default,
-                        help="log dirs, server.properties, pid and broker.log (default: %(default)s)")
-    common.add_argument("--heap", default=_DEFAULTS["heap"].default, help="JVM max heap (default: %(default)s)")
+    common.add_argument("--host", default=_DEFAULTS["host"], help="listen address (default: %(default)s)")
+    common.add_argument("--port", type=int, default=_DEFAULTS["port"], help="broker port (default: %(default)s)")
+    common.add_argument(
+        "--controller-port",
+        type=int,
+        default=_DEFAULTS["controller_port"],
+        help="KRaft controller port (default: %(default)s)",
+    )
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_DEFAULTS["data_dir"],
+        help="log dirs, server.properties, pid and broker.log (default: %(default)s)",
+    )
+    common.add_argument("--heap", default=_DEFAULTS["heap"], help="JVM max heap (default: %(default)s)")
 
-    parser = argparse.ArgumentParser(prog="python -m reporting_assets.infra.kafka",
-                                     description="Run a local single-node Kafka broker (KRaft).")
+    parser = argparse.ArgumentParser(
+        prog="python -m reporting_assets.infra.kafka", description="Run a local single-node Kafka broker (KRaft)."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", parents=[common], help="start the broker (no-op if it runs)")
-    start.add_argument("--timeout", type=float, default=90, help="seconds to wait for the broker (default: %(default)s)")
+    start.add_argument(
+        "--timeout", type=float, default=90, help="seconds to wait for the broker (default: %(default)s)"
+    )
     start.add_argument("--reset", action="store_true", help="wipe all topics and offsets and format fresh storage")
     stop = commands.add_parser("stop", parents=[common], help="stop the broker")
     stop.add_argument("--timeout", type=float, default=30, help="seconds before SIGKILL (default: %(default)s)")
@@ -47,8 +59,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = BrokerSettings(host=args.host, port=args.port, controller_port=args.controller_port,
-                              data_dir=args.data_dir, heap=args.heap)
+    settings = BrokerSettings(
+        host=args.host, port=args.port, controller_port=args.controller_port, data_dir=args.data_dir, heap=args.heap
+    )
     broker = LocalKafkaBroker(settings)
     if args.command == "start":
         bootstrap = broker.start(timeout_s=args.timeout, reset=args.reset)
@@ -56,7 +69,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "stop":
         pid = broker.stop(timeout_s=args.timeout)
-        print(f"kafka broker stopped (pid {pid})" if pid else f"kafka broker not running (data dir {settings.data_dir})")
+        print(
+            f"kafka broker stopped (pid {pid})" if pid else f"kafka broker not running (data dir {settings.data_dir})"
+        )
         return 0
     status = broker.status()
     if not status["running"]:

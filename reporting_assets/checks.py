@@ -1,0 +1,62 @@
+"""Asset checks on the request topic (`report_requests`): lag within limits, no dead letters waiting.
+
+The `observe_request_lag` sensor reports both every tick; they can also be executed from the UI
+(and run after each enqueue), one step measuring once for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from reporting_assets.automation_settings import AutomationSettings
+from reporting_assets.lag import DEAD_LETTER_CHECK, LAG_CHECK, REQUESTS_ASSET, LagLimits, check_evaluations, measure
+from reporting_assets.resources.kafka import KafkaResource, KafkaTopicError
+
+
+def build_request_topic_checks(settings: AutomationSettings) -> dg.AssetChecksDefinition:
+    """Both checks in one step (one measurement); limits from the settings."""
+    limits = LagLimits(max_messages=settings.lag_max_messages, max_age_s=settings.lag_max_age_s)
+    specs = [
+        dg.AssetCheckSpec(
+            LAG_CHECK,
+            asset=REQUESTS_ASSET,
+            description=(
+                f"The consumer group's lag on the request topic is at most {limits.max_messages} requests and the "
+                f"oldest waiting request is at most {limits.max_age_s:g}s old "
+                "(REPORTING_LAG_MAX_MESSAGES, REPORTING_LAG_MAX_AGE_S). Reported by the observe_request_lag sensor."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            DEAD_LETTER_CHECK,
+            asset=REQUESTS_ASSET,
+            description=(
+                "No dead-lettered request waits to be re-driven: fix the cause, then run redrive_dead_letters. "
+                "Reported by the observe_request_lag sensor."
+            ),
+        ),
+    ]
+
+    @dg.multi_asset_check(specs=specs, name="request_topic_checks")
+    def request_topic_checks(kafka: KafkaResource) -> Iterator[dg.AssetCheckResult]:
+        """Measure the request topic once and evaluate both checks."""
+        try:
+            snapshot = measure(kafka)
+        except KafkaTopicError as error:
+            for spec in specs:
+                yield dg.AssetCheckResult(
+                    asset_key=REQUESTS_ASSET, check_name=spec.name, passed=True, description=f"nothing enqueued yet: {error}"
+                )
+            return
+        for evaluation in check_evaluations(snapshot, limits):
+            yield dg.AssetCheckResult(
+                asset_key=REQUESTS_ASSET,
+                check_name=evaluation.check_name,
+                passed=evaluation.passed,
+                description=evaluation.description,
+                metadata=evaluation.metadata,
+                severity=evaluation.severity,
+            )
+
+    return request_topic_checks

@@ -1,0 +1,152 @@
+"""Lag of the request topic: how much work is left, how old it is, and what is dead-lettered.
+
+One measurement (`measure`) feeds the lag observation of `report_requests` (plotted by the UI)
+and both asset checks, whether the lag sensor reports them each tick or someone executes the
+checks from the UI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+
+from reporting_assets.consumer.redrive import redrive_group
+from reporting_assets.resources.kafka import KafkaResource, PartitionLag
+
+REQUESTS_ASSET = dg.AssetKey("report_requests")
+LAG_CHECK = "request_lag_within_limits"
+DEAD_LETTER_CHECK = "dead_letter_topic_empty"
+
+
+@dataclass(frozen=True)
+class LagLimits:
+    max_messages: int
+    max_age_s: float
+
+
+@dataclass(frozen=True)
+class LagSnapshot:
+    request_topic: str
+    consumer_group: str
+    total: int
+    partitions: dict[int, PartitionLag]
+    oldest_age_s: float | None  # None without lag
+    dead_letter_topic: str
+    dead_letters_retained: int  # messages on the dead-letter topic (the record of what failed)
+    dead_letters_pending: int  # of those, not re-driven yet
+    measured_at: float
+
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        return {
+            "lag_total": dg.MetadataValue.int(self.total),
+            "lag_by_partition": dg.MetadataValue.json(
+                {str(p): {"end": v.end, "committed": v.committed, "lag": v.lag} for p, v in sorted(self.partitions.items())}
+            ),
+            "oldest_request_age_s": dg.MetadataValue.float(round(self.oldest_age_s or 0.0, 3)),
+            "dead_letters_pending": dg.MetadataValue.int(self.dead_letters_pending),
+            "dead_letters_retained": dg.MetadataValue.int(self.dead_letters_retained),
+            "request_topic": dg.MetadataValue.text(self.request_topic),
+            "consumer_group": dg.MetadataValue.text(self.consumer_group),
+        }
+
+
+def measure(kafka: KafkaResource, now: Callable[[], float] = time.time) -> LagSnapshot:
+    """Lag of the consumer group on the request topic, its oldest request, and the dead letters.
+
+    Raises KafkaTopicError while the topics do not exist (nothing was ever enqueued).
+    """
+    lag = kafka.lag(kafka.request_topic)
+    oldest_ms = kafka.oldest_unconsumed_timestamp_ms(kafka.request_topic) if lag.total else None
+    measured_at = now()
+    dead_end = kafka.end_offsets(kafka.dead_letter_topic)
+    dead_begin = kafka.beginning_offsets(kafka.dead_letter_topic)
+    redriven = kafka.committed_offsets(kafka.dead_letter_topic, group_id=redrive_group(kafka))
+    return LagSnapshot(
+        request_topic=kafka.request_topic,
+        consumer_group=kafka.consumer_group,
+        total=lag.total,
+        partitions=lag.partitions,
+        oldest_age_s=None if oldest_ms is None else max(measured_at - oldest_ms / 1000, 0.0),
+        dead_letter_topic=kafka.dead_letter_topic,
+        dead_letters_retained=sum(max(dead_end[p] - dead_begin.get(p, 0), 0) for p in dead_end),
+        dead_letters_pending=sum(max(dead_end[p] - max(redriven.get(p, 0), dead_begin.get(p, 0)), 0) for p in dead_end),
+        measured_at=measured_at,
+    )
+
+
+def observation(snapshot: LagSnapshot) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=REQUESTS_ASSET,
+        description=f"lag {snapshot.total} on {snapshot.request_topic}",
+        metadata=snapshot.metadata(),
+    )
+
+
+def lag_check(snapshot: LagSnapshot, limits: LagLimits) -> tuple[bool, str, dict]:
+    age = snapshot.oldest_age_s or 0.0
+    too_many = snapshot.total > limits.max_messages
+    too_old = age > limits.max_age_s
+    metadata = {
+        "lag_total": snapshot.total,
+        "max_messages": limits.max_messages,
+        "oldest_request_age_s": round(age, 3),
+        "max_age_s": limits.max_age_s,
+    }
+    if not (too_many or too_old):
+        return True, f"lag {snapshot.total} (limit {limits.max_messages}), oldest request {age:.0f}s old", metadata
+    reasons = []
+    if too_many:
+        reasons.append(f"{snapshot.total} requests not done (limit {limits.max_messages})")
+    if too_old:
+        reasons.append(f"the oldest waiting request is {age:.0f}s old (limit {limits.max_age_s:g}s)")
+    return (
+        False,
+        f"{_sentence(' and '.join(reasons))} on {snapshot.request_topic}. The consumers are behind or not "
+        "running: check that the launch_consumers_on_lag sensor is running and its download_requests runs "
+        "succeed (their logs say why they stop); for a big backfill, start download_requests with more "
+        "consumers, or raise REPORTING_LAG_MAX_MESSAGES / REPORTING_LAG_MAX_AGE_S if this lag is expected.",
+        metadata,
+    )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def dead_letter_check(snapshot: LagSnapshot) -> tuple[bool, str, dict]:
+    metadata = {
+        "dead_letters_pending": snapshot.dead_letters_pending,
+        "dead_letters_retained": snapshot.dead_letters_retained,
+        "dead_letter_topic": snapshot.dead_letter_topic,
+    }
+    if not snapshot.dead_letters_pending:
+        return True, f"no dead letters waiting on {snapshot.dead_letter_topic}", metadata
+    return (
+        False,
+        f"{snapshot.dead_letters_pending} dead-lettered requests wait on {snapshot.dead_letter_topic}. "
+        "Read their reason and error (the all_requests_landed check of downloaded_reports names the partitions), "
+        "fix the cause, then run the redrive_dead_letters job; the sensors download the partitions again.",
+        metadata,
+    )
+
+
+def check_evaluations(snapshot: LagSnapshot, limits: LagLimits) -> list[dg.AssetCheckEvaluation]:
+    evaluations = []
+    for name, (passed, description, metadata) in (
+        (LAG_CHECK, lag_check(snapshot, limits)),
+        (DEAD_LETTER_CHECK, dead_letter_check(snapshot)),
+    ):
+        evaluations.append(
+            dg.AssetCheckEvaluation(
+                asset_key=REQUESTS_ASSET,
+                check_name=name,
+                passed=passed,
+                description=description,
+                metadata=metadata,
+                severity=dg.AssetCheckSeverity.ERROR,
+            )
+        )
+    return evaluations

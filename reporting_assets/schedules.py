@@ -1,0 +1,77 @@
+"""Daily schedules: discover accounts, then enqueue the latest complete day for every account.
+
+Search Console data is late (2-3 days), so the enqueue schedule asks for the day
+`REPORTING_LATENESS_DAYS` before the tick's date. It is one run (one Spark job) with a partition range
+(date, first account)..(date, last account); the sensors take it from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from reporting_assets.automation_settings import AutomationSettings
+from reporting_assets.partitions import account_partitions, daily_partitions
+from reporting_assets.sensors import RANGE_END_TAG, RANGE_START_TAG, key_str
+
+REQUESTS_ASSET = dg.AssetKey("report_requests")
+ACCOUNTS_ASSET = dg.AssetKey("accounts")
+ENQUEUE_SCHEDULE = "enqueue_latest_complete_day"
+ACCOUNTS_SCHEDULE = "discover_accounts_daily"
+SCHEDULE_TAG = "reporting_assets/schedule"
+
+
+def latest_complete_day(scheduled: dt.datetime, lateness_days: int) -> str:
+    return (scheduled.date() - dt.timedelta(days=lateness_days)).isoformat()
+
+
+def enqueue_request(instance: dg.DagsterInstance, day: str) -> dg.RunRequest | dg.SkipReason:
+    accounts = list(instance.get_dynamic_partitions(account_partitions.name))
+    if not accounts:
+        return dg.SkipReason("no account partitions yet: materialize `accounts` first (discover_accounts_daily does)")
+    first_day = daily_partitions.start.date().isoformat()
+    if day < first_day:
+        return dg.SkipReason(f"{day} is before the first daily partition {first_day} (REPORTING_START_DATE)")
+    return dg.RunRequest(
+        run_key=f"enqueue-{day}",
+        asset_selection=[REQUESTS_ASSET],
+        tags={
+            RANGE_START_TAG: key_str(day, accounts[0]),
+            RANGE_END_TAG: key_str(day, accounts[-1]),
+            SCHEDULE_TAG: ENQUEUE_SCHEDULE,
+        },
+    )
+
+
+def build_schedules(settings: AutomationSettings) -> list[dg.ScheduleDefinition]:
+    status = dg.DefaultScheduleStatus.RUNNING if settings.schedules_running else dg.DefaultScheduleStatus.STOPPED
+
+    @dg.schedule(
+        name=ENQUEUE_SCHEDULE,
+        cron_schedule=settings.enqueue_cron,
+        execution_timezone=settings.schedule_timezone,
+        target=[REQUESTS_ASSET],
+        default_status=status,
+        description=(
+            f"Enqueue report requests for the latest complete day (tick date minus {settings.lateness_days} days, "
+            "REPORTING_LATENESS_DAYS) for every account, in one run."
+        ),
+    )
+    def enqueue_latest_complete_day(context: dg.ScheduleEvaluationContext):
+        return enqueue_request(
+            context.instance, latest_complete_day(context.scheduled_execution_time, settings.lateness_days)
+        )
+
+    @dg.schedule(
+        name=ACCOUNTS_SCHEDULE,
+        cron_schedule=settings.accounts_cron,
+        execution_timezone=settings.schedule_timezone,
+        target=[ACCOUNTS_ASSET],
+        default_status=status,
+        description="Refresh the account partitions from the partner before the daily enqueue.",
+    )
+    def discover_accounts_daily(context: dg.ScheduleEvaluationContext):
+        return dg.RunRequest(run_key=f"accounts-{context.scheduled_execution_time.date().isoformat()}")
+
+    return [enqueue_latest_complete_day, discover_accounts_daily]

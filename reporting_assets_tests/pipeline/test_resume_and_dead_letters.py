@@ -1,0 +1,121 @@
+"""A killed download resumes from committed offsets; a request that always fails is dead-lettered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from reporting_assets import runner
+from reporting_assets.assets.downloads import COMPLETE_CHECK
+from reporting_assets.consumer.landing import LandingZone
+from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
+from reporting_assets_tests.pipeline.test_end_to_end import exported, truth
+
+DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
+SITES = [SiteSpec("https://a.example.com/", 260), SiteSpec("https://b.example.com/", 180),
+         SiteSpec("https://c.example.com/", 90)]
+ROW_LIMIT = {"ops": {"report_requests": {"config": {"row_limit": 100}}}}
+CONSUMERS = {"idle_timeout_s": 2.0, "qps_per_account": 4.0, "retry_backoff_s": 0.01}
+
+
+@pytest.fixture
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(seed=11, sites=SITES, per_site_qps=None, global_qps=None, faults=[], latency_s=0.1)
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def landed_files(data_dir: Path) -> int:
+    return sum(1 for _ in (data_dir / "landing").rglob("*.parquet"))
+
+
+DOWNLOAD_SCRIPT = """
+import dagster as dg
+from reporting_assets import runner
+runner.download(dg.DagsterInstance.get(), consumers=2, consumer_config={config!r})
+"""
+
+
+def test_a_killed_download_run_resumes_to_the_same_exports(instance, resources, sandbox, sandbox_config, pipeline_env):
+    data_dir = Path(pipeline_env["REPORTING_DATA_DIR"])
+    accounts = runner.discover_accounts(instance, resources)
+    enqueued = runner.enqueue(instance, resources, DATES, accounts, ROW_LIMIT)
+    total_pages = 3 * 3 + 2 * 3 + 1 * 3  # 260 rows -> 3 pages, 180 -> 2, 90 -> 1; per date
+
+    env = {**os.environ, "DAGSTER_HOME": instance.root_directory}
+    process = subprocess.Popen([sys.executable, "-c", DOWNLOAD_SCRIPT.format(config=CONSUMERS)], env=env,
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: landed_files(data_dir) >= 5, 120, "the first landed pages")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    landed_at_kill = landed_files(data_dir)
+    assert landed_at_kill < total_pages, "the kill came too late to test a resume"
+
+    runner.download(instance, consumers=2, consumer_config=CONSUMERS)
+    kafka = resources["kafka"]
+    zone = LandingZone(data_dir / "landing")
+    state = {(d, s.url): zone.completeness("search_analytics", d, s.url) for d in DATES for s in SITES}
+    assert landed_files(data_dir) == total_pages, (kafka.lag(kafka.request_topic), {
+        k: (len(v.pages), v.missing_start_rows) for k, v in state.items() if not v.complete})
+    rows, dead, files = runner.load_and_export(instance, resources, DATES, accounts)
+    urls = [site.url for site in SITES]
+    expected = truth(sandbox_config, urls, DATES)
+    seen = [row for date in DATES for row in exported(Path(files[f"{date}/search_analytics.csv"]))]
+    assert len(seen) == len(set(seen)) == len(expected) and set(seen) == expected
+    assert dead == 0 and enqueued == 9
+    # Only calls in flight at the kill were made twice.
+    assert sandbox.stats()["repeat_successes"] <= 2 * 4 + 2
+
+
+def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the_check(
+    instance, resources, sandbox, sandbox_config, pipeline_env
+):
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url="https://a.example.com/", start_row=100)])
+    accounts = runner.discover_accounts(instance, resources)
+    runner.enqueue(instance, resources, DATES[:1], accounts, ROW_LIMIT)
+    summary = runner.download(instance, consumers=1, consumer_config=CONSUMERS)
+    assert summary["dead_lettered"] == 1
+
+    result = dg.materialize(
+        [runner.downloaded_reports], resources=resources, instance=instance,
+        tags=runner.range_tags(DATES[:1], accounts),
+    )
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [(COMPLETE_CHECK, False)]
+    assert "re-drive" in checks[0].description.lower() or "redrive" in checks[0].description
+    zone = LandingZone(Path(pipeline_env["REPORTING_DATA_DIR"]) / "landing")
+    broken = zone.completeness("search_analytics", DATES[0], "https://a.example.com/")
+    assert broken.rows == 100 and broken.dead_letters[0].status == 503
+    for site in ("https://b.example.com/", "https://c.example.com/"):
+        assert zone.completeness("search_analytics", DATES[0], site).complete
+
+    # Once the fault is gone, re-driving the dead letter completes the partition.
+    sandbox.update_config(faults=[])
+    redrive = dg.execute_job(dg.reconstructable(redrive_job), instance)
+    assert redrive.success
+    runner.download(instance, consumers=1, consumer_config=CONSUMERS)
+    assert zone.completeness("search_analytics", DATES[0], "https://a.example.com/").complete
+    rows, dead, files = runner.load_and_export(instance, resources, DATES[:1], accounts)
+    assert dead == 0
+    assert rows == len(truth(sandbox_config, [s.url for s in SITES], DATES[:1]))
+
+
+def redrive_job() -> dg.JobDefinition:
+    from reporting_assets.definitions import defs
+
+    return defs.resolve_job_def("redrive_dead_letters")

@@ -1,0 +1,103 @@
+"""The partner resource: the real google-api-python-client against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from googleapiclient.errors import HttpError
+
+from reporting_assets.reports import get_report
+from reporting_assets.resources.partner import (
+    MalformedResponseError,
+    PartnerConfigError,
+    PartnerResource,
+    http_error_reason,
+    http_error_summary,
+    retry_after_seconds,
+    validate_rows,
+)
+from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
+
+SITES = [SiteSpec("https://www.example.com/", 30), SiteSpec("https://locked.example.com/", 5, forbidden=True)]
+REQUEST = get_report("search_analytics").first_request("https://www.example.com/", "2026-11-02", row_limit=100)
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(SandboxConfig(seed=1, sites=SITES, per_site_qps=None, global_qps=None, faults=[])) as server:
+        yield server
+
+
+def test_lists_sites_and_queries_rows_exactly(sandbox):
+    client = PartnerResource(api_endpoint=sandbox.url).client()
+    sites = client.list_sites()
+    assert [(s.url, s.readable) for s in sites] == [("https://locked.example.com/", False), ("https://www.example.com/", True)]
+    rows = client.query(REQUEST)
+    assert rows == expected_rows(sandbox.config, REQUEST.account, REQUEST.date, REQUEST.date, list(REQUEST.dimensions))
+
+
+def test_retry_after_is_honoured_and_reported(sandbox):
+    sandbox.update_config(per_site_qps=0.5, burst=1.0)
+    client = PartnerResource(api_endpoint=sandbox.url, num_retries=3).client()
+    client.query(REQUEST)  # takes the only token
+    waits: list[float | None] = []
+    started = time.monotonic()
+    client.query(REQUEST, on_throttled=waits.append)
+    elapsed = time.monotonic() - started
+    assert waits and all(w is not None and w >= 1 for w in waits)
+    assert elapsed >= waits[0]  # the client alone would have retried after random() * 2 s
+    assert sandbox.stats()["rate_limited"] == len(waits)
+
+
+def test_errors_keep_googles_reason_and_never_the_uri(sandbox):
+    client = PartnerResource(api_endpoint=sandbox.url, num_retries=0).client()
+    locked = get_report("search_analytics").first_request("https://locked.example.com/", "2026-11-02", 100)
+    with pytest.raises(HttpError) as error:
+        client.query(locked)
+    assert error.value.status_code == 403 and http_error_reason(error.value) == "forbidden"
+    summary = http_error_summary(error.value)
+    assert summary.startswith("HTTP 403 forbidden") and "http" not in summary.split(":", 1)[0].lower()[4:]
+
+
+def test_bad_settings_name_the_setting(tmp_path):
+    with pytest.raises(PartnerConfigError, match="PartnerResource.num_retries"):
+        PartnerResource(api_endpoint="http://127.0.0.1:1/", num_retries=-1).client()
+    with pytest.raises(PartnerConfigError, match="PartnerResource.api_endpoint"):
+        PartnerResource(api_endpoint="ftp://nowhere").client()
+    with pytest.raises(PartnerConfigError, match="credentials_file: cannot read .*missing.json"):
+        PartnerResource(credentials_file=str(tmp_path / "missing.json")).client()
+    secret = tmp_path / "key.json"
+    secret.write_text(json.dumps({"type": "service_account", "private_key": "PLANTED-SECRET-123"}))
+    with pytest.raises(PartnerConfigError) as error:
+        PartnerResource(credentials_file=str(secret)).client()
+    assert "PLANTED-SECRET-123" not in str(error.value)
+    assert "credentials_file" in str(error.value)
+
+
+def test_unreachable_partner_is_an_error_not_a_hang():
+    client = PartnerResource(api_endpoint="http://127.0.0.1:9/", num_retries=0, timeout_s=2).client()
+    with pytest.raises(OSError):
+        client.list_sites()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("<html>", "expected an object"),
+        ({"rows": "x"}, "not a list"),
+        ({"rows": [{"keys": "x", "clicks": "lots"}]}, "keys"),
+        ({"rows": [{"keys": ["a"] * 5, "clicks": -1, "impressions": 1, "ctr": 0, "position": 1}]}, "negative"),
+        ({"rows": [{"keys": ["a"] * 5, "clicks": 1.5, "impressions": 2, "ctr": 0, "position": 1}]}, "whole number"),
+        ({"rows": [{"keys": ["a"] * 5, "clicks": 1, "impressions": 2, "ctr": 0.5}]}, "position"),
+    ],
+)
+def test_malformed_answers_are_rejected(answer, message):
+    with pytest.raises(MalformedResponseError, match=message):
+        validate_rows(answer, REQUEST)
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds("3") == 3 and retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None and retry_after_seconds("-1") is None
