@@ -68,14 +68,24 @@ def enqueue(
     run_config: Mapping[str, Any] | None = None,
     log_level: str | None = None,
 ) -> int:
-    result = dg.materialize(
-        [report_requests],
-        resources=resources,
-        instance=instance,
-        tags=range_tags(dates, accounts_),
-        run_config=quiet(run_config, log_level),
-    )
-    return int(_metadata(result, "report_requests", "requests_enqueued"))
+    """One Spark run for all accounts; one run per account when only some are chosen.
+
+    A partition range is the rectangle of its dimension ranges, so a subset of accounts that is
+    not contiguous in the dynamic partition order cannot be one range.
+    """
+    every = list(instance.get_dynamic_partitions(account_partitions.name))
+    groups = [list(accounts_)] if list(accounts_) == every else [[account] for account in accounts_]
+    enqueued = 0
+    for group in groups:
+        result = dg.materialize(
+            [report_requests],
+            resources=resources,
+            instance=instance,
+            tags=range_tags(dates, group),
+            run_config=quiet(run_config, log_level),
+        )
+        enqueued += int(_metadata(result, "report_requests", "requests_enqueued"))
+    return enqueued
 
 
 def download(
@@ -105,16 +115,23 @@ def load_and_export(
     dates: Sequence[str],
     accounts_: Sequence[str],
     log_level: str | None = None,
+    reports: Sequence[str] | None = None,
 ) -> tuple[int, int, dict[str, str]]:
-    loaded = dg.materialize(
-        [downloaded_reports],
-        resources=resources,
-        instance=instance,
-        tags=range_tags(dates, accounts_),
-        run_config=quiet(None, log_level),
-    )
-    rows = int(_metadata(loaded, "downloaded_reports", "rows"))
-    dead = int(_metadata(loaded, "downloaded_reports", "requests_dead_lettered"))
+    every = list(instance.get_dynamic_partitions(account_partitions.name))
+    groups = [list(accounts_)] if list(accounts_) == every else [[account] for account in accounts_]
+    load_config = {"ops": {"downloaded_reports": {"config": {"reports": list(reports)}}}} if reports else None
+    export_config = {"ops": {"exported_reports": {"config": {"reports": list(reports)}}}} if reports else None
+    rows = dead = 0
+    for group in groups:
+        loaded = dg.materialize(
+            [downloaded_reports],
+            resources=resources,
+            instance=instance,
+            tags=range_tags(dates, group),
+            run_config=quiet(load_config, log_level),
+        )
+        rows += int(_metadata(loaded, "downloaded_reports", "rows"))
+        dead += int(_metadata(loaded, "downloaded_reports", "requests_dead_lettered"))
     files: dict[str, str] = {}
     for date in dates:
         exported = dg.materialize(
@@ -122,7 +139,7 @@ def load_and_export(
             resources=resources,
             instance=instance,
             partition_key=date,
-            run_config=quiet(None, log_level),
+            run_config=quiet(export_config, log_level),
         )
         files.update({f"{date}/{k}": v for k, v in _metadata(exported, "exported_reports", "files").items()})
     return rows, dead, files

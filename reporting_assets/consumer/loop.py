@@ -270,8 +270,10 @@ class DownloadLoop:
                 if busy or joining:
                     last_activity = now
                 elif now - last_activity >= self.settings.idle_timeout_s:
-                    self.stats.stopped_because = f"topic drained for {self.settings.idle_timeout_s:g}s"
-                    break
+                    if self._caught_up():
+                        self.stats.stopped_because = f"topic drained for {self.settings.idle_timeout_s:g}s"
+                        break
+                    last_activity = now  # quiet, but records are still there (slow fetches, a loaded broker)
                 self._reap(block=False)
                 self._resume_due_partitions()
                 self._schedule()
@@ -282,6 +284,14 @@ class DownloadLoop:
             self.commit()
             self._pool.shutdown(wait=True)
         return self.stats
+
+    def _caught_up(self) -> bool:
+        """Every assigned partition's position is at its end offset."""
+        assigned = [tp for tp in self.consumer.assignment() if tp not in self._delayed_partitions]
+        if not assigned:
+            return True
+        ends = self.consumer.end_offsets(assigned)
+        return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
 
     def _poll(self, timeout_ms: int) -> None:
         full = self._buffered >= self.settings.max_buffered

@@ -1,0 +1,143 @@
+"""`python -m reporting_assets run`: the pipeline headless for a date range, after checking every setting.
+
+All checks run before anything is written: a bad setting ends with one line naming it and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reporting_assets.messages import InvalidRequestError, parse_date
+from reporting_assets.reports import UnknownReportError, get_report
+
+EXIT_BAD_SETTING = 2
+
+
+class SettingProblem(Exception):
+    """A setting that cannot work; str() is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    dates: list[str]
+    reports: list[str]
+    accounts: list[str] | None
+    consumers: int
+    qps_per_account: float
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m reporting_assets", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="enqueue, download, load and export a date range")
+    run.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
+    run.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    run.add_argument("--reports", default="search_analytics", help="comma-separated report names")
+    run.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
+    run.add_argument("--consumers", type=int, default=2)
+    run.add_argument("--qps", type=float, default=10.0, help="calls per second per account")
+    run.add_argument("--log-level", default="WARNING")
+    return parser.parse_args(argv)
+
+
+def plan(args: argparse.Namespace, first_partition_date: str) -> RunPlan:
+    try:
+        start = parse_date(args.start_date, "--start-date")
+        end = parse_date(args.end_date, "--end-date")
+    except InvalidRequestError as exc:
+        raise SettingProblem(str(exc)) from None
+    if start > end:
+        raise SettingProblem(f"--start-date {start} is after --end-date {end}")
+    if start < dt.date.fromisoformat(first_partition_date):
+        raise SettingProblem(
+            f"--start-date {start} is before the first daily partition {first_partition_date} (REPORTING_START_DATE)"
+        )
+    if end >= dt.date.today():
+        raise SettingProblem(f"--end-date {end} is not a complete day yet (today is {dt.date.today()})")
+    reports = [name.strip() for name in args.reports.split(",") if name.strip()]
+    try:
+        for name in reports:
+            get_report(name)
+    except UnknownReportError as exc:
+        raise SettingProblem(f"--reports: {exc}") from None
+    if not reports:
+        raise SettingProblem("--reports is empty")
+    if args.consumers < 1:
+        raise SettingProblem(f"--consumers must be >= 1, got {args.consumers}")
+    if not args.qps > 0:
+        raise SettingProblem(f"--qps must be > 0 calls/s, got {args.qps}")
+    days = (end - start).days + 1
+    dates = [(start + dt.timedelta(days=offset)).isoformat() for offset in range(days)]
+    accounts = [a.strip() for a in args.accounts.split(",") if a.strip()] or None
+    return RunPlan(dates, reports, accounts, args.consumers, args.qps)
+
+
+def preflight(resources: dict, plan_: RunPlan) -> list[str]:
+    """Reach the broker and the partner, read the credentials; returns the readable accounts."""
+    from googleapiclient.errors import HttpError
+
+    from reporting_assets.resources.kafka import KafkaUnavailableError
+    from reporting_assets.resources.partner import PartnerConfigError
+
+    try:
+        resources["kafka"].check_reachable(timeout_s=10)
+    except KafkaUnavailableError as exc:
+        raise SettingProblem(str(exc).splitlines()[0]) from None
+    partner = resources["partner"]
+    where = partner.api_endpoint or "Google's API"
+    try:
+        sites = partner.client().list_sites()
+    except PartnerConfigError as exc:
+        raise SettingProblem(str(exc)) from None
+    except HttpError as exc:
+        raise SettingProblem(f"partner at {where} (PARTNER_API_ENDPOINT) refused sites.list: HTTP {exc.status_code}") from None
+    except (OSError, ValueError) as exc:
+        raise SettingProblem(f"partner not reachable at {where} (PARTNER_API_ENDPOINT): {type(exc).__name__}: {exc}") from None
+    readable = [site.url for site in sites if site.readable]
+    if plan_.accounts:
+        unknown = [a for a in plan_.accounts if a not in readable]
+        if unknown:
+            raise SettingProblem(f"--accounts: unknown or unreadable {unknown} (readable: {readable})")
+    return readable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from reporting_assets.partitions import daily_partitions
+    from reporting_assets.settings import SettingError, build_resources
+    from reporting_assets.resources.partner import PartnerConfigError
+
+    try:
+        run_plan = plan(args, daily_partitions.start.strftime("%Y-%m-%d"))
+        try:
+            resources = build_resources()
+        except (SettingError, PartnerConfigError, ValueError) as exc:
+            raise SettingProblem(str(exc).splitlines()[0]) from None
+        preflight(resources, run_plan)
+    except SettingProblem as problem:
+        print(f"reporting_assets: error: {problem}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+
+    import dagster as dg
+
+    from reporting_assets import runner
+
+    instance = dg.DagsterInstance.get()
+    request_config = {"ops": {"report_requests": {"config": {"reports": run_plan.reports}}}}
+    accounts = runner.discover_accounts(instance, resources, args.log_level)
+    chosen = run_plan.accounts or accounts
+    enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)
+    download = runner.download(
+        instance, run_plan.consumers, {"qps_per_account": run_plan.qps_per_account}, args.log_level
+    )
+    rows, dead, files = runner.load_and_export(
+        instance, resources, run_plan.dates, chosen, args.log_level, reports=run_plan.reports
+    )
+    print(f"enqueued {enqueued} requests, {download['api_calls']} API calls, {rows} rows, {dead} dead letters")
+    for name, path in sorted(files.items()):
+        print(f"  {name}: {path}")
+    return 0 if dead == 0 else 1
