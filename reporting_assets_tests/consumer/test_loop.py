@@ -193,3 +193,37 @@ def test_delayed_request_round_trip():
     request = REPORT.first_request(SITES[0].url, DATE, row_limit=100)
     delayed = DelayedRequest(request=request.to_json(), due_at_ms=123, reason="quota_exceeded")
     assert DelayedRequest.decode(delayed.encode()).original_request() == request
+
+
+def test_pacing_settles_below_an_unknown_lower_limit(kafka, sandbox, tmp_path):
+    """The partner allows 8 calls/s, we start at 40: after the first seconds, < 5 % of calls see a 429."""
+    import threading
+    import time as clock
+
+    landing = LandingZone(tmp_path)
+    sandbox.update_config(per_site_qps=8.0, burst=2.0)
+    site = SITES[0].url
+    requests = [REPORT.first_request(site, f"2026-{month:02d}-{day:02d}", row_limit=100)
+                for month in (8, 9, 10) for day in range(1, 31)][:80]
+    enqueue(kafka, requests)
+    snapshot: dict = {}
+    first_call = threading.Event()
+
+    def watch() -> None:
+        while sandbox.stats()["calls_total"] == 0:
+            clock.sleep(0.05)
+        first_call.set()
+        clock.sleep(3.0)  # settling time measured from the first call, not a synchronisation
+        snapshot.update(sandbox.stats())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    loop = run_loop(kafka, sandbox, landing, qps_per_account=40.0, concurrency=4, max_in_flight_per_account=2)
+    watcher.join(timeout=30)
+    final = sandbox.stats()
+    assert loop.stats.landed == len(requests) and loop.stats.dead_lettered == 0
+    assert snapshot, "the run ended before the settling time: make the workload longer"
+    later_calls = final["calls_total"] - snapshot["calls_total"]
+    later_429 = final["rate_limited"] - snapshot["rate_limited"]
+    assert later_calls >= 30
+    assert later_429 / later_calls < 0.05, (later_429, later_calls)
