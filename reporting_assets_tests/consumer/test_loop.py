@@ -204,7 +204,7 @@ def test_pacing_settles_below_an_unknown_lower_limit(kafka, sandbox, tmp_path):
     sandbox.update_config(per_site_qps=8.0, burst=2.0)
     site = SITES[0].url
     requests = [REPORT.first_request(site, f"2026-{month:02d}-{day:02d}", row_limit=100)
-                for month in (8, 9, 10) for day in range(1, 31)][:80]
+                for month in (7, 8, 9, 10) for day in range(1, 31)][:100]
     enqueue(kafka, requests)
     snapshot: dict = {}
     first_call = threading.Event()
