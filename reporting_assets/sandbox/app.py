@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from reporting_assets.sandbox import responses
 from reporting_assets.sandbox.config import FaultSpec, SandboxConfig, SiteSpec
@@ -20,6 +21,8 @@ from reporting_assets.sandbox.stats import CallRecord, Stats
 SITES_PATH = "/webmasters/v3/sites"
 QUERY_SUFFIX = "/searchAnalytics/query"
 ADMIN_PREFIX = "/_sandbox/"
+TOKEN_PATH = "/token"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 _MALFORMED_BODY = b"<html><head><title>502 Bad Gateway</title></head><body>upstream hiccup</body></html>"
 _WRONG_SCHEMA_BODY = json.dumps({"rows": [{"keys": "x", "clicks": "lots"}]}).encode()
@@ -53,6 +56,7 @@ class SandboxApp:
         self._faults = FaultPicker()
         self._rows = RowCache()
         self._stats = Stats()
+        self._tokens: set[str] = set()
         self._limiter.configure(config.per_site_qps, config.global_qps, config.burst)
         self._quota.configure(config.load_quota, config.load_quota_window_s)
         self._faults.configure(config.faults, config.seed)
@@ -89,16 +93,48 @@ class SandboxApp:
 
     # --- entry point ---
 
-    def handle(self, method: str, raw_path: str, body: bytes) -> Response:
+    def handle(
+        self, method: str, raw_path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> Response:
         path = raw_path.split("?", 1)[0]
         if path.startswith(ADMIN_PREFIX):
             return self._admin(method, path, body)
+        if path == TOKEN_PATH and method == "POST":
+            return self._issue_token(body)
         config = self._config
         if config.latency_s:
             self.stop_event.wait(config.latency_s)
+        if config.require_auth and not self._authorized(headers or {}):
+            response = responses.google_error(
+                401, "Request is missing required authentication credential.",
+                reason="required", status="UNAUTHENTICATED",
+            )
+            self._stats.record(CallRecord("unauthenticated", response.status))
+            return response
         response, record = self._api(config, method, path, body)
         self._stats.record(record)
         return response
+
+    # --- OAuth2 token endpoint (the service-account JWT-bearer grant) ---
+
+    def _issue_token(self, body: bytes) -> Response:
+        form = parse_qs(body.decode("utf-8", "replace"))
+        assertion = form.get("assertion", [""])[0]
+        if form.get("grant_type", [""])[0] != JWT_BEARER_GRANT or assertion.count(".") != 2:
+            return responses.json_response({"error": "invalid_grant", "error_description": "bad assertion"}, 400)
+        token = f"sandbox-{secrets.token_hex(16)}"
+        with self._config_lock:
+            self._tokens.add(token)
+        return responses.json_response({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+
+    def issued_tokens(self) -> list[str]:
+        with self._config_lock:
+            return sorted(self._tokens)
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, token = value.partition(" ")
+        return scheme.lower() == "bearer" and token in self._tokens
 
     # --- admin endpoints ---
 

@@ -136,6 +136,7 @@ class SandboxConfig:
     load_quota: int | None = None
     load_quota_window_s: float = 60.0
     rows_jitter: float = 0.1
+    require_auth: bool = False  # API calls need a bearer token from POST /token (service-account flow)
 
     def __post_init__(self) -> None:
         # Stored as tuples so a config can be shared between threads safely.
@@ -155,6 +156,8 @@ class SandboxConfig:
         _require_number("rows_jitter", self.rows_jitter, minimum=0.0)
         if self.rows_jitter > 1:
             raise ValueError(f"rows_jitter must be within [0, 1] (got {self.rows_jitter!r})")
+        if not isinstance(self.require_auth, bool):
+            raise ValueError(f"require_auth must be true or false (got {self.require_auth!r})")
 
     def _validate_sites(self) -> None:
         if not self.sites:

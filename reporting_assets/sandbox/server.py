@@ -68,7 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(400, "Bad request body")
             return
         try:
-            response = self.server.app.handle(self.command, self.path, body)
+            response = self.server.app.handle(self.command, self.path, body, dict(self.headers.items()))
         except Exception:  # a sandbox bug: say so loudly, but keep the connection protocol intact
             traceback.print_exc()
             response = responses.internal_error()
@@ -204,6 +204,10 @@ class SandboxServer:
     @property
     def config(self) -> SandboxConfig:
         return self._app.config
+
+    def issued_tokens(self) -> list[str]:
+        """Access tokens handed out by POST /token (tests check they never leak)."""
+        return self._app.issued_tokens()
 
     def update_config(self, changes: Mapping[str, Any] | None = None, **settings: Any) -> SandboxConfig:
         """Replace top-level settings at runtime, e.g. `update_config(faults=[FaultSpec("http_500", times=1)])`.

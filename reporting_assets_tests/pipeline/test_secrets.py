@@ -1,0 +1,76 @@
+"""Credentials never reach logs, messages, dead letters, landing files, exports or Dagster's storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from kafka import KafkaConsumer
+
+from reporting_assets import runner
+from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
+from reporting_assets.settings import build_resources
+
+SITES = [SiteSpec("https://www.example.com/", 60), SiteSpec("https://broken.example.com/", 20)]
+KEY_ID = "PLANTED-KEY-ID-7f3a9c"
+
+
+@pytest.fixture
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(seed=2, sites=SITES, per_site_qps=None, global_qps=None, require_auth=True, rows_jitter=0.0,
+                         faults=[FaultSpec("http_500", site_url="https://broken.example.com/")])
+
+
+def service_account_file(tmp_path: Path, token_uri: str) -> tuple[Path, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = tmp_path / "secrets" / "service-account.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "sandbox", "private_key_id": KEY_ID, "private_key": pem,
+        "client_email": "robot@sandbox.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri,
+    }))
+    key_fragment = pem.splitlines()[5]  # a line from the middle of the key material
+    return path, key_fragment
+
+
+def topic_values(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=2000)
+    try:
+        return [(record.key or b"") + b"\n" + (record.value or b"") for record in consumer]
+    finally:
+        consumer.close()
+
+
+def test_planted_secrets_appear_nowhere(instance, sandbox, pipeline_env, monkeypatch, tmp_path, capfd):
+    credentials, key_fragment = service_account_file(tmp_path, sandbox.url + "token")
+    monkeypatch.setenv("PARTNER_CREDENTIALS_FILE", str(credentials))
+    resources = build_resources({**pipeline_env, "PARTNER_CREDENTIALS_FILE": str(credentials)})
+
+    summary = runner.run_pipeline(instance, resources, ["2026-11-01"], consumers=1,
+                                  consumer_config={"idle_timeout_s": 2.0, "qps_per_account": 100.0})
+    assert summary.dead_lettered == 1 and summary.rows_loaded == 60  # the pipeline really ran, authenticated
+    stats = sandbox.stats()
+    assert stats["status_counts"].get("401", 0) == 0
+    tokens = sandbox.issued_tokens()
+    assert tokens, "the service-account flow was not used"
+    secrets = [key_fragment.encode(), KEY_ID.encode(), *(t.encode() for t in tokens)]
+    assert credentials.read_bytes().count(key_fragment.encode()) == 1  # the probe can find what it looks for
+
+    leaks = []
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path != credentials:
+            data = path.read_bytes()
+            leaks += [f"{path}: {s[:12]!r}" for s in secrets if s in data]
+    for topic in (pipeline_env["REPORTING_REQUEST_TOPIC"], pipeline_env["REPORTING_DEAD_LETTER_TOPIC"]):
+        values = b"\n".join(topic_values(pipeline_env["KAFKA_BOOTSTRAP_SERVERS"], topic))
+        assert values, f"{topic} is empty: nothing was checked"
+        leaks += [f"topic {topic}: {s[:12]!r}" for s in secrets if s in values]
+    out, err = capfd.readouterr()
+    leaks += [f"console: {s[:12]!r}" for s in secrets if s.decode() in out + err]
+    assert leaks == []
