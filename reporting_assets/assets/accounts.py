@@ -10,11 +10,25 @@ from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.resources.warehouse import WarehouseResource
 
 
+# Dagster's multi-partition keys join dimensions with '|' and refuse '...' and control characters.
+FORBIDDEN_IN_KEYS = ("|", "...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
+def partitionable(account: str) -> bool:
+    return bool(account) and not any(part in account for part in FORBIDDEN_IN_KEYS)
+
+
 @dg.asset(group_name="reporting", kinds={"duckdb", "googlesearchconsole"})
 def accounts(context: dg.AssetExecutionContext, partner: PartnerResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Sites the credentials can read, stored in DuckDB and added as `account` partitions."""
     sites = partner.client().list_sites()
-    readable = [site.url for site in sites if site.readable]
+    readable = [site.url for site in sites if site.readable and partitionable(site.url)]
+    refused = [site.url for site in sites if site.readable and not partitionable(site.url)]
+    if refused:
+        context.log.warning(
+            f"{len(refused)} readable accounts cannot be Dagster partition keys (they contain "
+            f"'|', '...' or control characters) and are left out: {refused[:10]}"
+        )
     known = set(context.instance.get_dynamic_partitions(account_partitions.name))
     new = [url for url in readable if url not in known]
     if new:
@@ -38,6 +52,7 @@ def accounts(context: dg.AssetExecutionContext, partner: PartnerResource, wareho
             "readable": len(readable),
             "new_partitions": len(new),
             "unreadable": dg.MetadataValue.json([s.url for s in sites if not s.readable]),
+            "not_partitionable": dg.MetadataValue.json(refused),
             "no_longer_listed": dg.MetadataValue.json(gone),
         }
     )

@@ -57,7 +57,9 @@ def load_partition(db: duckdb.DuckDBPyConnection, load: PartitionLoad) -> int:
     if not files:
         return 0
     columns = ", ".join(f'"{name}"' for name in LANDED_SCHEMA.names)
-    db.execute(f'INSERT INTO "{name}" SELECT {columns} FROM read_parquet(?)', [files])
+    # hive_partitioning off: DuckDB would otherwise take `account`/`date` from the folder names,
+    # which hold the file-safe form of the account, not the account itself.
+    db.execute(f'INSERT INTO "{name}" SELECT {columns} FROM read_parquet(?, hive_partitioning = false)', [files])
     return load.completeness.rows
 
 
