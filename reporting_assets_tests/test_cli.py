@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reporting_assets import cli
 from reporting_assets.infra.ports import free_port
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
 
@@ -60,13 +61,17 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         ({}, ["--accounts", "https://unknown.example.com/"], "--accounts: unknown or unreadable"),
     ],
 )
-def test_bad_settings_fail_with_one_line_and_write_nothing(env, tmp_path, env_changes, args, message):
+def test_bad_settings_fail_with_one_line_and_write_nothing(
+    env, tmp_path, env_changes, args, message, monkeypatch, capsys
+):
     closed = str(free_port())
     changed = {k: v.format(closed=closed, tmp=tmp_path) for k, v in env_changes.items()}
-    result = run({**env, **changed}, *args)
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("reporting_assets: error: "), result.stderr[-2000:]
+    for name, value in {**env, **changed}.items():
+        monkeypatch.setenv(name, value)
+    argv = ["run", "--start-date", "2026-11-01", "--end-date", "2026-11-01", *args]
+    assert cli.main(argv) == cli.EXIT_BAD_SETTING
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reporting_assets: error: "), lines
     assert message in lines[0]
     assert not (tmp_path / "data").exists()
 
