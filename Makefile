@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: setup test demo dev bench bench-full soak broker-start broker-stop sandbox clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: setup ui-setup test demo dev bench bench-full soak broker-start broker-stop sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -19,17 +21,36 @@ setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)/.nux && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	@test -f $(DAGSTER_HOME)/.nux/nux.yaml || echo "seen: 1" > $(DAGSTER_HOME)/.nux/nux.yaml
 
-test: setup
+# Debian's chromium for the UI test (headless); skipped when already installed.
+ui-setup:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing chromium (apt-get, about a minute)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "chromium is still missing at $(CHROMIUM): the UI test cannot run" >&2; exit 1; }
+
+test: setup ui-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m reporting_assets.demo
 
+# Broker (unless one runs already), sandbox and `dagster dev` (webserver + daemon) with this code
+# location; Ctrl-C stops dagster, the sandbox, and the broker if this target started it.
+DEV_PORT ?= 3000
 dev: setup
-	$(PY) -m reporting_assets.infra.kafka start --port 9092
-	$(PY) -m reporting_assets.sandbox --port 8085 > data/sandbox.log 2>&1 & echo $$! > data/sandbox.pid
-	$(VENV)/bin/dagster dev -w workspace.yaml -p 3000; \
-	  kill $$(cat data/sandbox.pid) 2>/dev/null; $(PY) -m reporting_assets.infra.kafka stop
+	@mkdir -p data
+	@$(PY) -m reporting_assets.infra.kafka status >/dev/null 2>&1; broker_was_up=$$?; \
+	$(PY) -m reporting_assets.infra.kafka start --port 9092 || exit 1; \
+	$(PY) -m reporting_assets.sandbox --port 8085 > data/sandbox.log 2>&1 & sandbox=$$!; \
+	trap 'kill $$sandbox 2>/dev/null; [ $$broker_was_up -eq 0 ] || $(PY) -m reporting_assets.infra.kafka stop' EXIT; \
+	trap 'exit 130' INT TERM; \
+	echo "Dagster UI: http://127.0.0.1:$(DEV_PORT)  (sandbox log: data/sandbox.log; Ctrl-C stops everything)"; \
+	REPORTING_SENSOR_INTERVAL_S=$${REPORTING_SENSOR_INTERVAL_S:-10} \
+	  $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
+
+# 100 seeded crash trials on a bigger workload (about 30-40 minutes); writes docs/reliability-soak.md.
+soak: setup
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 broker-start: setup
 	$(PY) -m reporting_assets.infra.kafka start --port 9092

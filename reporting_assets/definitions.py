@@ -24,6 +24,9 @@ defs = dg.Definitions(
     sensors=build_sensors(automation),
     schedules=build_schedules(automation),
     resources=build_resources(),
+    # Asset runs are one or two steps each: a subprocess per step only adds seconds. The consumer
+    # job keeps its multiprocess executor (one process per consumer).
+    executor=dg.in_process_executor,
 )
 
 

@@ -43,6 +43,11 @@ class ReportRequest:
     start_row: int = 0
     attempt: int = 0
     request_id: str = field(default="")
+    # Which enqueued first page this request descends from ("partition:offset:timestamp" of that
+    # message, set by the consumer that takes it; continuation pages inherit it). Not part of the
+    # request id: it tells a duplicate copy of a continuation (same id, same chain) from a fresh
+    # download of the same call (same id, a newer chain), see `DownloadLoop`.
+    chain: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         validate_request_fields(self)
@@ -60,6 +65,9 @@ class ReportRequest:
     def with_attempt(self, attempt: int) -> ReportRequest:
         return replace(self, attempt=attempt)
 
+    def in_chain(self, chain: str) -> ReportRequest:
+        return replace(self, chain=chain)
+
     def api_body(self) -> dict[str, Any]:
         """The JSON body of `searchanalytics.query` for this request."""
         return {
@@ -75,6 +83,8 @@ class ReportRequest:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["dimensions"] = list(self.dimensions)
+        if not self.chain:
+            del data["chain"]  # first pages as enqueued carry none
         return {"v": REQUEST_VERSION, **data}
 
     def encode(self) -> bytes:
@@ -117,6 +127,7 @@ class ReportRequest:
                 row_limit=data.get("row_limit", 1_000),
                 start_row=data.get("start_row", 0),
                 attempt=data.get("attempt", 0),
+                chain=data.get("chain", ""),
             )
         except TypeError as exc:
             raise InvalidRequestError(str(exc)) from None
@@ -190,6 +201,8 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail(f"start_row {request.start_row} is not a non-negative multiple of row_limit {request.row_limit}")
     if request.attempt < 0:
         fail(f"attempt {request.attempt} is negative")
+    if not isinstance(request.chain, str) or len(request.chain) > 200:
+        fail(f"chain must be a string of at most 200 characters, got {request.chain!r}")
 
 
 @dataclass(frozen=True)

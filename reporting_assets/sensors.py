@@ -37,7 +37,7 @@ from reporting_assets.consumer.landing import LandingZone
 from reporting_assets.consumer.ops import download_requests
 from reporting_assets.lag import LagLimits, check_evaluations, measure, observation
 from reporting_assets.partitions import account_partitions
-from reporting_assets.resources.kafka import KafkaResource, KafkaTopicError
+from reporting_assets.resources.kafka import KafkaResource, KafkaTopicError, TopicLag
 from reporting_assets.resources.warehouse import WarehouseResource
 
 REQUESTS_ASSET = dg.AssetKey("report_requests")
@@ -69,6 +69,7 @@ ACTIVE_STATUSES = [
 # backfill never means deserializing 300 000 events in one tick.
 EXACT_WATERMARK_MAX_EVENTS = 500
 PARTITION_QUERY_CHUNK = 2_000
+FULL_SCAN_PARTITIONS = 20_000  # above this many (date, account) keys to look up, read the asset's all at once
 
 
 def _status(running: bool) -> dg.DefaultSensorStatus:
@@ -244,6 +245,15 @@ class DownloadState:
                 del self.pending[date]
 
 
+def work_lags(kafka: KafkaResource) -> dict[str, TopicLag]:
+    """The group's lag on the request topic and on the delay topic (requests parked after a load-quota
+    refusal are work not done either), committed offsets read before end offsets."""
+    try:
+        return kafka.settled_lags([kafka.request_topic, kafka.delay_topic])
+    except KafkaTopicError:
+        return kafka.settled_lags([kafka.request_topic])  # no delay topic (yet): nothing parked
+
+
 def watermark_passed(watermark: Mapping[int, int], committed: Mapping[int, int]) -> bool:
     return all(committed.get(partition, 0) >= offset for partition, offset in watermark.items())
 
@@ -253,6 +263,10 @@ def partition_settled(zone: LandingZone, date: str, account: str, reports: Itera
     for report in reports:
         load = PartitionLoad(date, account, report, zone.completeness(report, date, account))
         if load.still_downloading:
+            return False
+        # Pages of one download share the chain of their first page. A mix means the partition is
+        # being downloaded again (re-enqueued) and only part of the new chain has landed so far.
+        if len({getattr(page.request, "chain", "") for page in load.completeness.pages}) > 1:
             return False
     return True
 
@@ -371,9 +385,10 @@ def evaluate_downloads(
         state.folded_upto = max(state.folded_upto, upto)
         return [], state.to_cursor(), "nothing enqueued since the last downloads"
     try:
-        offsets = kafka.settled_lag(kafka.request_topic)
+        lags = work_lags(kafka)
     except KafkaTopicError:
         return [], cursor or DownloadState().to_cursor(), f"request topic {kafka.request_topic} does not exist yet"
+    offsets = lags[kafka.request_topic]
     end_now = {p: lag.end for p, lag in offsets.partitions.items()}
     recorded = recorded_watermarks(instance, state.folded_upto, upto, len(enqueued)) if enqueued else {}
 
@@ -386,12 +401,16 @@ def evaluate_downloads(
     done = done_partitions(
         state,
         committed,
-        drained=offsets.total == 0,
+        drained=all(lag.total == 0 for lag in lags.values()),
         settled=lambda date, account: partition_settled(zone, date, account, reports),
         budget_s=settings.landing_check_budget_s,
     )
     if not done:
-        summary = f"{state.pending_partitions} partitions wait for their requests (lag {offsets.total})"
+        summary = (
+            f"{state.pending_partitions} partitions wait for their requests (lag {offsets.total})"
+            if state.pending
+            else "every enqueued partition is downloaded"
+        )
         return [], state.to_cursor(), summary
     order = list(instance.get_dynamic_partitions(account_partitions.name))
     known = set(order)
@@ -442,16 +461,29 @@ class ExportState:
         return cls(folded_upto=int(data.get("upto", 0)), dates=dict(data.get("dates", {})))
 
 
-def downloaded_accounts(instance: dg.DagsterInstance, date: str, accounts: list[str]) -> dict[str, int]:
-    """Key -> latest downloaded_reports storage id, for the date's partitions that have one."""
-    found: dict[str, int] = {}
-    for start in range(0, len(accounts), PARTITION_QUERY_CHUNK):
-        keys = {key_str(date, a) for a in accounts[start : start + PARTITION_QUERY_CHUNK]}
-        found.update(
-            instance.get_latest_storage_id_by_partition(
+def downloaded_by_date(instance: dg.DagsterInstance, dates: list[str], accounts: list[str]) -> dict[str, dict[str, int]]:
+    """Date -> {account: latest downloaded_reports storage id} over the given dates and current accounts.
+
+    Few partitions: queries restricted to their keys. Many (a cold start after a big backfill): one
+    query over the asset's partitions, which costs about the same as a few restricted ones.
+    """
+    wanted = set(dates)
+    known = set(accounts)
+    found: dict[str, dict[str, int]] = {date: {} for date in dates}
+    if len(dates) * len(accounts) > FULL_SCAN_PARTITIONS:
+        latest = instance.get_latest_storage_id_by_partition(DOWNLOADS_ASSET, DagsterEventType.ASSET_MATERIALIZATION)
+        for key, sid in latest.items():
+            date, account = parse_key(key)
+            if date in wanted and account in known:
+                found[date][account] = sid
+        return found
+    for date in dates:
+        for start in range(0, len(accounts), PARTITION_QUERY_CHUNK):
+            keys = {key_str(date, a) for a in accounts[start : start + PARTITION_QUERY_CHUNK]}
+            latest = instance.get_latest_storage_id_by_partition(
                 DOWNLOADS_ASSET, DagsterEventType.ASSET_MATERIALIZATION, partitions=keys
             )
-        )
+            found[date].update({parse_key(key)[1]: sid for key, sid in latest.items()})
     return found
 
 
@@ -479,12 +511,17 @@ def evaluate_exports(
     accounts = list(instance.get_dynamic_partitions(account_partitions.name))
     requests = []
     waiting = []
+    to_check = []
     for date in sorted(state.dates):
         entry = state.dates[date]
         if date not in touched and entry.get("checked") == [len(accounts), entry["sid"]]:
             waiting.append(date)  # nothing new since the last check found it incomplete
-            continue
-        latest = downloaded_accounts(instance, date, accounts) if accounts else {}
+        else:
+            to_check.append(date)
+    present = downloaded_by_date(instance, to_check, accounts) if accounts and to_check else {}
+    for date in to_check:
+        entry = state.dates[date]
+        latest = present.get(date, {})
         if not accounts or len(latest) < len(accounts):
             entry["checked"] = [len(accounts), entry["sid"]]
             waiting.append(date)
@@ -510,16 +547,17 @@ def evaluate_consumers(
     instance: dg.DagsterInstance, kafka: KafkaResource, settings: AutomationSettings
 ) -> dg.RunRequest | dg.SkipReason:
     try:
-        lag = kafka.lag(kafka.request_topic)
+        lags = work_lags(kafka)
     except KafkaTopicError:
         return dg.SkipReason(f"request topic {kafka.request_topic} does not exist yet")
-    if lag.total == 0:
-        return dg.SkipReason(f"no lag on {kafka.request_topic}")
+    total = sum(lag.total for lag in lags.values())
+    if total == 0:
+        return dg.SkipReason(f"no lag on {' or '.join(lags)}")
     role = {ROLE_TAG: "download"}
     active = instance.get_run_records(dg.RunsFilter(tags=role, statuses=ACTIVE_STATUSES), limit=1)
     if active:
         run = active[0].dagster_run
-        return dg.SkipReason(f"lag {lag.total}; download run {run.run_id} is {run.status.value}")
+        return dg.SkipReason(f"lag {total}; download run {run.run_id} is {run.status.value}")
     # Keyed by the download run before it: a restarted daemon re-asking gets the same key, and a
     # new run can only be asked for once the previous one has ended (or was marked failed).
     latest = instance.get_run_records(dg.RunsFilter(tags=role), limit=1)
@@ -571,7 +609,7 @@ def build_sensors(settings: AutomationSettings) -> list[dg.SensorDefinition]:
             context.instance, context.cursor, kafka, warehouse.landing_zone(), settings, context.log
         )
         context.log.info(summary)
-        return dg.SensorResult(run_requests=requests, cursor=cursor, skip_message=None if requests else summary)
+        return dg.SensorResult(run_requests=requests, cursor=cursor, skip_reason=None if requests else summary)
 
     @dg.sensor(
         name=EXPORT_SENSOR,
@@ -583,7 +621,7 @@ def build_sensors(settings: AutomationSettings) -> list[dg.SensorDefinition]:
     def export_when_date_downloaded(context: dg.SensorEvaluationContext):
         requests, cursor, summary = evaluate_exports(context.instance, context.cursor, settings)
         context.log.info(summary)
-        return dg.SensorResult(run_requests=requests, cursor=cursor, skip_message=None if requests else summary)
+        return dg.SensorResult(run_requests=requests, cursor=cursor, skip_reason=None if requests else summary)
 
     @dg.sensor(
         name=LAG_SENSOR,

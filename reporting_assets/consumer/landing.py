@@ -103,6 +103,21 @@ class LandingZone:
         self.dead_letter_path(request).unlink(missing_ok=True)
         return path
 
+    def landed_in_chain(self, request: ReportRequest) -> bool:
+        """Whether this page is landed already by another copy of the same message (same chain, attempt).
+
+        A page landed by an older chain (an earlier enqueue of the same call) or an earlier attempt
+        (before a re-drive) does not count: that is a fresh download, which must happen.
+        """
+        if not request.chain:
+            return False
+        path = self.page_path(request)
+        try:
+            landed = read_page(path).request
+        except (FileNotFoundError, KeyError, ValueError, OSError, pa.ArrowException):
+            return False
+        return (landed.chain, landed.attempt) == (request.chain, request.attempt)
+
     def mark_dead_letter(self, request: ReportRequest, dead_letter: DeadLetter) -> Path:
         """Remember, next to the pages, that this request of the partition is in the dead-letter topic."""
         path = self.dead_letter_path(request)

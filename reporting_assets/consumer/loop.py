@@ -18,7 +18,7 @@ import logging
 import socket
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -36,6 +36,10 @@ from reporting_assets.messages import DeadLetter, DelayedRequest, InvalidRequest
 from reporting_assets.resources.partner import MalformedResponseError, http_error_reason, http_error_summary
 
 log = logging.getLogger(__name__)
+
+MAX_SEEN_PER_PARTITION = 10_000  # copies come soon after the first; older ones meet the landing check
+COMMIT_RETRY_S = 1.0  # after a commit failed because the broker was unreachable
+CAUGHT_UP_TIMEOUT_MS = 5_000
 
 REBALANCE_ERRORS = (
     kafka_errors.CommitFailedError,
@@ -109,6 +113,7 @@ class ConsumerStats:
     api_calls: int = 0
     throttled: int = 0
     commits: int = 0
+    duplicates: int = 0  # copies of a request this chain already landed: skipped, no API call
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     stopped_because: str = ""
 
@@ -124,6 +129,7 @@ class ConsumerStats:
             "api_calls": self.api_calls,
             "throttled": self.throttled,
             "commits": self.commits,
+            "duplicates": self.duplicates,
             "dead_letter_reasons": dict(self.dead_letter_reasons),
             "stopped_because": self.stopped_because,
         }
@@ -155,7 +161,7 @@ class QuotaExhausted(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # landed | dead_lettered | delayed | retry
+    kind: str  # landed | dead_lettered | delayed | retry | duplicate
     rows: int = 0
     continued: bool = False
     calls: int = 0
@@ -196,16 +202,20 @@ class Work:
 
 
 class _NoteAssignments(ConsumerRebalanceListener):
-    """Runs on kafka-python's IO thread, which must not block: only note the new assignment."""
+    """Runs on kafka-python's IO thread, which must not block: only note what happened."""
 
     def __init__(self, loop: DownloadLoop) -> None:
         self._loop = loop
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
+        # A rebalance has begun (kafka-python's protocol revokes every partition): start no new
+        # call until the new assignment is known, or the new owners would make the same calls.
+        if revoked:
+            self._loop.rebalancing = True
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self._loop.assignments.append(set(assigned))
+        self._loop.rebalancing = False
 
 
 class DownloadLoop:
@@ -231,6 +241,9 @@ class DownloadLoop:
         self._should_stop = should_stop
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="download")
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        # Per partition, the (request id, chain, attempt) of requests taken since it was assigned:
+        # a second copy of a continuation page (its parent page was processed twice) is skipped.
+        self._seen: dict[TopicPartition, OrderedDict[tuple[str, str, int], None]] = {}
         self._pending: dict[str, deque[Work]] = {}  # account -> requests not yet started
         self._buffered = 0
         self._runnable: deque[str] = deque()
@@ -243,7 +256,9 @@ class DownloadLoop:
         self._delayed_partitions: dict[TopicPartition, float] = {}  # paused until (monotonic)
         self._finished_since_commit = 0
         self._last_commit = clock()
+        self._commit_retry_at = 0.0
         self.assignments: deque[set[TopicPartition]] = deque()  # appended by the rebalance listener
+        self.rebalancing = False  # set by the rebalance listener between revocation and assignment
 
     # ---- main loop ---------------------------------------------------------------------------
 
@@ -290,8 +305,13 @@ class DownloadLoop:
         assigned = [tp for tp in self.consumer.assignment() if tp not in self._delayed_partitions]
         if not assigned:
             return True
-        ends = self.consumer.end_offsets(assigned)
-        return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
+        try:
+            ends = self.consumer.end_offsets(assigned, timeout_ms=CAUGHT_UP_TIMEOUT_MS)
+            return all(self.consumer.position(tp, timeout_ms=CAUGHT_UP_TIMEOUT_MS) >= ends[tp] for tp in assigned)
+        except kafka_errors.KafkaError as exc:
+            # The broker does not answer (restarting?): not drained as far as we know; keep waiting.
+            log.info("cannot tell whether the topic is drained: %s", exc)
+            return False
 
     def _poll(self, timeout_ms: int) -> None:
         full = self._buffered >= self.settings.max_buffered
@@ -335,10 +355,33 @@ class DownloadLoop:
             self.dead_letter(record, None, Failure("invalid_message", str(exc), attempts=0))
             self._finish(tp, record.offset)
             return
+        if not request.chain:
+            # A first page as enqueued: its message starts a chain that its continuation pages inherit.
+            request = request.in_chain(f"{tp.partition}:{record.offset}:{record.timestamp}")
+        if self._seen_before(tp, request):
+            self.stats.duplicates += 1
+            self._finish(tp, record.offset)
+            return
         account = request.account
         self._pending.setdefault(account, deque()).append(Work(tp, record.offset, record, request))
         self._buffered += 1
         self._make_runnable(account)
+
+    def _seen_before(self, tp: TopicPartition, request: ReportRequest) -> bool:
+        """Whether another copy of this message (same chain, same call, same attempt) came before.
+
+        Copies arise when a page is processed twice (a consumer killed or a partition moved after
+        the page's continuation was sent but before its offset was committed): each processing sends
+        the next page again. Fetching in offset order, the first copy is the one that runs.
+        """
+        seen = self._seen.setdefault(tp, OrderedDict())
+        key = (request.request_id, request.chain, request.attempt)
+        if key in seen:
+            return True
+        seen[key] = None
+        if len(seen) > MAX_SEEN_PER_PARTITION:
+            seen.popitem(last=False)  # older copies are still caught by the landing zone check
+        return False
 
     def _take_delayed(self, tp: TopicPartition, records: list[Any]) -> None:
         """Release due requests from the delay topic; pause the partition at the first one not due."""
@@ -381,6 +424,8 @@ class DownloadLoop:
             self._runnable.append(account)
 
     def _schedule(self) -> None:
+        if self.rebalancing or self.assignments:
+            return  # partitions are changing hands: wait until `_poll` has released the lost ones
         now = self._clock()
         while self._sleeping and self._sleeping[0][0] <= now:
             _, account = heapq.heappop(self._sleeping)
@@ -435,11 +480,16 @@ class DownloadLoop:
             self._account_in_flight[account] -= 1
             outcome = future.result()  # a landing error (disk, permissions) stops the consumer uncommitted
             self._record(outcome)
-            if outcome.kind == "retry":
+            if outcome.kind == "retry" and work.offset not in self._offsets_of(work.tp).open:
+                pass  # its partition went to another consumer meanwhile, which fetches it again
+            elif outcome.kind == "retry":
                 work.throttled += 1
                 self._pending.setdefault(account, deque()).appendleft(work)
                 self._buffered += 1
             else:
+                if outcome.kind == "delayed":
+                    # Its copy comes back from the delay topic later: that one must run.
+                    self._seen.get(work.tp, {}).pop((work.request.request_id, work.request.chain, work.request.attempt), None)
                 self._finish(work.tp, work.offset)
             self._make_runnable(account)
 
@@ -453,6 +503,8 @@ class DownloadLoop:
             self.stats.delayed += 1
         elif outcome.kind == "retry":
             pass
+        elif outcome.kind == "duplicate":
+            self.stats.duplicates += 1
         else:
             self.stats.dead_lettered += 1
             self.stats.dead_letter_reasons[outcome.reason] += 1
@@ -476,6 +528,9 @@ class DownloadLoop:
 
     def _work(self, work: Work) -> Outcome:
         request = work.request
+        if self.landing.landed_in_chain(request):
+            # Another copy of this message already landed the page (and sent its continuation first).
+            return Outcome("duplicate")
         try:
             rows, calls = self.download(request)
         except Failure as failure:
@@ -534,13 +589,17 @@ class DownloadLoop:
             time.sleep(self.settings.retry_backoff_s * 2 ** (attempts - 1))
 
     def land(self, request: ReportRequest, rows: list[dict[str, Any]]) -> bool:
+        # The next page goes on the topic before this page lands (and before this offset is
+        # committed): a page landed by this chain always has its continuation sent, so another
+        # copy of this request can skip both (`landed_in_chain`).
+        full = len(rows) >= request.row_limit
+        if full:
+            follow_up = request.next_page()
+            self.producer.send(
+                self.settings.request_topic, key=follow_up.key(), value=follow_up.encode()
+            ).get(timeout=30)
         self.landing.land_page(request, rows)
-        if len(rows) < request.row_limit:
-            return False
-        # The next page must be on the topic before this offset is committed.
-        follow_up = request.next_page()
-        self.producer.send(self.settings.request_topic, key=follow_up.key(), value=follow_up.encode()).get(timeout=30)
-        return True
+        return full
 
     def dead_letter(self, record: Any, request: ReportRequest | None, failure: Failure) -> None:
         letter = DeadLetter(
@@ -566,7 +625,7 @@ class DownloadLoop:
     # ---- commits and rebalances --------------------------------------------------------------
 
     def _maybe_commit(self) -> None:
-        if not self._finished_since_commit:
+        if not self._finished_since_commit or self._clock() < self._commit_retry_at:
             return
         due = self._clock() - self._last_commit >= self.settings.commit_interval_s
         if self._finished_since_commit >= self.settings.commit_every or due:
@@ -584,6 +643,14 @@ class DownloadLoop:
             except REBALANCE_ERRORS as exc:
                 # Lost the partitions meanwhile; their new owner continues from the last good commit.
                 log.info("commit skipped during a rebalance: %s", exc)
+            except kafka_errors.KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                # The broker is unreachable (restarting, say): keep working and commit again in a
+                # moment; the commit points are kept, so the next commit covers these offsets too.
+                log.warning("commit failed, retrying in %gs: %s", COMMIT_RETRY_S, exc)
+                self._commit_retry_at = self._clock() + COMMIT_RETRY_S
+                return
             else:
                 self.stats.commits += 1
         self._finished_since_commit = 0
@@ -605,6 +672,7 @@ class DownloadLoop:
             self._pending[account] = kept
         for tp in revoked:
             self._offsets[tp] = PartitionOffsets()  # nothing to commit for it any more
+            self._seen.pop(tp, None)
             self._window_parked.pop(tp, None)
             self._delayed_partitions.pop(tp, None)
 

@@ -216,22 +216,25 @@ class KafkaResource(dg.ConfigurableResource):
             specs = {TopicPartition(topic, p): OffsetSpec.EARLIEST for p in self._partitions(admin, topic)}
             return {tp.partition: result.offset for tp, result in admin.list_partition_offsets(specs).items()}
 
-    def settled_lag(self, topic: str, group_id: str | None = None) -> TopicLag:
-        """Like ``lag`` but reads the committed offsets *before* the end offsets.
+    def settled_lags(self, topics: Sequence[str], group_id: str | None = None) -> dict[str, TopicLag]:
+        """Like ``lag`` for several topics of one group, reading every committed offset *before* any end offset.
 
-        So when every partition shows no lag, every message written before the committed offsets
-        were read is consumed and committed, including any continuation page a consumer wrote
-        before committing the request that led to it: "drained" really means done.
+        So when no partition shows lag, every message written before the committed offsets were
+        read is consumed and committed, including any continuation page (or delayed copy) a
+        consumer wrote before committing the request that led to it: "drained" really means done.
         """
         with self._admin() as admin:
-            partitions = self._partitions(admin, topic)
-            committed = self._committed_offsets(admin, topic, partitions, group_id)
-            end = self._end_offsets(admin, topic, partitions)
-        per_partition = {
-            p: PartitionLag(end=end[p], committed=committed[p], lag=max(end[p] - committed[p], 0))
-            for p in partitions
-        }
-        return TopicLag(partitions=per_partition, total=sum(p.lag for p in per_partition.values()))
+            partitions = {topic: self._partitions(admin, topic) for topic in topics}
+            committed = {t: self._committed_offsets(admin, t, ps, group_id) for t, ps in partitions.items()}
+            end = {t: self._end_offsets(admin, t, ps) for t, ps in partitions.items()}
+        lags = {}
+        for topic, ps in partitions.items():
+            per_partition = {
+                p: PartitionLag(end=end[topic][p], committed=committed[topic][p], lag=max(end[topic][p] - committed[topic][p], 0))
+                for p in ps
+            }
+            lags[topic] = TopicLag(partitions=per_partition, total=sum(p.lag for p in per_partition.values()))
+        return lags
 
     def oldest_unconsumed_timestamp_ms(self, topic: str, group_id: str | None = None) -> int | None:
         """Timestamp (ms) of the oldest message the group has not committed yet; None without lag.

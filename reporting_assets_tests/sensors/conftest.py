@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,9 +100,14 @@ class Pipeline:
         finally:
             consumer.close()
 
-    def land(self, date: str, account: str, rows_per_page: list[int]) -> None:
-        """Land pages 0.. of the partition with the given row counts (a full page promises another)."""
+    def land(self, date: str, account: str, rows_per_page: list[int], chain: str = "") -> None:
+        """Land pages 0.. of the partition with the given row counts (a full page promises another).
+
+        `chain` marks the download the pages belong to (consumers set it from the first page's message).
+        """
         request = self.first_request(date, account)
+        if chain:
+            request = dataclasses.replace(request, chain=chain)
         for rows in rows_per_page:
             self.zone.land_page(request, [_row(request, i) for i in range(rows)])
             request = request.next_page()

@@ -33,6 +33,7 @@ from reporting_assets.sensors import (
     evaluate_exports,
     key_str,
     parse_key,
+    partition_settled,
     rectangles,
 )
 from reporting_assets_tests.sensors.conftest import ACCOUNTS, DATES
@@ -211,7 +212,12 @@ def test_download_sensor_definition_ticks_with_its_resources(pipeline, warehouse
 # -- exports ------------------------------------------------------------------------------------------
 
 
-def test_export_once_every_account_of_the_date_is_downloaded_and_again_after_a_new_download(pipeline):
+@pytest.mark.parametrize("full_scan", [False, True], ids=["by-key", "whole-asset"])
+def test_export_once_every_account_of_the_date_is_downloaded_and_again_after_a_new_download(
+    pipeline, monkeypatch, full_scan
+):
+    if full_scan:  # how a cold start after a big backfill looks the downloads up
+        monkeypatch.setattr("reporting_assets.sensors.FULL_SCAN_PARTITIONS", 0)
     instance = pipeline.instance
     for account in ACCOUNTS:
         pipeline.materialize("downloaded_reports", DATES[0], account)
@@ -374,3 +380,46 @@ def test_bad_settings_name_the_variable():
         AutomationSettings.from_env({"REPORTING_LATENESS_DAYS": "soon"})
     with pytest.raises(SettingError, match="REPORTING_ENQUEUE_CRON"):
         AutomationSettings.from_env({"REPORTING_ENQUEUE_CRON": "daily"})
+
+
+def test_requests_parked_on_the_delay_topic_are_work_not_done(pipeline, warehouse, instance):
+    """A load-quota refusal parks the request on the delay topic and commits it on the request topic."""
+    zone = warehouse.landing_zone()
+    kafka = pipeline.kafka
+    pipeline.enqueue(["2026-11-01"], ACCOUNTS[:1])
+    pipeline.commit()  # the request topic is drained...
+    producer = kafka.producer()
+    try:  # ...but its request waits on the delay topic, uncommitted
+        request = pipeline.first_request("2026-11-01", ACCOUNTS[0])
+        producer.send(kafka.delay_topic, key=request.key(), value=request.encode()).get(timeout=30)
+    finally:
+        producer.close()
+    requests, cursor, _ = evaluate_downloads(instance, None, kafka, zone, SETTINGS)
+    assert requests == [] and DownloadState.from_cursor(cursor).pending_partitions == 1
+    launch = evaluate_consumers(instance, kafka, SETTINGS)
+    assert isinstance(launch, dg.RunRequest)  # only the delay topic has lag: consumers still needed
+    pipeline.land("2026-11-01", ACCOUNTS[0], [4])  # released, called and landed later
+    requests, _, _ = evaluate_downloads(instance, cursor, kafka, zone, SETTINGS)
+    assert [keys_of(r, instance) for r in requests] == [{key_str("2026-11-01", ACCOUNTS[0])}]
+
+
+def test_a_partition_downloaded_again_is_settled_only_once_its_new_chain_has_landed(pipeline, warehouse):
+    zone = warehouse.landing_zone()
+    date, account = "2026-11-01", ACCOUNTS[0]
+    pipeline.land(date, account, [10, 4], chain="0:5:1000")
+    assert partition_settled(zone, date, account, ["search_analytics"])
+    time.sleep(0.01)  # the newer landing has a newer mtime
+    pipeline.land(date, account, [10], chain="1:9:2000")  # enqueued again: first page re-landed
+    assert not partition_settled(zone, date, account, ["search_analytics"])
+    pipeline.land(date, account, [10, 4], chain="1:9:2000")
+    assert partition_settled(zone, date, account, ["search_analytics"])
+
+
+def test_the_code_location_registers_the_sensors_schedules_and_request_topic_checks():
+    from reporting_assets.definitions import defs
+
+    repository = defs.get_repository_def()
+    assert {s.name for s in repository.sensor_defs} == {CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR}
+    assert {s.name for s in repository.schedule_defs} == {ENQUEUE_SCHEDULE, "discover_accounts_daily"}
+    checks = {(key.asset_key.to_user_string(), key.name) for key in repository.asset_graph.asset_check_keys}
+    assert {("report_requests", LAG_CHECK), ("report_requests", DEAD_LETTER_CHECK)} <= checks

@@ -115,6 +115,9 @@ def server_properties(settings: BrokerSettings, log_dir: Path) -> dict[str, str]
         "share.coordinator.state.topic.num.partitions": "5",
         # Groups form at once instead of waiting 3 s for more members.
         "group.initial.rebalance.delay.ms": "0",
+        # Allow short consumer sessions (the default floor is 6 s): a killed consumer's partitions
+        # then go to the others within a second or two. Clients still choose their own timeout.
+        "group.min.session.timeout.ms": "1000",
         # Topics are created explicitly by KafkaResource.ensure_topics.
         "auto.create.topics.enable": "false",
         # After a SIGKILL the controller keeps the old broker registration until its

@@ -1,0 +1,127 @@
+"""Code that runs in benchmark child processes: the project's consumer loop, driven directly.
+
+`DownloadLoop` is what each `consume_requests` op of the `download_requests` job runs; driving it
+here skips Dagster's run machinery (process start, event log), not any of the download path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from reporting_assets.consumer.landing import LandingZone
+from reporting_assets.consumer.loop import ConsumerSettings, DownloadLoop
+from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.resources.partner import PartnerResource
+
+
+def client_pool(partner: PartnerResource, size: int):
+    """A client factory handing out clients built beforehand (building one takes ~50 ms)."""
+    clients = [partner.client() for _ in range(size)]
+
+    def factory():
+        return clients.pop() if clients else partner.client()
+
+    return factory
+
+
+def run_consumer(
+    kafka: dict[str, Any],
+    sandbox_url: str,
+    landing_dir: str,
+    settings: dict[str, Any],
+    session_timeout_s: float = 6.0,
+    stop_after_landed: int | None = None,
+    num_retries: int = 5,
+    profile_to: str | None = None,
+    log_to: str | None = None,
+) -> dict[str, Any]:
+    """One consumer of the group until drained (or `stop_after_landed` requests landed by it)."""
+    if log_to:  # the loop's and kafka-python's group coordination, for looking into a result
+        import logging
+
+        logging.basicConfig(filename=log_to, level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        for name in ("reporting_assets", "kafka.coordinator"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    resource = KafkaResource(**kafka)
+    consumer_settings = ConsumerSettings(
+        request_topic=resource.request_topic,
+        dead_letter_topic=resource.dead_letter_topic,
+        delay_topic=resource.delay_topic,
+        join_grace_s=session_timeout_s + 5.0,
+        client_retries=num_retries,
+        **settings,
+    )
+    partner = PartnerResource(api_endpoint=sandbox_url, num_retries=num_retries, timeout_s=30)
+    consumer = TimedConsumer(
+        resource.consumer(
+            [],
+            session_timeout_ms=int(session_timeout_s * 1000),
+            heartbeat_interval_ms=max(1000, int(session_timeout_s * 1000) // 4),
+        )
+    )
+    producer = resource.producer()
+    holder: dict[str, DownloadLoop] = {}
+
+    def should_stop() -> bool:
+        return stop_after_landed is not None and holder["loop"].stats.landed >= stop_after_landed
+
+    loop = DownloadLoop(
+        consumer,
+        producer,
+        client_pool(partner, consumer_settings.concurrency),
+        LandingZone(landing_dir),
+        consumer_settings,
+        should_stop=should_stop,
+    )
+    holder["loop"] = loop
+    profiler = None
+    if profile_to:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+        profiler.start()
+    started = time.perf_counter()
+    try:
+        loop.subscribe()
+        stats = loop.run()
+    finally:
+        ended = time.perf_counter()
+        producer.close(timeout=10)
+        consumer.close()
+    if profiler is not None:
+        profiler.stop()
+        with open(profile_to, "w") as handle:
+            handle.write(profiler.output_text(unicode=False, color=False, show_all=False))
+    return {
+        **stats.as_metadata(),
+        "wall_s": ended - started,
+        "first_record_s": None if consumer.first_record_at is None else consumer.first_record_at - started,
+        "run_s": ended - (consumer.first_record_at or started),
+        "assignment_changes": consumer.assignment_changes,
+        "partitions": sorted(tp.partition for tp in consumer.assigned),
+        "final_rates": {account: loop.pacer.rate(account) for account in loop.pacer._buckets},
+    }
+
+
+class TimedConsumer:
+    """A KafkaConsumer that notes when its first record arrived and when its assignment last changed."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self.first_record_at: float | None = None  # perf_counter
+        self.assigned: frozenset[Any] = frozenset()
+        self.assignment_changes: list[float] = []  # epoch seconds: comparable across processes
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        batch = self._consumer.poll(*args, **kwargs)
+        if batch and self.first_record_at is None:
+            self.first_record_at = time.perf_counter()
+        assigned = frozenset(self._consumer.assignment())
+        if assigned != self.assigned:
+            self.assigned = assigned
+            self.assignment_changes.append(time.time())
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)

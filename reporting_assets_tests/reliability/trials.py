@@ -1,0 +1,803 @@
+"""Seeded crash trials: real consumer processes, SIGKILLed at seeded moments, restarted until done.
+
+A trial (`run_trial`) enqueues a fixed workload on a fresh topic, runs `Workload.consumers`
+consumer processes (each the project's `DownloadLoop` against the real broker and the sandbox),
+SIGKILLs one or all of them whenever the landing zone reaches a seeded number of files, starts
+them again, and repeats until the topic is drained. `check_trial` then proves:
+
+* **nothing lost, nothing doubled** -- the landed page chains, read by DuckDB, hold exactly the
+  sandbox's `expected_rows`, row for row; and the exports made by the real `downloaded_reports` and
+  `exported_reports` assets are byte-identical to those of a clean (never killed) run;
+* **re-issued calls are bounded by what was in flight** -- the sandbox's `repeat_successes` (calls
+  answered with data twice or more) never exceed the in-flight bound, summed over every event that
+  moves a partition to a new owner:
+
+  - a **kill**: measured from outside right after the victims are dead: the requests at or beyond
+    their partition's committed offset whose page had already landed (done, not yet committed),
+    plus `concurrency` calls per killed consumer that may have been under way (answered, not landed);
+  - a **rebalance** among live consumers (a restarted consumer joining, the group noticing a dead
+    member): reported by the consumer handing partitions over (`worker.TracedLoop`): the calls it
+    had started beyond the committed offset of each partition it gives up.
+
+  The new owner restarts from the committed offset, so these are exactly the calls it may repeat.
+  Anything above (a duplicate continuation page cascading down a chain, an offset committed too
+  early and re-done, ...) breaks the bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from kafka import KafkaConsumer, TopicPartition
+
+from reporting_assets.consumer.landing import LandingZone
+from reporting_assets.messages import ReportRequest
+from reporting_assets.partitions import account_partitions
+from reporting_assets.reports import get_report
+from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.resources.warehouse import WarehouseResource
+from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_row_count, expected_rows
+from reporting_assets_tests.reliability import worker
+
+REPORT = get_report("search_analytics")
+log = logging.getLogger(__name__)
+
+
+class TrialError(AssertionError):
+    pass
+
+
+# ---- workloads -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    sites: tuple[tuple[str, int], ...]  # (site url, rows a day)
+    dates: tuple[str, ...]
+    row_limit: int = 50
+    partitions: int = 4
+    consumers: int = 2
+    concurrency: int = 2
+    latency_s: float = 0.02
+    per_site_qps: float | None = 8.0  # the sandbox's limit: bursts above it get 429 + Retry-After
+    burst: float | None = 2.0
+    qps_per_account: float = 12.0  # the consumers' starting pace, above the limit: a few 429s
+    session_timeout_s: float = 2.0
+    idle_timeout_s: float = 1.5
+    max_kills: int = 3
+    sandbox_seed: int = 17
+
+    def sandbox_config(self) -> SandboxConfig:
+        return SandboxConfig(
+            seed=self.sandbox_seed,
+            sites=[SiteSpec(url, rows) for url, rows in self.sites],
+            per_site_qps=self.per_site_qps,
+            global_qps=None,
+            burst=self.burst,
+            latency_s=self.latency_s,
+            faults=[],
+            rows_jitter=0.0,
+        )
+
+    @property
+    def accounts(self) -> list[str]:
+        return sorted(url for url, _ in self.sites)
+
+    def first_requests(self) -> list[ReportRequest]:
+        return [REPORT.first_request(url, date, row_limit=self.row_limit) for date in self.dates for url, _ in self.sites]
+
+    def pages(self) -> int:
+        """API calls of a perfect run: a chain ends at its first page with fewer than row_limit rows."""
+        config = self.sandbox_config()
+        return sum(
+            expected_row_count(config, url, date, date, list(REPORT.dimensions)) // self.row_limit + 1
+            for url, _ in self.sites
+            for date in self.dates
+        )
+
+    def consumer_settings(self) -> dict[str, Any]:
+        return {
+            "idle_timeout_s": self.idle_timeout_s,
+            "join_grace_s": self.session_timeout_s + 3.0,
+            "max_runtime_s": 300.0,
+            "qps_per_account": self.qps_per_account,
+            "concurrency": self.concurrency,
+            "retry_backoff_s": 0.01,
+            "client_retries": 3,
+        }
+
+
+# Site names are chosen so that each lands on its own Kafka partition (murmur2 of the account key).
+SMALL = Workload(
+    name="small",
+    sites=(
+        ("https://a.example.com/", 230),  # partition 2 of 4: 5 pages of 50 rows a day
+        ("https://d.example.com/", 160),  # partition 0: 4 pages
+        ("https://e.example.com/", 110),  # partition 1: 3 pages
+        ("https://c.example.com/", 30),  # partition 3: 1 page
+    ),
+    dates=("2026-11-01", "2026-11-02"),
+)
+
+BIG = Workload(
+    name="big",
+    sites=(
+        ("https://a.example.com/", 430),  # partition 0 of 6: 9 pages of 50 rows a day
+        ("https://l.example.com/", 260),  # partition 1: 6 pages
+        ("https://w.example.com/", 160),  # partition 2: 4 pages
+        ("https://k.example.com/", 100),  # partition 3: 3 pages (2 full ones and an empty one)
+        ("https://f.example.com/", 30),  # partition 4: 1 page
+        ("https://c.example.com/", 75),  # partition 5: 2 pages
+    ),
+    dates=("2026-11-01", "2026-11-02", "2026-11-03"),
+    partitions=6,
+    consumers=3,
+    max_kills=5,
+)
+
+
+# ---- consumer processes --------------------------------------------------------------------------
+
+
+def process_context() -> multiprocessing.context.BaseContext:
+    """Fork server with the consumer's imports done once: a consumer process starts in milliseconds."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["reporting_assets_tests.reliability.worker"])
+    return context
+
+
+class Fleet:
+    """The consumer processes of one group; every process it started is SIGKILLed by `close`."""
+
+    def __init__(self, spec: dict[str, Any], events_dir: Path, size: int, context: Any = None) -> None:
+        self.spec = spec
+        self.events_dir = events_dir
+        self.size = size
+        self.context = context or process_context()
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.kills = 0
+        events_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, count: int = 1, **overrides: Any) -> list[Any]:
+        started = []
+        for _ in range(count):
+            name = f"consumer-{len(self.processes)}"
+            spec = {**self.spec, **overrides, "name": name, "events_path": str(self.events_dir / f"{name}.jsonl")}
+            process = self.context.Process(target=worker.run_consumer, args=(spec,), name=name, daemon=True)
+            process.start()
+            self.processes.append(process)
+            started.append(process)
+        return started
+
+    def alive(self) -> list[Any]:
+        return [process for process in self.processes if process.is_alive()]
+
+    def top_up(self) -> list[Any]:
+        return self.start(self.size - len(self.alive()))
+
+    def kill(self, victims: list[Any]) -> None:
+        for process in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+        for process in victims:
+            process.join(30)
+            if process.is_alive():
+                raise TrialError(f"consumer {process.name} (pid {process.pid}) survived SIGKILL")
+        self.kills += len(victims)
+
+    def stop(self, process: Any, timeout_s: float) -> None:
+        """Ask one consumer to stop (SIGTERM: it finishes its calls in flight, commits, leaves the group)."""
+        os.kill(process.pid, signal.SIGTERM)
+        process.join(timeout_s)
+        if process.exitcode != 0:
+            raise TrialError(f"consumer {process.name} did not stop cleanly on SIGTERM (exit {process.exitcode})")
+
+    def crashed(self) -> list[str]:
+        """Consumers that ended with an error (not killed by us, not a clean stop)."""
+        return [f"{p.name}: exit {p.exitcode}" for p in self.processes if p.exitcode not in (None, 0, -signal.SIGKILL)]
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted(self.events_dir.glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    found.append(json.loads(line))
+        return found
+
+    def close(self) -> None:
+        alive = self.alive()
+        for process in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+        for process in self.processes:
+            process.join(30)
+
+
+# ---- observing from outside ---------------------------------------------------------------------
+
+
+class TopicLog:
+    """Every request message on the topic, read without a group (it never disturbs the consumers)."""
+
+    def __init__(self, kafka: KafkaResource, partitions: int) -> None:
+        self.kafka = kafka
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+        )
+        self.tps = [TopicPartition(kafka.request_topic, p) for p in range(partitions)]
+        self.consumer.assign(self.tps)
+        self.consumer.seek_to_beginning(*self.tps)
+        self.records: dict[tuple[int, int], str] = {}  # (partition, offset) -> request_id
+
+    def catch_up(self, timeout_s: float = 60) -> dict[tuple[int, int], str]:
+        end = self.consumer.end_offsets(self.tps)
+        deadline = time.monotonic() + timeout_s
+        while any(self.consumer.position(tp) < end[tp] for tp in self.tps):
+            if time.monotonic() > deadline:
+                raise TrialError("could not read the request topic to its end")
+            for tp, records in self.consumer.poll(timeout_ms=200).items():
+                for record in records:
+                    self.records[(tp.partition, record.offset)] = ReportRequest.decode(record.value).request_id
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def landed_ids(landing_dir: Path) -> set[str]:
+    if not landing_dir.exists():
+        return set()
+    return {path.stem for path in landing_dir.rglob("*.parquet") if not path.name.startswith(".")}
+
+
+def landed_count(landing_dir: Path) -> int:
+    return len(landed_ids(landing_dir))
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TrialError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(every_s)
+
+
+# ---- one trial -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Kill:
+    mode: str  # one | all
+    at_landed: int  # landed pages when the kill came
+    consumers_alive: int
+    victims: int
+    landed_uncommitted: int  # requests beyond the committed offsets whose page had landed
+    bound: int  # landed_uncommitted + victims * concurrency
+    repeat_successes_before: int
+
+
+@dataclass
+class BrokerRestart:
+    how: str  # stop (SIGTERM, controlled shutdown) | kill (SIGKILL)
+    at_landed: int
+    outage_s: float
+    consumers_alive_after: int  # consumer processes still running when the broker answered again
+
+
+@dataclass
+class TrialResult:
+    seed: int | None
+    workload: Workload
+    data_dir: Path
+    pages: int
+    kills: list[Kill] = field(default_factory=list)
+    joins: int = 0  # consumers started into a running group on purpose
+    leaves: int = 0  # consumers asked to stop (SIGTERM) mid-run
+    broker_restarts: list[BrokerRestart] = field(default_factory=list)
+    handovers: int = 0  # rebalances in which a live consumer gave partitions away
+    handover_exposure: int = 0  # calls those consumers had started beyond the committed offsets
+    restarts: int = 0  # consumers started again after a kill or an early exit
+    early_exits: int = 0  # consumer processes that stopped before the topic was drained
+    crashed: list[str] = field(default_factory=list)
+    consumer_stats: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # what the consumer processes reported
+    sandbox_stats: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    rows_expected: int = 0
+    rows_lost: int = -1
+    rows_doubled: int = -1
+    export_digests: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def repeat_successes(self) -> int:
+        return int(self.sandbox_stats.get("repeat_successes", 0))
+
+    @property
+    def in_flight_bound(self) -> int:
+        return sum(kill.bound for kill in self.kills) + self.handover_exposure
+
+    @property
+    def throttled(self) -> int:
+        return int(self.sandbox_stats.get("rate_limited", 0))
+
+    @property
+    def faults(self) -> int:
+        """Faults injected: SIGKILLed consumers, broker restarts, joins, leaves, 429s served."""
+        return (sum(kill.victims for kill in self.kills) + len(self.broker_restarts) + self.joins + self.leaves
+                + self.throttled)
+
+
+ACTIONS = ("kill_one", "kill_all", "join", "leave", "broker_stop", "broker_kill")
+
+
+@dataclass(frozen=True)
+class Step:
+    at_landed: int  # act once this many pages have landed
+    action: str  # one of ACTIONS
+    pick: int = 0  # which consumer (modulo the live ones), for kill_one and leave
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...] = ()
+
+    @classmethod
+    def seeded(cls, seed: int, workload: Workload, pages: int) -> Plan:
+        """1..max_kills kills, each of one or all consumers, at seeded landed-page counts."""
+        rng = random.Random(seed)
+        count = rng.randint(1, workload.max_kills)
+        targets = sorted(rng.sample(range(1, pages), min(count, pages - 1)))
+        return cls(tuple(Step(target, rng.choice(("kill_one", "kill_all")), rng.randrange(1 << 30)) for target in targets))
+
+
+class TrialEnv:
+    """What trials share: the broker, a scratch folder, the fork server, a Dagster instance for exports."""
+
+    def __init__(self, bootstrap: str, root: Path, instance: dg.DagsterInstance | None = None,
+                 broker: Any = None) -> None:
+        self.bootstrap = bootstrap
+        self.root = root
+        self.instance = instance
+        self.broker = broker  # a LocalKafkaBroker the trial may stop and start (broker_* steps)
+        self.context = process_context()
+
+    def kafka(self, workload: Workload, tag: str) -> KafkaResource:
+        topic = f"crash-{tag}-{uuid.uuid4().hex[:8]}"
+        return KafkaResource(
+            bootstrap_servers=self.bootstrap,
+            request_topic=topic,
+            dead_letter_topic=f"{topic}.dead-letter",
+            delay_topic=f"{topic}.delayed",
+            topic_partitions=workload.partitions,
+            consumer_group=f"{topic}-group",
+        )
+
+
+def enqueue(kafka: KafkaResource, requests: list[ReportRequest]) -> None:
+    producer = kafka.producer()
+    try:
+        for request in requests:
+            producer.send(kafka.request_topic, key=request.key(), value=request.encode())
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
+def fleet_spec(kafka: KafkaResource, workload: Workload, sandbox_url: str, landing_dir: Path) -> dict[str, Any]:
+    return {
+        "kafka": {
+            "bootstrap_servers": kafka.bootstrap_servers,
+            "request_topic": kafka.request_topic,
+            "dead_letter_topic": kafka.dead_letter_topic,
+            "delay_topic": kafka.delay_topic,
+            "topic_partitions": kafka.topic_partitions,
+            "consumer_group": kafka.consumer_group,
+        },
+        "settings": workload.consumer_settings(),
+        "sandbox_url": sandbox_url,
+        "num_retries": 3,
+        "landing_dir": str(landing_dir),
+        "session_timeout_s": workload.session_timeout_s,
+    }
+
+
+def drained(kafka: KafkaResource, topic: str) -> bool:
+    """Committed offsets read *before* the end offsets: a continuation written before a commit counts."""
+    committed = kafka.committed_offsets(topic)
+    end = kafka.end_offsets(topic)
+    return all(committed[p] >= end[p] for p in end)
+
+
+def complete(landing: LandingZone, workload: Workload) -> bool:
+    return all(
+        landing.completeness(REPORT.name, date, account).complete for date in workload.dates for account in workload.accounts
+    )
+
+
+class Trial:
+    """One run of a workload through a plan of attacks; `run()` returns what happened."""
+
+    def __init__(self, env: TrialEnv, workload: Workload, seed: int | None, plan: Plan,
+                 timeout_s: float, exports: bool, first: dict[str, Any] | None = None) -> None:
+        self.env = env
+        self.first = first  # spec overrides for the very first consumer (e.g. die_after_landing)
+        self.workload = workload
+        self.plan = plan
+        self.timeout_s = timeout_s
+        self.exports = exports
+        tag = "clean" if seed is None else f"s{seed}"
+        self.data_dir = env.root / f"{workload.name}-{tag}-{uuid.uuid4().hex[:6]}"
+        self.landing_dir = self.data_dir / "landing"
+        self.landing = LandingZone(self.landing_dir)
+        self.result = TrialResult(seed=seed, workload=workload, data_dir=self.data_dir, pages=workload.pages())
+        self.kafka = env.kafka(workload, tag)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self) -> TrialResult:
+        started = time.monotonic()
+        self.deadline = started + self.timeout_s
+        self.kafka.ensure_topics()
+        enqueue(self.kafka, self.workload.first_requests())
+        with contextlib.ExitStack() as stack:
+            self.sandbox = stack.enter_context(SandboxServer(self.workload.sandbox_config()))
+            spec = fleet_spec(self.kafka, self.workload, self.sandbox.url, self.landing_dir)
+            self.fleet = Fleet(spec, self.data_dir / "events", self.workload.consumers, self.env.context)
+            stack.callback(self.fleet.close)
+            self.topic_log = TopicLog(self.kafka, self.workload.partitions)
+            stack.callback(self.topic_log.close)
+            if self.first:
+                self.fleet.start(1, **self.first)
+            self.fleet.top_up()
+            for step in self.plan.steps:
+                wait_for(lambda: landed_count(self.landing_dir) >= step.at_landed or not self.fleet.alive(),
+                         self.remaining(), f"{step.at_landed} landed pages")
+                if not self.fleet.alive():
+                    self.result.notes.append(f"the topic drained before step {step}")
+                    break
+                getattr(self, step.action)(step)
+            self.finish()
+        count_rows(self.result, self.landing, self.workload)
+        if self.exports:
+            self.result.export_digests = export_digests(self.env, self.data_dir, self.workload)
+        self.result.elapsed_s = time.monotonic() - started
+        return self.result
+
+    # ---- steps ----
+
+    def kill_one(self, step: Step) -> None:
+        alive = self.fleet.alive()
+        self._kill("one", [alive[step.pick % len(alive)]], len(alive))
+
+    def kill_all(self, step: Step) -> None:
+        alive = self.fleet.alive()
+        self._kill("all", alive, len(alive))
+
+    def _kill(self, mode: str, victims: list[Any], alive: int) -> None:
+        repeats_before = self.sandbox.stats()["repeat_successes"]
+        at_landed = landed_count(self.landing_dir)
+        self.fleet.kill(victims)
+        # In flight at the kill. The committed offsets first: nothing of the victims moves any more.
+        committed = self.kafka.committed_offsets(self.kafka.request_topic)
+        records = self.topic_log.catch_up(self.remaining())
+        landed = landed_ids(self.landing_dir)
+        done_uncommitted = sum(1 for (p, o), rid in records.items() if o >= committed[p] and rid in landed)
+        self.result.kills.append(Kill(
+            mode=mode, at_landed=at_landed, consumers_alive=alive, victims=len(victims),
+            landed_uncommitted=done_uncommitted, bound=done_uncommitted + len(victims) * self.workload.concurrency,
+            repeat_successes_before=repeats_before,
+        ))
+        self.result.restarts += len(self.fleet.top_up())
+
+    def join(self, step: Step) -> None:
+        self.fleet.size += 1
+        self.fleet.top_up()
+        self.result.joins += 1
+
+    def leave(self, step: Step) -> None:
+        alive = self.fleet.alive()
+        self.fleet.size -= 1
+        self.fleet.stop(alive[step.pick % len(alive)], self.remaining())
+        self.result.leaves += 1
+
+    def broker_stop(self, step: Step) -> None:
+        self._restart_broker("stop")
+
+    def broker_kill(self, step: Step) -> None:
+        self._restart_broker("kill")
+
+    def _restart_broker(self, how: str) -> None:
+        broker = self.env.broker
+        assert broker is not None, "broker steps need a broker of the trial's own"
+        at_landed = landed_count(self.landing_dir)
+        down = time.monotonic()
+        if how == "stop":
+            broker.stop()
+        else:
+            pid = broker.pid
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not broker.is_running(), self.remaining(), "the broker JVM to die")
+        broker.start(timeout_s=max(self.remaining(), 1))
+        self.result.broker_restarts.append(BrokerRestart(
+            how=how, at_landed=at_landed, outage_s=time.monotonic() - down,
+            consumers_alive_after=len(self.fleet.alive()),
+        ))
+
+    # ---- the end ----
+
+    def finish(self) -> None:
+        """Run to the end; consumers that stopped while work was left are started again."""
+        while True:
+            wait_for(lambda: not self.fleet.alive(), self.remaining(), "the consumers to finish", every_s=0.1)
+            if self.fleet.crashed():
+                raise TrialError(f"consumer processes failed: {self.fleet.crashed()}")
+            if drained(self.kafka, self.kafka.request_topic) and complete(self.landing, self.workload):
+                break
+            self.result.early_exits += self.fleet.size
+            self.result.restarts += len(self.fleet.top_up())
+        result = self.result
+        result.sandbox_stats = self.sandbox.stats()
+        events = result.events = self.fleet.events()
+        # Partitions given away by live consumers: in a rebalance, or when one stops (its last commit
+        # may fail if a rebalance is under way; normally it commits everything and exposes nothing).
+        handovers = [event for event in events if event["event"] == "handover" or
+                     (event["event"] == "exit" and event.get("exposure"))]
+        result.handovers = len(handovers)
+        result.handover_exposure = sum(event["exposure"] for event in handovers)
+        result.consumer_stats = [event["stats"] for event in events if event["event"] == "exit"]
+        result.crashed = self.fleet.crashed()
+        if not drained(self.kafka, self.kafka.delay_topic):
+            result.notes.append("incomplete: the delay topic is not drained")
+        dead = sum(self.kafka.end_offsets(self.kafka.dead_letter_topic).values())
+        if dead:
+            result.notes.append(f"incomplete: {dead} dead letters")
+
+
+def run_trial(
+    env: TrialEnv,
+    workload: Workload,
+    seed: int | None,
+    plan: Plan | None = None,
+    timeout_s: float = 180.0,
+    exports: bool = True,
+    first: dict[str, Any] | None = None,
+) -> TrialResult:
+    """One trial; `seed=None` and no plan is the clean run (no attacks)."""
+    if plan is None:
+        plan = Plan() if seed is None else Plan.seeded(seed, workload, workload.pages())
+    return Trial(env, workload, seed, plan, timeout_s, exports, first).run()
+
+
+# ---- checks --------------------------------------------------------------------------------------
+
+METRICS = ("clicks", "impressions", "ctr", "position")
+
+
+def truth_rows(workload: Workload) -> Counter[tuple]:
+    config = workload.sandbox_config()
+    rows: Counter[tuple] = Counter()
+    for account in workload.accounts:
+        for date in workload.dates:
+            for number, row in enumerate(expected_rows(config, account, date, date, list(REPORT.dimensions))):
+                keys = dict(zip(REPORT.dimensions, row["keys"]))
+                rows[(account, keys["date"], number, keys["query"], keys["page"], keys["country"], keys["device"],
+                      int(row["clicks"]), int(row["impressions"]), float(row["ctr"]), float(row["position"]))] += 1
+    return rows
+
+
+def count_rows(result: TrialResult, landing: LandingZone, workload: Workload) -> None:
+    """DuckDB over the landed page chains (what `downloaded_reports` loads) against the sandbox's truth."""
+    files = []
+    for account in workload.accounts:
+        for date in workload.dates:
+            state = landing.completeness(REPORT.name, date, account)
+            if not state.complete:
+                result.notes.append(f"incomplete: {date} {account}: {state.missing_start_rows} {state.dead_letters}")
+            files.extend(str(page.path) for page in state.pages)
+    with duckdb.connect() as db:
+        got = Counter(
+            (account, str(date), number, query, page, country, device, clicks, impressions, ctr, position)
+            for account, date, number, query, page, country, device, clicks, impressions, ctr, position in db.execute(
+                "SELECT account, date, row_number, query, page, country, device, clicks, impressions, ctr, position "
+                "FROM read_parquet(?)",
+                [files],
+            ).fetchall()
+        ) if files else Counter()
+    expected = truth_rows(workload)
+    result.rows_expected = sum(expected.values())
+    result.rows_lost = sum((expected - got).values())
+    result.rows_doubled = sum((got - expected).values())
+
+
+def export_digests(env: TrialEnv, data_dir: Path, workload: Workload) -> dict[str, str]:
+    """Run the real `downloaded_reports` and `exported_reports` assets; sha256 of every export file."""
+    from reporting_assets import runner  # Dagster definitions: imported only when exports are wanted
+
+    assert env.instance is not None, "exports need a Dagster instance"
+    instance = env.instance
+    known = set(instance.get_dynamic_partitions(account_partitions.name))
+    missing = [account for account in workload.accounts if account not in known]
+    if missing:
+        instance.add_dynamic_partitions(account_partitions.name, missing)
+    resources = {"warehouse": WarehouseResource(data_dir=str(data_dir))}
+    loaded = dg.materialize(
+        [runner.downloaded_reports], resources=resources, instance=instance,
+        tags=runner.range_tags(list(workload.dates), workload.accounts), run_config=runner.quiet(None, "ERROR"),
+    )
+    if not loaded.success:
+        raise TrialError("downloaded_reports failed")
+    digests = {}
+    for date in workload.dates:
+        exported = dg.materialize(
+            [runner.exported_reports], resources=resources, instance=instance, partition_key=date,
+            run_config=runner.quiet(None, "ERROR"),
+        )
+        if not exported.success:
+            raise TrialError(f"exported_reports {date} failed")
+    for path in sorted((data_dir / "exports").rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            digests[str(path.relative_to(data_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def problems(result: TrialResult, reference: TrialResult | None) -> list[str]:
+    """Everything wrong with a trial (empty: it passed)."""
+    found = []
+    if result.rows_lost or result.rows_doubled:
+        found.append(f"{result.rows_lost} rows lost, {result.rows_doubled} doubled of {result.rows_expected}")
+    found.extend(note for note in result.notes if note.startswith("incomplete"))
+    if result.crashed:
+        found.append(f"consumer processes failed: {result.crashed}")
+    if result.repeat_successes > result.in_flight_bound:
+        found.append(
+            f"{result.repeat_successes} calls re-issued, but only {result.in_flight_bound} were in flight "
+            f"(kills: {[(k.mode, k.landed_uncommitted, k.bound) for k in result.kills]}, "
+            f"handovers: {result.handovers} with {result.handover_exposure} started calls)"
+        )
+    if reference is not None and result.export_digests and result.export_digests != reference.export_digests:
+        differing = sorted(
+            name for name in set(result.export_digests) | set(reference.export_digests)
+            if result.export_digests.get(name) != reference.export_digests.get(name)
+        )
+        found.append(f"exports differ from the clean run's: {differing}")
+    return found
+
+
+def describe(result: TrialResult) -> str:
+    kills = ", ".join(f"{k.mode}@{k.at_landed}" for k in result.kills) or "none"
+    extra = ""
+    if result.joins or result.leaves:
+        extra += f", joins {result.joins}, leaves {result.leaves}"
+    if result.broker_restarts:
+        extra += ", broker " + ", ".join(
+            f"{b.how}@{b.at_landed} ({b.outage_s:.1f}s down, {b.consumers_alive_after} consumers still up)"
+            for b in result.broker_restarts
+        )
+    return (
+        f"seed {result.seed}: {result.pages} pages, kills [{kills}]{extra}, restarts {result.restarts}, "
+        f"early exits {result.early_exits}, 429s {result.throttled}, handovers {result.handovers}, "
+        f"re-issued {result.repeat_successes} <= bound {result.in_flight_bound}, "
+        f"rows lost {result.rows_lost} doubled {result.rows_doubled}, {result.elapsed_s:.1f}s"
+    )
+
+
+def summary_rows(results: list[TrialResult], reference: TrialResult | None) -> dict[str, Any]:
+    """Totals over trials, for the markdown table."""
+    return {
+        "trials": len(results),
+        "sigkills": sum(kill.victims for r in results for kill in r.kills),
+        "kill_events": sum(len(r.kills) for r in results),
+        "kills_all": sum(1 for r in results for kill in r.kills if kill.mode == "all"),
+        "broker_restarts": sum(len(r.broker_restarts) for r in results),
+        "joins_leaves": sum(r.joins + r.leaves for r in results),
+        "rebalance_handovers": sum(r.handovers for r in results),
+        "throttled": sum(r.throttled for r in results),
+        "faults": sum(r.faults for r in results),
+        "rows_expected": sum(r.rows_expected for r in results),
+        "rows_lost": sum(max(r.rows_lost, 0) for r in results),
+        "rows_doubled": sum(max(r.rows_doubled, 0) for r in results),
+        "exports_identical": sum(
+            1 for r in results if reference is not None and r.export_digests and r.export_digests == reference.export_digests
+        ),
+        "exports_checked": sum(1 for r in results if r.export_digests),
+        "reissued": sum(r.repeat_successes for r in results),
+        "bound": sum(r.in_flight_bound for r in results),
+        "over_bound": sum(1 for r in results if r.repeat_successes > r.in_flight_bound),
+        "max_reissued": max((r.repeat_successes for r in results), default=0),
+        "duplicates_skipped": sum(stats.get("duplicates", 0) for r in results for stats in r.consumer_stats),
+        "failed": sum(1 for r in results if problems(r, reference)),
+        "seconds": sum(r.elapsed_s for r in results),
+    }
+
+
+def summary_markdown(title: str, results: list[TrialResult], reference: TrialResult | None) -> str:
+    t = summary_rows(results, reference)
+    lines = [
+        f"### {title}",
+        "",
+        "| trials | failed | faults injected | rows expected | rows lost | rows doubled | exports byte-identical "
+        "| re-issued calls | in-flight bound | trials over the bound |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {t['trials']} | {t['failed']} | {t['sigkills']} consumer SIGKILLs in {t['kill_events']} kills "
+        f"({t['kills_all']} of the whole group), {t['throttled']} 429s, {t['broker_restarts']} broker restarts, "
+        f"{t['joins_leaves']} joins/leaves, {t['rebalance_handovers']} rebalance hand-overs "
+        f"| {t['rows_expected']} | {t['rows_lost']} | {t['rows_doubled']} "
+        f"| {t['exports_identical']}/{t['exports_checked']} | {t['reissued']} (max {t['max_reissued']} in a trial) "
+        f"| {t['bound']} | {t['over_bound']} |",
+        "",
+        f"{t['duplicates_skipped']} duplicate request copies were skipped without an API call; "
+        f"total trial time {t['seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def trial_markdown(results: list[TrialResult], reference: TrialResult | None) -> str:
+    lines = [
+        "| seed | pages | kills (mode@landed pages) | other faults | 429s | hand-overs | re-issued | bound "
+        "| rows lost | rows doubled | exports identical | seconds |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        kills = ", ".join(f"{k.mode}@{k.at_landed}" for k in r.kills) or "-"
+        other = ", ".join(
+            [f"broker {b.how}@{b.at_landed}" for b in r.broker_restarts]
+            + ([f"{r.joins} join"] if r.joins else []) + ([f"{r.leaves} leave"] if r.leaves else [])
+        ) or "-"
+        identical = "-" if not r.export_digests or reference is None else (
+            "yes" if r.export_digests == reference.export_digests else "**no**")
+        lines.append(
+            f"| {r.seed} | {r.pages} | {kills} | {other} | {r.throttled} | {r.handovers} | {r.repeat_successes} "
+            f"| {r.in_flight_bound} | {r.rows_lost} | {r.rows_doubled} | {identical} | {r.elapsed_s:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cleanup(result: TrialResult) -> None:
+    shutil.rmtree(result.data_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def trial_env(bootstrap: str, root: Path, exports: bool = True, broker: Any = None) -> Iterator[TrialEnv]:
+    if not exports:
+        yield TrialEnv(bootstrap, root, broker=broker)
+        return
+    home = root / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield TrialEnv(bootstrap, root, instance, broker=broker)
+
+
+__all__ = [
+    "BIG", "SMALL", "Fleet", "Plan", "Step", "TopicLog", "TrialEnv", "TrialError", "TrialResult", "Workload",
+    "cleanup", "describe", "landed_count", "problems", "run_trial", "summary_markdown", "trial_env",
+    "trial_markdown", "wait_for",
+]

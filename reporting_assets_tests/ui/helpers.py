@@ -1,0 +1,304 @@
+"""`dagster dev` as a subprocess, its GraphQL API, headless Chromium, and process-tree kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+LOCATION = "reporting_assets"
+REPOSITORY = "__repository__"
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.5) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below `pid` (from /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL `pid` and everything below it at once, like a machine losing the run; returns the pids."""
+    pids = [pid, *descendants(pid)]
+    for target in pids:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+class DagsterDev:
+    """`dagster dev -w workspace.yaml` (webserver, daemon, code server) with its own DAGSTER_HOME."""
+
+    def __init__(self, home: Path, port: int, env: Mapping[str, str], log_path: Path) -> None:
+        self.home = home
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def prepare_home(home: Path, overrides: str = "") -> None:
+        """The project's dagster.yaml (plus `overrides`), and the community modal marked as seen."""
+        (home / ".nux").mkdir(parents=True, exist_ok=True)
+        (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
+        (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text() + overrides)
+
+    def start(self, timeout_s: float = 90) -> None:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [str(REPO_ROOT / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the runs it spawns go down with it
+        )
+        log.close()
+        wait_for(self._answers, timeout_s, f"dagster dev on {self.url} (log {self.log_path})")
+        wait_for(self._location_loaded, timeout_s, f"code location {LOCATION} to load (log {self.log_path})")
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"dagster dev exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _location_loaded(self) -> bool:
+        data = self.graphql(
+            """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+                 locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+        )
+        for entry in data["workspaceOrError"].get("locationEntries", []):
+            if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
+                if entry["locationOrLoadError"]["__typename"] == "PythonError":
+                    raise AssertionError(f"code location failed to load: {entry['locationOrLoadError']['message']}")
+                return True
+        return False
+
+    def stop(self, timeout_s: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of the group
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- GraphQL ------------------------------------------------------------------------------------
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.loads(response.read())
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def sensor_selector(self, name: str) -> dict[str, str]:
+        return {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": name}
+
+    def sensor_status(self, name: str) -> str:
+        data = self.graphql(
+            """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
+                 __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
+            {"s": self.sensor_selector(name)},
+        )
+        return data["sensorOrError"]["sensorState"]["status"]
+
+    def stop_sensor(self, name: str) -> None:
+        data = self.graphql(
+            """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
+                 ... on Sensor { jobOriginId sensorState { selectorId } } } }""",
+            {"s": self.sensor_selector(name)},
+        )["sensorOrError"]
+        result = self.graphql(
+            """mutation($origin: String!, $selector: String!) {
+                 stopSensor(jobOriginId: $origin, jobSelectorId: $selector) {
+                   __typename ... on StopSensorMutationResult { instigationState { status } }
+                   ... on PythonError { message } } }""",
+            {"origin": data["jobOriginId"], "selector": data["sensorState"]["selectorId"]},
+        )["stopSensor"]
+        assert result["__typename"] == "StopSensorMutationResult", result
+        assert result["instigationState"]["status"] == "STOPPED", result
+
+    def start_sensor(self, name: str) -> None:
+        result = self.graphql(
+            """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+                 __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
+            {"s": self.sensor_selector(name)},
+        )["startSensor"]
+        assert result["__typename"] == "Sensor" and result["sensorState"]["status"] == "RUNNING", result
+
+    def launch_assets(self, asset_keys: list[str]) -> str:
+        """Materialize unpartitioned assets (the UI's Materialize button); returns the run id."""
+        result = self.graphql(
+            """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+                 __typename ... on LaunchRunSuccess { run { runId } }
+                 ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
+            {
+                "p": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": REPOSITORY,
+                        "jobName": "__ASSET_JOB",
+                        "assetSelection": [{"path": [key]} for key in asset_keys],
+                    },
+                    "mode": "default",
+                }
+            },
+        )["launchRun"]
+        assert result["__typename"] == "LaunchRunSuccess", result
+        return result["run"]["runId"]
+
+    def launch_backfill(self, asset_key: str, partition_names: list[str]) -> str:
+        """`launchPartitionBackfill` (the UI's "Launch backfill"), mutation text from dagster_graphql."""
+        from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
+
+        result = self.graphql(
+            LAUNCH_PARTITION_BACKFILL_MUTATION,
+            {"backfillParams": {"assetSelection": [{"path": [asset_key]}], "partitionNames": partition_names}},
+        )["launchPartitionBackfill"]
+        assert result["__typename"] == "LaunchBackfillSuccess", result
+        return result["backfillId"]
+
+    def backfill_status(self, backfill_id: str) -> str:
+        data = self.graphql(
+            """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+                 ... on PartitionBackfill { status } } }""",
+            {"id": backfill_id},
+        )
+        return data["partitionBackfillOrError"]["status"]
+
+
+class Chromium:
+    """Debian's chromium, headless, with a fresh profile per page."""
+
+    def __init__(self, profile_root: Path, window: str = "1400,900", budget_ms: int = 10_000) -> None:
+        self.profile_root = profile_root
+        self.window = window
+        self.budget_ms = budget_ms
+        self._count = 0
+
+    @staticmethod
+    def require() -> str:
+        if not Path(CHROMIUM).exists():
+            raise AssertionError(
+                f"{CHROMIUM} is missing: run `make ui-setup` (apt-get install -y chromium), which `make test` does"
+            )
+        return CHROMIUM
+
+    def _args(self, window: str | None = None) -> list[str]:
+        self._count += 1
+        profile = self.profile_root / f"profile-{self._count}"
+        return [
+            self.require(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--window-size={window or self.window}",
+            f"--virtual-time-budget={self.budget_ms}",
+        ]
+
+    def page(self, url: str, screenshot: Path, window: str | None = None, timeout_s: float = 90) -> str:
+        """Render `url` once: its DOM (returned) and a screenshot (written to `screenshot`)."""
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.unlink(missing_ok=True)
+        done = subprocess.run(
+            [*self._args(window), "--dump-dom", f"--screenshot={screenshot}", url],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if done.returncode != 0 or not screenshot.exists():
+            raise AssertionError(f"chromium {url} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+        return done.stdout.decode(errors="replace")
+
+    def dump_dom(self, url: str, timeout_s: float = 90) -> str:
+        done = subprocess.run(
+            [*self._args(), "--dump-dom", url], capture_output=True, timeout=timeout_s, check=False
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"chromium --dump-dom {url} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+        return done.stdout.decode(errors="replace")
+
+    def screenshot(self, url: str, path: Path, timeout_s: float = 90) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [*self._args(), f"--screenshot={path}", url], capture_output=True, timeout=timeout_s, check=False
+        )
+        if done.returncode != 0 or not path.exists():
+            raise AssertionError(f"chromium --screenshot {url} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+        return path
+
+
+def visible_text(dom: str) -> str:
+    """The page's text without tags, scripts and styles, whitespace collapsed."""
+    dom = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", dom)
+    text = re.sub(r"(?s)<[^>]+>", " ", dom)
+    return re.sub(r"\s+", " ", text.replace("&nbsp;", " "))
+

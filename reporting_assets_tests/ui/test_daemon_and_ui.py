@@ -1,0 +1,276 @@
+"""The real thing: `dagster dev` (webserver, daemon, code server), the session broker, the sandbox, Chromium.
+
+A backfill of 2 dates x 3 accounts launched through the GraphQL API must end, with no further action,
+in all 6 partitions downloaded and both dates exported: the sensors launch the consumers, the
+downloads and the exports. Along the way: lag observations appear on `report_requests`, its lag
+check fails while the consumer sensor is stopped and passes once the consumers caught up, and a
+download run killed with SIGKILL is replaced by the sensor with the same final result. Then headless
+Chromium loads the asset graph and the partitions page, and keeps screenshots under data/ui/.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.events import DagsterEventType
+
+from reporting_assets.infra.ports import free_port
+from reporting_assets.lag import LAG_CHECK
+from reporting_assets.partitions import daily_partitions, partition_key
+from reporting_assets.reports import get_report
+from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
+from reporting_assets.sensors import CONSUMER_SENSOR
+from reporting_assets_tests.ui.helpers import REPO_ROOT, Chromium, DagsterDev, kill_tree, visible_text, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+SITES = [
+    SiteSpec("sc-domain:example.com", 120),
+    SiteSpec("https://www.example.com/", 1250),  # 2 pages of 1000 rows a day
+    SiteSpec("https://shop.example.com/", 2600),  # 3 pages a day
+]
+ACCOUNTS = sorted(site.url for site in SITES)
+DATES = ["2026-11-01", "2026-11-02"]
+SCREENSHOTS = REPO_ROOT / "data" / "ui"
+METRICS = ("clicks", "impressions", "ctr", "position")
+LAG_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("report_requests"), LAG_CHECK)
+ROLE_TAG = {"reporting_assets/role": "download"}
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
+    Chromium.require()  # fails (never skips) with how to install it
+    return Chromium(tmp_path_factory.mktemp("chromium"))
+
+
+@pytest.fixture
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(seed=11, sites=SITES, per_site_qps=None, global_qps=None, faults=[])
+
+
+@pytest.fixture
+def env(kafka_broker: str, unique_name: Callable[[str], str], tmp_path: Path, sandbox_config: SandboxConfig) -> Iterator[dict]:
+    with SandboxServer(sandbox_config) as sandbox:
+        topic = unique_name("ui-requests")
+        yield {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
+            "REPORTING_REQUEST_TOPIC": topic,
+            "REPORTING_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
+            "REPORTING_DELAY_TOPIC": f"{topic}.delayed",
+            "REPORTING_CONSUMER_GROUP": unique_name("ui-group"),
+            "PARTNER_API_ENDPOINT": sandbox.url,
+            "PARTNER_NUM_RETRIES": "2",
+            "REPORTING_DATA_DIR": str(tmp_path / "data"),
+            # sensors tick fast; the lag check fails at any lag (held-off consumers show at once)
+            "REPORTING_SENSOR_INTERVAL_S": "2",
+            "REPORTING_LAG_MAX_MESSAGES": "0",
+            "REPORTING_SCHEDULES_RUNNING": "0",  # no cron tick may interfere
+            # consumers slow enough (a call every 2 s per account) to be killed in the middle of their work
+            "REPORTING_CONSUMERS": "2",
+            "REPORTING_CONSUMER_QPS_PER_ACCOUNT": "0.5",
+            "REPORTING_CONSUMER_IDLE_TIMEOUT_S": "3",
+        }
+
+
+@pytest.fixture
+def dagster_dev(env: dict, tmp_path: Path) -> Iterator[DagsterDev]:
+    home = tmp_path / "dagster_home"
+    DagsterDev.prepare_home(home)
+    dev = DagsterDev(home, free_port(), env, tmp_path / "dagster_dev.log")
+    try:
+        dev.start()
+        yield dev
+    finally:
+        dev.stop(timeout_s=10)  # every run has ended; what is left after 10 s is killed
+
+
+class Watch:
+    """Reads the instance the server writes (same DAGSTER_HOME) and waits on conditions."""
+
+    def __init__(self, dev: DagsterDev) -> None:
+        self.dev = dev
+        self.instance = dg.DagsterInstance.from_config(str(dev.home))
+        self.started = time.monotonic()
+        self.steps: list[tuple[str, float]] = []
+
+    def until(self, condition: Callable[[], object], timeout_s: float, what: str) -> object:
+        try:
+            value = wait_for(condition, timeout_s, what)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n--- dagster dev log ---\n{self.dev.log_tail(80)}") from None
+        self.steps.append((what, round(time.monotonic() - self.started, 1)))
+        return value
+
+    def run(self, run_id: str) -> dg.DagsterRun:
+        return self.instance.get_run_by_id(run_id)
+
+    def finished(self, run_id: str) -> dg.DagsterRun | None:
+        run = self.run(run_id)
+        return run if run.is_finished else None
+
+    def download_runs(self) -> list[dg.DagsterRun]:
+        return [record.dagster_run for record in self.instance.get_run_records(dg.RunsFilter(tags=ROLE_TAG))]
+
+    def materialized(self, asset: str) -> set[str]:
+        return set(self.instance.get_materialized_partitions(dg.AssetKey(asset)))
+
+    def latest_observation(self) -> tuple[int, dict] | None:
+        records = self.instance.fetch_observations(dg.AssetKey("report_requests"), limit=1).records
+        if not records:
+            return None
+        return records[0].storage_id, {k: v.value for k, v in records[0].asset_observation.metadata.items()}
+
+    def latest_lag_check(self) -> tuple[int, bool, str] | None:
+        history = self.instance.event_log_storage.get_asset_check_execution_history(LAG_CHECK_KEY, limit=1)
+        if not history or history[0].event is None:
+            return None
+        evaluation = history[0].event.dagster_event.event_specific_data
+        return history[0].id, evaluation.passed, evaluation.description or ""
+
+    def worker_pid(self, run_id: str) -> int | None:
+        """Pid of the run worker (the parent of the consumer step processes), from its engine events."""
+        for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+            message = entry.user_message or (entry.dagster_event.message if entry.dagster_event else "") or ""
+            match = re.search(r"(?:Started process for run|multiprocess executor: parent process) \(pid: (\d+)\)", message)
+            if match:
+                return int(match.group(1))
+        return None
+
+
+def landed_pages(data_dir: Path) -> int:
+    return sum(1 for _ in (data_dir / "landing").rglob("*.parquet")) if (data_dir / "landing").exists() else 0
+
+
+def truth(config: SandboxConfig, date: str) -> list[tuple]:
+    spec = get_report("search_analytics")
+    rows = []
+    for account in ACCOUNTS:
+        for row in expected_rows(config, account, date, date, list(spec.dimensions)):
+            keys = dict(zip(spec.dimensions, row["keys"]))
+            rows.append((account, keys["date"], keys["query"], keys["page"], keys["country"], keys["device"],
+                         *(float(row[m]) for m in METRICS)))
+    return sorted(rows)
+
+
+def exported(path: Path) -> list[tuple]:
+    with path.open(newline="") as handle:
+        return sorted(
+            (r["account"], r["date"], r["query"], r["page"], r["country"], r["device"], *(float(r[m]) for m in METRICS))
+            for r in csv.DictReader(handle)
+        )
+
+
+def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui(
+    dagster_dev: DagsterDev, env: dict, sandbox_config: SandboxConfig, chromium: Chromium
+):
+    dev = dagster_dev
+    watch = Watch(dev)
+    data_dir = Path(env["REPORTING_DATA_DIR"])
+    kafka = KafkaResource(
+        bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+        request_topic=env["REPORTING_REQUEST_TOPIC"],
+        dead_letter_topic=env["REPORTING_DEAD_LETTER_TOPIC"],
+        delay_topic=env["REPORTING_DELAY_TOPIC"],
+        consumer_group=env["REPORTING_CONSUMER_GROUP"],
+    )
+
+    # Consumers held off: the UI's toggle of the consumer sensor, through GraphQL.
+    dev.stop_sensor(CONSUMER_SENSOR)
+    assert dev.sensor_status(CONSUMER_SENSOR) == "STOPPED"
+
+    # Accounts first (the "Materialize" button of `accounts`), then the backfill of 2 dates x 3 accounts.
+    accounts_run = dev.launch_assets(["accounts"])
+    run = watch.until(lambda: watch.finished(accounts_run), 120, "the accounts run")
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert sorted(watch.instance.get_dynamic_partitions("account")) == ACCOUNTS
+    keys = [str(partition_key(date, account)) for date in DATES for account in ACCOUNTS]
+    backfill = dev.launch_backfill("report_requests", keys)
+    # (The backfill daemon updates the backfill's own status every 30 s: wait on what it produces.)
+    watch.until(lambda: watch.materialized("report_requests") == set(keys), 240, "the enqueue backfill's runs")
+    enqueued_at = watch.latest_observation()[0] if watch.latest_observation() else 0
+
+    # Lag observed on report_requests, and its lag check fails while nobody consumes.
+    watch.until(
+        lambda: (o := watch.latest_observation()) and o[0] > enqueued_at and o[1]["lag_total"] == len(keys),
+        60,
+        "a lag observation of the 6 enqueued requests",
+    )
+    failing = watch.until(
+        lambda: (c := watch.latest_lag_check()) and not c[1] and c, 60, "the lag check to fail"
+    )
+    assert "launch_consumers_on_lag" in failing[2]
+    assert watch.download_runs() == []  # held off indeed
+
+    # Let the consumers go, and kill the first download run in the middle of its work.
+    dev.start_sensor(CONSUMER_SENSOR)
+    first = watch.until(lambda: (runs := watch.download_runs()) and runs[0], 60, "the consumer sensor's download run")
+    assert first.tags["dagster/run_key"] == "consumers-after-none"
+    pid = watch.until(lambda: watch.worker_pid(first.run_id), 90, "the download run's worker process")
+    watch.until(lambda: landed_pages(data_dir) >= 1, 90, "the first landed page")
+    assert kafka.lag(kafka.request_topic).total > 0, "the download run finished before it could be killed"
+    killed = kill_tree(pid)
+    assert len(killed) >= 2, f"expected the run worker and its consumer processes, got {killed}"
+    run = watch.until(lambda: watch.finished(first.run_id), 60, "the killed run to be marked finished")
+    assert run.status == dg.DagsterRunStatus.FAILURE
+
+    # The sensor replaces it; then downloads and exports follow from the sensors alone.
+    replacement = watch.until(
+        lambda: next((r for r in watch.download_runs() if r.run_id != first.run_id), None),
+        60,
+        "a replacement download run",
+    )
+    assert replacement.tags["dagster/run_key"] == f"consumers-after-{first.run_id}"
+    run = watch.until(lambda: watch.finished(replacement.run_id), 180, "the replacement download run")
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert kafka.lag(kafka.request_topic).total == 0
+    watch.until(lambda: watch.materialized("downloaded_reports") == set(keys), 180, "all 6 partitions downloaded")
+    watch.until(lambda: watch.materialized("exported_reports") == set(DATES), 180, "both dates exported")
+
+    # Caught up: lag 0 observed and the lag check passes again.
+    watch.until(lambda: (o := watch.latest_observation()) and o[1]["lag_total"] == 0, 60, "a lag observation of 0")
+    watch.until(lambda: (c := watch.latest_lag_check()) and c[1], 60, "the lag check to pass")
+
+    watch.until(lambda: dev.backfill_status(backfill) != "REQUESTED", 60, "the backfill to complete")
+    assert dev.backfill_status(backfill) == "COMPLETED_SUCCESS"
+
+    # Same result as an uninterrupted run: exactly the partner's rows, none twice.
+    for date in DATES:
+        rows = exported(data_dir / "exports" / "search_analytics" / f"{date}.csv")
+        assert rows == truth(sandbox_config, date)
+    runs = [r.dagster_run for r in watch.instance.get_run_records()]
+    failed = [r.run_id for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
+    assert failed == [first.run_id], f"only the killed run may fail: {failed}"
+    sensor_runs = [r for r in runs if r.tags.get("reporting_assets/sensor") in ("download_when_requests_done",
+                                                                               "export_when_date_downloaded")]
+    assert len(sensor_runs) >= 3  # at least one download range run, and one export per date
+
+    # The UI, in a real browser: the asset graph, the catalog, the partitions and the lag check pages.
+    graph = visible_text(chromium.page(f"{dev.url}/asset-groups/reporting", SCREENSHOTS / "asset_graph.png"))
+    for asset in ("accounts", "report_requests", "downloaded_reports", "exported_reports"):
+        assert asset in graph, f"{asset} not on the asset graph page: {graph[:1500]}"
+    catalog = visible_text(chromium.page(f"{dev.url}/assets", SCREENSHOTS / "catalog.png"))
+    days = len(daily_partitions.get_partition_keys())  # grows by one every day (and maybe at midnight)
+    assert any(f"{3 * d} partitions" in catalog and f"{d} partitions" in catalog for d in (days, days + 1)), catalog[:3000]
+    page = visible_text(
+        chromium.page(f"{dev.url}/assets/downloaded_reports?view=partitions", SCREENSHOTS / "partitions.png")
+    )
+    assert "Materialized (6)" in page and "Failed (0)" in page, page[:3000]
+    # both dimensions listed: the accounts, and the dates
+    assert all(account in page for account in ACCOUNTS) and "2026-11-0" in page, page[:3000]
+    check_page = visible_text(chromium.page(
+        f"{dev.url}/assets/report_requests?view=checks&checkDetail={LAG_CHECK}",
+        SCREENSHOTS / "lag_check.png",
+        window="1400,1250",  # down to the lag plot
+    ))
+    assert LAG_CHECK in check_page and "lag_total" in check_page, check_page[:3000]
+    for name in ("asset_graph", "catalog", "partitions", "lag_check"):
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+    print("steps (s since start):", watch.steps, "killed pids:", killed, flush=True)
+    watch.instance.dispose()
