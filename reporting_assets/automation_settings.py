@@ -11,22 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reporting_assets.settings import SettingError
+from reporting_assets.settings import env_number as _number
 
 _TRUE = {"1", "true", "yes", "on", "running"}
 _FALSE = {"0", "false", "no", "off", "stopped"}
-
-
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type = int) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if value < minimum:
-        raise SettingError(f"{name}={value} must be >= {minimum}")
-    return value
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -73,19 +73,32 @@ def enqueue(
     A partition range is the rectangle of its dimension ranges, so a subset of accounts that is
     not contiguous in the dynamic partition order cannot be one range.
     """
+    results = materialize_ranges(report_requests, instance, resources, dates, accounts_, run_config, log_level)
+    return sum(int(_metadata(result, "report_requests", "requests_enqueued")) for result in results)
+
+
+def materialize_ranges(
+    asset: dg.AssetsDefinition,
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any],
+    dates: Sequence[str],
+    accounts_: Sequence[str],
+    run_config: Mapping[str, Any] | None,
+    log_level: str | None,
+) -> list[dg.ExecuteInProcessResult]:
+    """dates × accounts of a multi-partitioned asset: one run for all accounts, else one per account."""
     every = list(instance.get_dynamic_partitions(account_partitions.name))
     groups = [list(accounts_)] if list(accounts_) == every else [[account] for account in accounts_]
-    enqueued = 0
-    for group in groups:
-        result = dg.materialize(
-            [report_requests],
+    return [
+        dg.materialize(
+            [asset],
             resources=resources,
             instance=instance,
             tags=range_tags(dates, group),
             run_config=quiet(run_config, log_level),
         )
-        enqueued += int(_metadata(result, "report_requests", "requests_enqueued"))
-    return enqueued
+        for group in groups
+    ]
 
 
 def download(
@@ -117,19 +130,10 @@ def load_and_export(
     log_level: str | None = None,
     reports: Sequence[str] | None = None,
 ) -> tuple[int, int, dict[str, str]]:
-    every = list(instance.get_dynamic_partitions(account_partitions.name))
-    groups = [list(accounts_)] if list(accounts_) == every else [[account] for account in accounts_]
     load_config = {"ops": {"downloaded_reports": {"config": {"reports": list(reports)}}}} if reports else None
     export_config = {"ops": {"exported_reports": {"config": {"reports": list(reports)}}}} if reports else None
     rows = dead = 0
-    for group in groups:
-        loaded = dg.materialize(
-            [downloaded_reports],
-            resources=resources,
-            instance=instance,
-            tags=range_tags(dates, group),
-            run_config=quiet(load_config, log_level),
-        )
+    for loaded in materialize_ranges(downloaded_reports, instance, resources, dates, accounts_, load_config, log_level):
         rows += int(_metadata(loaded, "downloaded_reports", "rows"))
         dead += int(_metadata(loaded, "downloaded_reports", "requests_dead_lettered"))
     files: dict[str, str] = {}

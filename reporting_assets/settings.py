@@ -18,17 +18,22 @@ class SettingError(ValueError):
     """An environment variable with a value that cannot work; the message names it."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def env_number(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type = int) -> float:
+    """A numeric environment variable, or `default` when unset; SettingError names a bad one."""
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingError(f"{name}={raw!r} is not an integer") from None
+        raise SettingError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
     if value < minimum:
         raise SettingError(f"{name}={value} must be >= {minimum}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    return int(env_number(env, name, default, minimum))
 
 
 def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
