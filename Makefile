@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup ui-setup test demo dev bench bench-full soak broker-start broker-stop sandbox clean
+.PHONY: setup ui-setup test demo dev bench bench-quick bench-full soak broker-start broker-stop sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -51,6 +51,20 @@ dev: setup
 # 100 seeded crash trials on a bigger workload (about 30-40 minutes); writes docs/reliability-soak.md.
 soak: setup
 	$(PY) -m bench.soak $(SOAK_ARGS)
+
+# The five benchmarks (bench/README.md), each on its own broker topics and sandbox. `make bench`: the full
+# sizes (about 13 minutes here), writes bench/RESULTS.md; `make bench-quick`: small sizes, about 4 minutes,
+# writes bench/out/RESULTS-quick.md. BENCH_ARGS="--only throughput,resume" runs some of them.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: setup $(BENCH_STAMP)
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 broker-start: setup
 	$(PY) -m reporting_assets.infra.kafka start --port 9092

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import signal
 import sys
@@ -22,6 +23,17 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("throughput", "resume", "bookkeeping", "enqueue", "sensors")
+# The code the figures depend on: recorded with the results (commit, and whether they were edited).
+MEASURED_FILES = (
+    "reporting_assets/consumer/loop.py",
+    "reporting_assets/consumer/pacing.py",
+    "reporting_assets/consumer/landing.py",
+    "reporting_assets/resources/kafka.py",
+    "reporting_assets/resources/partner.py",
+    "reporting_assets/enqueue.py",
+    "reporting_assets/sensors.py",
+    "reporting_assets/sandbox/app.py",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (BENCH_DIR / "out" / "RESULTS-quick.md" if args.quick else BENCH_DIR / "RESULTS.md")
 
     from bench import report
-    from bench.common import Bench, machine
+    from bench.common import Bench, code_state, machine
     from reporting_assets.infra.kafka import BrokerSettings, LocalKafkaBroker
     from reporting_assets.infra.maven import ensure_jars
     from reporting_assets.infra.ports import free_ports
@@ -49,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     (BENCH_DIR / "out").mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=BENCH_DIR / "out"))
     started_at = dt.datetime.now(dt.timezone.utc)
+    load_before = os.getloadavg()
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     port, controller_port = free_ports(2)
@@ -84,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": started_at.isoformat(timespec="seconds"),
         "seconds": time.monotonic() - started,
         "machine": machine(),
+        "code": code_state(BENCH_DIR.parent, MEASURED_FILES),
+        # Other work on the machine (a test suite, another benchmark) slows every side of a comparison.
+        "load": {"before": load_before, "after": os.getloadavg()},
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "results": results,
     }

@@ -7,6 +7,7 @@ import datetime as dt
 import multiprocessing
 import os
 import platform
+import queue
 import resource
 import shutil
 import subprocess
@@ -145,9 +146,18 @@ class Child:
 
     process: Any
     queue: Any
+    name: str = ""
+    log: str | None = None
 
     def result(self, timeout_s: float) -> dict[str, Any]:
-        value = self.queue.get(timeout=timeout_s)
+        try:
+            value = self.queue.get(timeout=timeout_s)
+        except queue.Empty:
+            self.kill()
+            raise TimeoutError(
+                f"{self.name} gave no result within {timeout_s:.0f} s and was killed"
+                + (f" (its log: {self.log})" if self.log else "")
+            ) from None
         self.process.join(timeout=30)
         if isinstance(value, BaseException):
             raise value
@@ -172,10 +182,10 @@ def _child_main(queue: Any, target: Callable[..., dict[str, Any]], kwargs: dict[
 
 
 def start_child(target: Callable[..., dict[str, Any]], **kwargs: Any) -> Child:
-    queue = SPAWN.Queue()
-    process = SPAWN.Process(target=_child_main, args=(queue, target, kwargs), daemon=True)
+    results = SPAWN.Queue()
+    process = SPAWN.Process(target=_child_main, args=(results, target, kwargs), daemon=True)
     process.start()
-    return Child(process, queue)
+    return Child(process, results, target.__name__, kwargs.get("log_to"))
 
 
 @contextlib.contextmanager
@@ -247,6 +257,27 @@ class StatsSampler:
         total = self.samples[-1].ok
         last = next(s for s in self.samples if s.ok >= total)
         return first, last
+
+
+def code_state(root: Path, files: Sequence[str]) -> dict[str, Any]:
+    """The commit measured, and whether the files that decide the figures had uncommitted changes."""
+    import hashlib
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+    changed = set(git("status", "--porcelain", "--", *files).splitlines())
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "files": {
+            name: {
+                "sha256": hashlib.sha256((root / name).read_bytes()).hexdigest()[:12] if (root / name).exists() else None,
+                "uncommitted": any(line.endswith(name) for line in changed),
+            }
+            for name in files
+        },
+    }
 
 
 # -- the machine -----------------------------------------------------------------------------------------

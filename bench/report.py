@@ -43,7 +43,20 @@ def markdown(document: dict[str, Any]) -> str:
         f"- {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory']} memory, Linux {machine['kernel']}",
         f"- Python {machine['python']}; Java: {machine['java']}",
         f"- {machine['packages']}",
-        "- Broker, sandbox, consumers and baselines all share this machine.",
+        "- Broker, sandbox, consumers and baselines all share this machine. Load average (1, 5, 15 min) "
+        f"before the run: {', '.join(f'{v:.1f}' for v in document['load']['before'])}; after: "
+        f"{', '.join(f'{v:.1f}' for v in document['load']['after'])}. Before the run, all of it was other work "
+        "(e.g. a test suite in another checkout): it slows both sides of every comparison.",
+        "",
+        "## Code measured",
+        "",
+        f"Commit `{document['code']['commit']}`; the files the figures depend on (sha256 prefix, and whether "
+        "they had uncommitted changes when measured):",
+        "",
+        *[
+            f"- `{name}` {state['sha256']}" + (" (uncommitted changes)" if state["uncommitted"] else "")
+            for name, state in document["code"]["files"].items()
+        ],
         "",
         "## Targets",
         "",
@@ -69,12 +82,9 @@ def markdown(document: dict[str, Any]) -> str:
             out += [f"Baseline: {result['baseline']}.", ""]
         for note in result.get("notes", []):
             out.append(f"- {note}")
-        out += [
-            "",
-            f"Settings ({result['seconds']:.0f} s):",
-            "",
-            "```json",
-            json.dumps(result.get("settings", {}), indent=1, default=str),
-            "```",
-        ]
+        out += ["", f"Settings (the benchmark took {result['seconds']:.0f} s):", ""]
+        out.extend(
+            f"- `{name}`: `{json.dumps(value, default=str, ensure_ascii=False)}`"
+            for name, value in result.get("settings", {}).items()
+        )
     return "\n".join(out) + "\n"

@@ -65,7 +65,9 @@ def run_once(bench: Bench, config: dict[str, Any], consumers: int, pace: float) 
                 for _ in range(consumers)
             ]
             with children(jobs) as running:
-                results = [child.result(timeout_s=1_800) for child in running]
+                # At the limit a run takes requests / (S·q) seconds; far longer means a stalled consumer.
+                deadline_s = 4 * len(requests) / limit + 120
+                results = [child.result(timeout_s=deadline_s) for child in running]
             stats = sandbox.stats()
     finally:
         bench.delete_topics(kafka)

@@ -211,11 +211,11 @@ class _NoteAssignments(ConsumerRebalanceListener):
         # A rebalance has begun (kafka-python's protocol revokes every partition): start no new
         # call until the new assignment is known, or the new owners would make the same calls.
         if revoked:
-            self._loop.rebalancing = True
+            self._loop.rebalancing_since = self._loop._clock()
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self._loop.assignments.append(set(assigned))
-        self._loop.rebalancing = False
+        self._loop.rebalancing_since = None
 
 
 class DownloadLoop:
@@ -258,7 +258,7 @@ class DownloadLoop:
         self._last_commit = clock()
         self._commit_retry_at = 0.0
         self.assignments: deque[set[TopicPartition]] = deque()  # appended by the rebalance listener
-        self.rebalancing = False  # set by the rebalance listener between revocation and assignment
+        self.rebalancing_since: float | None = None  # set by the listener between revocation and assignment
 
     # ---- main loop ---------------------------------------------------------------------------
 
@@ -267,6 +267,12 @@ class DownloadLoop:
         if self.settings.delay_topic:
             topics.append(self.settings.delay_topic)
         self.consumer.subscribe(topics, listener=_NoteAssignments(self))
+        # Fetch the topics' metadata now, before the first poll joins the group, so the first
+        # assignment covers every partition. Joined without it, the consumer gets nothing, joins
+        # again when the metadata arrives, and kafka-python 3.0.12 can drop the result of that
+        # second join when a short poll times out during it: the consumer then sits with no
+        # partitions (or, paused for the rebalance, with buffered work) and never downloads them.
+        self.consumer.topics()
 
     def run(self) -> ConsumerStats:
         started = last_activity = self._clock()
@@ -324,6 +330,11 @@ class DownloadLoop:
         while self.assignments:
             assigned = self.assignments.popleft()
             self.release_partitions(set(self._offsets) - assigned)
+            # Fetch positions may have moved past records this consumer skipped or dropped during the
+            # rebalance: start each kept partition again at its commit point (what we hold is skipped).
+            for tp in assigned & set(self._offsets):
+                if self._offsets[tp].next_offset >= 0 and tp not in self._delayed_partitions:
+                    self.consumer.seek(tp, self._offsets[tp].commit_point())
         owned = self.consumer.assignment()
         for tp, records in batch.items():
             if tp not in owned:
@@ -424,9 +435,12 @@ class DownloadLoop:
             self._runnable.append(account)
 
     def _schedule(self) -> None:
-        if self.rebalancing or self.assignments:
-            return  # partitions are changing hands: wait until `_poll` has released the lost ones
         now = self._clock()
+        if self.assignments:
+            return  # partitions changed hands: `_poll` releases the lost ones first
+        since = self.rebalancing_since
+        if since is not None and now - since < self.settings.join_grace_s:
+            return  # a rebalance is under way (past join_grace_s, carry on rather than wait forever)
         while self._sleeping and self._sleeping[0][0] <= now:
             _, account = heapq.heappop(self._sleeping)
             self._queued.discard(account)

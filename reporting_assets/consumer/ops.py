@@ -112,13 +112,13 @@ def download_requests():
 
 class RedriveConfig(dg.Config):
     max_messages: int = Field(default=100_000, description="Stop after re-driving this many dead letters.")
-    idle_timeout_s: float = Field(default=3.0, description="Stop when the dead-letter topic is drained this long.")
+    timeout_s: float = Field(default=300.0, description="Give up if the dead-letter topic's end is not reached by then.")
 
 
 @dg.op
 def redrive_dead_letter_requests(context: dg.OpExecutionContext, config: RedriveConfig, kafka: KafkaResource) -> dict:
     """Send dead-lettered requests back to the request topic (once the fault is fixed)."""
-    result = redrive(kafka, max_messages=config.max_messages, idle_timeout_s=config.idle_timeout_s)
+    result = redrive(kafka, max_messages=config.max_messages, timeout_s=config.timeout_s)
     context.log.info(f"re-drive: {result}")
     context.add_output_metadata(result)
     return result

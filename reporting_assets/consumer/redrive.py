@@ -10,6 +10,9 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
 from reporting_assets.messages import DeadLetter, InvalidRequestError
 
 if TYPE_CHECKING:
@@ -20,17 +23,31 @@ def redrive_group(kafka: KafkaResource) -> str:
     return f"{kafka.consumer_group}.redrive"
 
 
-def redrive(kafka: KafkaResource, max_messages: int = 100_000, idle_timeout_s: float = 3.0) -> dict[str, int]:
-    consumer = kafka.consumer([kafka.dead_letter_topic], group_id=redrive_group(kafka))
+def redrive(kafka: KafkaResource, max_messages: int = 100_000, timeout_s: float = 300.0) -> dict[str, int]:
+    """Re-drive every dead letter not re-driven yet: read to the end offsets the topic had at the start.
+
+    The partitions are assigned, not subscribed (one re-drive at a time, no group join to wait for);
+    the re-drive group's committed offsets remember which letters went back already.
+    """
+    kafka.ensure_topics()
+    consumer = kafka.consumer([], group_id=redrive_group(kafka))
     producer = kafka.producer()
     outcome: Counter[str] = Counter()
     try:
-        last_record = time.monotonic()
-        while outcome["read"] < max_messages and time.monotonic() - last_record < idle_timeout_s:
+        partitions = [
+            TopicPartition(kafka.dead_letter_topic, p) for p in consumer.partitions_for_topic(kafka.dead_letter_topic) or ()
+        ]
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while outcome["read"] < max_messages and any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"re-drive did not reach the end of {kafka.dead_letter_topic} in {timeout_s:g}s")
             batch = consumer.poll(timeout_ms=500, max_records=min(500, max_messages - outcome["read"]))
             for records in batch.values():
                 for record in records:
-                    last_record = time.monotonic()
+                    if record.offset >= ends[TopicPartition(record.topic, record.partition)]:
+                        continue  # a letter written after the start: the next re-drive takes it
                     outcome["read"] += 1
                     try:
                         request = DeadLetter.decode(record.value).original_request()
@@ -44,7 +61,7 @@ def redrive(kafka: KafkaResource, max_messages: int = 100_000, idle_timeout_s: f
                     outcome["redriven"] += 1
             if batch:
                 producer.flush(timeout=30)  # on the request topic before the letters are marked done
-                consumer.commit()
+                consumer.commit({tp: OffsetAndMetadata(min(consumer.position(tp), ends[tp]), "", -1) for tp in partitions})
     finally:
         producer.close(timeout=10)
         consumer.close()

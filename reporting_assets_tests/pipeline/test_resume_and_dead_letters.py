@@ -15,6 +15,7 @@ import pytest
 from reporting_assets import runner
 from reporting_assets.assets.downloads import COMPLETE_CHECK
 from reporting_assets.consumer.landing import LandingZone
+from reporting_assets.consumer.ops import redrive_dead_letters
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets_tests.pipeline.test_end_to_end import exported, truth
 
@@ -106,16 +107,12 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
 
     # Once the fault is gone, re-driving the dead letter completes the partition.
     sandbox.update_config(faults=[])
-    redrive = dg.execute_job(dg.reconstructable(redrive_job), instance)
+    redrive = redrive_dead_letters.execute_in_process(resources=resources, instance=instance)
     assert redrive.success
+    assert redrive.output_for_node("redrive_dead_letter_requests")["redriven"] == 1
     runner.download(instance, consumers=1, consumer_config=CONSUMERS)
     assert zone.completeness("search_analytics", DATES[0], "https://a.example.com/").complete
     rows, dead, files = runner.load_and_export(instance, resources, DATES[:1], accounts)
     assert dead == 0
     assert rows == len(truth(sandbox_config, [s.url for s in SITES], DATES[:1]))
 
-
-def redrive_job() -> dg.JobDefinition:
-    from reporting_assets.definitions import defs
-
-    return defs.resolve_job_def("redrive_dead_letters")

@@ -49,7 +49,7 @@ def commit(resource: KafkaResource, topic: str, offsets: dict[int, int], group_i
         consumer.close()
 
 
-def poll_values(consumer: KafkaConsumer, count: int, timeout_s: float = 30) -> list[bytes]:
+def poll_values(consumer: KafkaConsumer, count: int, timeout_s: float = 120) -> list[bytes]:
     values: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     while len(values) < count:
