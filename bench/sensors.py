@@ -177,6 +177,7 @@ def sensor_process(home: str, env: dict[str, str], commands: Any, results: Any) 
                             "seconds": seconds,
                             "run_requests": len(data.run_requests or []),
                             "skip": (data.skip_message or "")[:160],
+                            "asset_events": len(data.asset_events or []),
                             "cursor_kb": len(data.cursor or "") / 1024,
                             "rss_mb": _rss_mb(),
                             "traced_mb": tracemalloc.get_traced_memory()[0] / 2**20 if trace else None,
@@ -306,6 +307,12 @@ def run(bench: Bench) -> dict[str, Any]:
     return summarize(config, hello, seeded, timings, records, final)
 
 
+def _says(tick: dict[str, Any]) -> str:
+    if tick.get("asset_events"):
+        return f"{tick['asset_events']} asset events (observation, check results)"
+    return (tick["skip"] or "–").replace("|", "\\|")[:90]
+
+
 def summarize(
     config: dict[str, Any], hello: dict[str, Any], seeded: dict[str, Any], timings: dict[str, float],
     records: list[dict[str, Any]], final: dict[str, Any],
@@ -323,7 +330,7 @@ def summarize(
                     " / ".join(f"{s:.2f}" for s in seconds),
                     str(sum(r["run_requests"] for r in ticks)),
                     f"{max(r['cursor_kb'] for r in ticks):.0f}",
-                    (ticks[0]["skip"] or "–").replace("|", "\\|")[:90],
+                    _says(ticks[0]),
                 ]
             )
     timed = [r for r in records if r["phase"] != TRACED]

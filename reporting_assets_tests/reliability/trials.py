@@ -566,12 +566,12 @@ class Trial:
         result = self.result
         result.sandbox_stats = self.sandbox.stats()
         events = result.events = self.fleet.events()
-        # Partitions given away by live consumers: in a rebalance, or when one stops (its last commit
-        # may fail if a rebalance is under way; normally it commits everything and exposes nothing).
-        handovers = [event for event in events if event["event"] == "handover" or
-                     (event["event"] == "exit" and event.get("exposure"))]
-        result.handovers = len(handovers)
-        result.handover_exposure = sum(event["exposure"] for event in handovers)
+        # Partitions given away by live consumers: at a rebalance (revoked at its start, released at its
+        # end), or when one stops (its last commit may fail if a rebalance is under way; normally it
+        # commits everything and exposes nothing). Each started call is counted once.
+        handovers = [event for event in events if event["event"] in ("handover", "revoked", "exit")]
+        result.handovers = sum(1 for event in handovers if event["event"] == "handover")
+        result.handover_exposure = sum(event.get("exposure") or 0 for event in handovers)
         result.consumer_stats = [event["stats"] for event in events if event["event"] == "exit"]
         result.crashed = self.fleet.crashed()
         if not drained(self.kafka, self.kafka.delay_topic):

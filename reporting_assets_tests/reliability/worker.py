@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -34,7 +35,8 @@ class EventLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write(self, **event: Any) -> None:
-        os.write(self._fd, (json.dumps({"pid": os.getpid(), **event}, sort_keys=True) + "\n").encode())
+        line = json.dumps({"pid": os.getpid(), "t": round(time.time(), 3), **event}, sort_keys=True)
+        os.write(self._fd, (line + "\n").encode())
 
     def close(self) -> None:
         os.close(self._fd)
@@ -53,7 +55,11 @@ class _LoggedDeque(deque):
 
 
 class TracedLoop(DownloadLoop):
-    """`DownloadLoop` that reports, at each rebalance, the started-but-uncommitted calls it hands over."""
+    """`DownloadLoop` that reports, at each rebalance, the started-but-uncommitted calls it hands over.
+
+    Each started call is counted once, when its partition is first given up with the call's offset
+    not committed: at a revocation (the start of every rebalance), a release, or the consumer's exit.
+    """
 
     def __init__(self, *args: Any, events: EventLog, die_after_landing: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +67,7 @@ class TracedLoop(DownloadLoop):
         self.die_after_landing = die_after_landing
         self.landed_here = 0
         self.committed: dict[TopicPartition, int] = {}  # offset the group has committed (as far as we know)
+        self.counted: set[tuple[TopicPartition, int]] = set()  # started calls already reported as handed over
         commit = self.consumer.commit
 
         def tracked_commit(offsets: Any = None, timeout_ms: Any = None) -> Any:
@@ -77,6 +84,26 @@ class TracedLoop(DownloadLoop):
         self.consumer.commit = tracked_commit  # type: ignore[method-assign]
         self.assignments = _LoggedDeque(events)
 
+
+    @property
+    def rebalancing_since(self) -> float | None:
+        return self.__dict__.get("_rebalancing_since")
+
+    @rebalancing_since.setter
+    def rebalancing_since(self, value: float | None) -> None:
+        # Set by the rebalance listener on kafka-python's thread: only note it, `_schedule` counts.
+        if value is not None:
+            self.__dict__["_revocation_pending"] = True
+        self.__dict__["_rebalancing_since"] = value
+
+    def _schedule(self) -> None:
+        if self.__dict__.pop("_revocation_pending", False):
+            # kafka-python's protocol revokes every partition at the start of a rebalance: from now
+            # on any of them may go to another consumer, in this generation or in one this consumer
+            # misses, so what was started on them and not committed counts as handed over now.
+            held = {tp for tp in self._offsets if tp.topic == self.settings.request_topic}
+            self.events.write(event="revoked", exposure=self.hand_over(held))
+        super()._schedule()
 
     def _take(self, tp: TopicPartition, record: Any) -> None:
         state = self._offsets.get(tp)
@@ -101,25 +128,35 @@ class TracedLoop(DownloadLoop):
         )
         return outcome
 
-    def exposure(self, partitions: set[TopicPartition], forget: bool = False) -> int:
+    def started(self, partitions: set[TopicPartition]) -> set[tuple[TopicPartition, int]]:
         """Requests of these partitions started here (called or calling) beyond the committed offset."""
-        exposure = 0
+        found = set()
         for tp in partitions:
             state = self._offsets.get(tp)
-            base = self.committed.pop(tp, None) if forget else self.committed.get(tp)
+            base = self.committed.get(tp)
             if state is None or base is None or state.next_offset < 0 or tp.topic != self.settings.request_topic:
                 continue
             in_flight = {work.offset for work in self._in_flight.values() if work.tp == tp}
-            not_started = {offset for offset in state.open if offset not in in_flight and offset >= base}
-            exposure += max(0, state.next_offset - base - len(not_started))
-        return exposure
+            found.update((tp, offset) for offset in range(base, state.next_offset)
+                         if offset in in_flight or offset not in state.open)
+        return found
+
+    def hand_over(self, partitions: set[TopicPartition]) -> int:
+        """Count the started, uncommitted calls of these partitions not counted at an earlier hand-over."""
+        started = self.started(partitions)
+        new = started - self.counted
+        self.counted |= started
+        return len(new)
 
     def release_partitions(self, revoked: set[TopicPartition]) -> None:
         if revoked:
             self.events.write(
                 event="handover", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
-                exposure=self.exposure(revoked, forget=True),
+                exposure=self.hand_over(revoked),
             )
+            for tp in revoked:
+                self.committed.pop(tp, None)
+                self.counted = {(t, o) for t, o in self.counted if t != tp}
         super().release_partitions(revoked)
 
 
@@ -159,7 +196,7 @@ def run_consumer(spec: dict[str, Any]) -> None:
         loop.subscribe()
         stats = loop.run()
         # A consumer that stops hands its partitions over too; normally it has committed everything.
-        events.write(event="exit", stats=stats.as_metadata(), exposure=loop.exposure(set(loop._offsets)))
+        events.write(event="exit", stats=stats.as_metadata(), exposure=loop.hand_over(set(loop._offsets)))
     finally:
         producer.close(timeout=10)
         consumer.close()
