@@ -100,7 +100,7 @@ def run_consumer(
         "run_s": ended - (consumer.first_record_at or started),
         "assignment_changes": consumer.assignment_changes,
         "partitions": sorted(tp.partition for tp in consumer.assigned),
-        "final_rates": {account: loop.pacer.rate(account) for account in loop.pacer._buckets},
+        "final_rates": loop.pacer.rates(),
     }
 
 

@@ -112,6 +112,8 @@ class LandingZone:
         if not request.chain:
             return False
         path = self.page_path(request)
+        if not path.exists():
+            return False  # nearly always: a stat, cheaper than pyarrow's failed open
         try:
             landed = read_page(path).request
         except (FileNotFoundError, KeyError, ValueError, OSError, pa.ArrowException):

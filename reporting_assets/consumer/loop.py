@@ -5,7 +5,8 @@ scheduler in the polling thread hands them requests of whichever account may be 
 account that waits (pace, Retry-After, load quota) never holds up the others on its Kafka partition.
 
 Commit comes after landing (and after any continuation page, dead letter or delayed copy is
-acknowledged by the broker), never before. Requests finish out of order, so each Kafka partition
+acknowledged by the broker), never before; commits are asynchronous, one at a time, so the polling
+thread never waits for the broker while calls finish. Requests finish out of order, so each Kafka partition
 commits up to its oldest unfinished offset, and a partition runs at most `window` offsets ahead
 of it: a killed consumer re-issues at most the calls it had started and not yet committed.
 """
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 MAX_SEEN_PER_PARTITION = 10_000  # copies come soon after the first; older ones meet the landing check
 COMMIT_RETRY_S = 1.0  # after a commit failed because the broker was unreachable
 CAUGHT_UP_TIMEOUT_MS = 5_000
+COMMIT_ANSWER_TIMEOUT_S = 30.0  # an asynchronous commit unanswered this long is sent again
+BUSY_WAIT_S = 0.01  # longest wait for a call to finish before polling the broker again
+BUSY_POLL_EVERY_S = 0.05  # how often to poll while calls are in flight and enough records are buffered
 
 REBALANCE_ERRORS = (
     kafka_errors.CommitFailedError,
@@ -73,8 +77,8 @@ class ConsumerSettings:
     max_throttled: int = 20  # 429s that outlast the client's retries: back in the queue, this often
     retry_backoff_s: float = 0.5
     quota_wait_s: float = 900.0  # Google asks to wait ~15 minutes after a load-quota refusal
-    commit_every: int = 1
-    commit_interval_s: float = 0.2
+    commit_every: int = 1  # finished requests per commit; commits are asynchronous, one at a time
+    commit_interval_s: float = 0.2  # commit at least this often while requests finish
     poll_timeout_ms: int = 200
     client_retries: int = 5  # the partner client's num_retries, recorded in dead letters
 
@@ -257,6 +261,8 @@ class DownloadLoop:
         self._finished_since_commit = 0
         self._last_commit = clock()
         self._commit_retry_at = 0.0
+        self._last_poll = clock()
+        self._commit_sent: float | None = None  # when the unanswered asynchronous commit was sent
         self.assignments: deque[set[TopicPartition]] = deque()  # appended by the rebalance listener
         self.rebalancing_since: float | None = None  # set by the listener between revocation and assignment
 
@@ -299,7 +305,16 @@ class DownloadLoop:
                 self._resume_due_partitions()
                 self._schedule()
                 self._maybe_commit()
-                self._poll(timeout_ms=10 if busy else self.settings.poll_timeout_ms)
+                if self._in_flight:
+                    # Block on the calls, not on the broker: a poll that waits for records while a
+                    # call finishes leaves a worker idle. Records arrive on kafka-python's IO thread
+                    # meanwhile; with enough of them buffered, poll (a hand-off to that thread, slow
+                    # while the workers hold the GIL) only now and then.
+                    if self._buffered < self.settings.concurrency * 4 or now - self._last_poll >= BUSY_POLL_EVERY_S:
+                        self._poll(timeout_ms=0)
+                    self._reap(block=True, timeout=self._idle_wait_s(now))
+                else:
+                    self._poll(timeout_ms=10 if busy else self.settings.poll_timeout_ms)
         finally:
             self._finish_in_flight()
             self.commit()
@@ -327,6 +342,7 @@ class DownloadLoop:
         else:
             self.consumer.resume(*[tp for tp in assigned if tp not in self._delayed_partitions])
         batch = self.consumer.poll(timeout_ms=timeout_ms, max_records=500)
+        self._last_poll = self._clock()
         while self.assignments:
             assigned = self.assignments.popleft()
             self.release_partitions(set(self._offsets) - assigned)
@@ -480,6 +496,13 @@ class DownloadLoop:
         future = self._pool.submit(fn, work, *args)
         self._in_flight[future] = work
         self._account_in_flight[work.request.account] += 1
+
+    def _idle_wait_s(self, now: float) -> float:
+        """How long the loop may wait for a call to finish: until the next paced account is due."""
+        wait_s = BUSY_WAIT_S
+        if self._sleeping:
+            wait_s = min(wait_s, max(0.0, self._sleeping[0][0] - now))
+        return wait_s
 
     def _reap(self, block: bool, timeout: float | None = None) -> None:
         if not self._in_flight:
@@ -639,36 +662,63 @@ class DownloadLoop:
     # ---- commits and rebalances --------------------------------------------------------------
 
     def _maybe_commit(self) -> None:
+        """Commit without waiting for the broker: one asynchronous commit at a time.
+
+        While one is unanswered, finished offsets accumulate and go with the next one, so the
+        polling thread never blocks on a commit round trip and commits batch themselves under load.
+        """
+        if self._commit_sent is not None and self._clock() - self._commit_sent < COMMIT_ANSWER_TIMEOUT_S:
+            return
         if not self._finished_since_commit or self._clock() < self._commit_retry_at:
             return
         due = self._clock() - self._last_commit >= self.settings.commit_interval_s
         if self._finished_since_commit >= self.settings.commit_every or due:
-            self.commit()
+            offsets = self._commit_points()
+            self._finished_since_commit = 0
+            self._last_commit = self._clock()
+            if offsets:
+                self._commit_sent = self._clock()
+                self.consumer.commit_async(offsets, callback=self._on_commit_answer)
+
+    def _on_commit_answer(self, offsets: dict[TopicPartition, OffsetAndMetadata], answer: Any) -> None:
+        # kafka-python calls this on the polling thread, from inside `poll` or `commit`.
+        self._commit_sent = None
+        self._commit_answered(offsets, answer if isinstance(answer, Exception) else None)
 
     def commit(self, partitions: set[TopicPartition] | None = None) -> None:
-        offsets = {
+        """Commit and wait for the broker's answer (at the end of a run)."""
+        offsets = self._commit_points(partitions)
+        self._finished_since_commit = 0
+        self._last_commit = self._clock()
+        if offsets:
+            error: Exception | None = None
+            try:
+                self.consumer.commit(offsets)
+            except kafka_errors.KafkaError as exc:
+                error = exc
+            self._commit_answered(offsets, error)
+
+    def _commit_points(self, partitions: set[TopicPartition] | None = None) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {
             tp: OffsetAndMetadata(state.commit_point(), "", -1)
             for tp, state in self._offsets.items()
             if state.next_offset >= 0 and (partitions is None or tp in partitions)
         }
-        if offsets:
-            try:
-                self.consumer.commit(offsets)
-            except REBALANCE_ERRORS as exc:
-                # Lost the partitions meanwhile; their new owner continues from the last good commit.
-                log.info("commit skipped during a rebalance: %s", exc)
-            except kafka_errors.KafkaError as exc:
-                if not exc.retriable:
-                    raise
-                # The broker is unreachable (restarting, say): keep working and commit again in a
-                # moment; the commit points are kept, so the next commit covers these offsets too.
-                log.warning("commit failed, retrying in %gs: %s", COMMIT_RETRY_S, exc)
-                self._commit_retry_at = self._clock() + COMMIT_RETRY_S
-                return
-            else:
-                self.stats.commits += 1
-        self._finished_since_commit = 0
-        self._last_commit = self._clock()
+
+    def _commit_answered(self, offsets: dict[TopicPartition, OffsetAndMetadata], error: Exception | None) -> None:
+        if error is None:
+            self.stats.commits += 1
+        elif isinstance(error, REBALANCE_ERRORS):
+            # Lost the partitions meanwhile; their new owner continues from the last good commit.
+            log.info("commit skipped during a rebalance: %s", error)
+        elif isinstance(error, kafka_errors.KafkaError) and error.retriable:
+            # The broker is unreachable (restarting, say): keep working and commit again in a
+            # moment; the commit points are kept, so the next commit covers these offsets too.
+            log.warning("commit failed, retrying in %gs: %s", COMMIT_RETRY_S, error)
+            self._commit_retry_at = self._clock() + COMMIT_RETRY_S
+            self._finished_since_commit = max(1, self._finished_since_commit)
+        else:
+            raise error
 
     def _finish_in_flight(self) -> None:
         while self._in_flight:

@@ -27,7 +27,10 @@ class ConsumerConfig(dg.Config):
     quota_wait_s: float = Field(default=900.0, description="Wait after a load-quota refusal (403 quotaExceeded).")
     max_attempts: int = Field(default=3, description="Tries of a request whose answer is malformed.")
     retry_backoff_s: float = Field(default=0.5, description="First pause between malformed-answer tries.")
-    commit_every: int = Field(default=1, description="Commit offsets after this many finished requests.")
+    commit_every: int = Field(default=1, description=(
+        "Commit offsets once this many requests finished (1: as soon as the previous commit is answered;"
+        " commits never wait on the download)."
+    ))
 
 
 @dg.op(out=dg.DynamicOut(tuple))

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from reporting_assets.consumer.pacing import AccountPacer, TokenBucket
@@ -37,3 +39,86 @@ def test_pacer_keeps_accounts_apart_and_rejects_bad_rates():
         AccountPacer(qps_per_account=-1)
     with pytest.raises(ValueError, match="rate"):
         TokenBucket(rate=0)
+
+
+def simulate(
+    pace: float, limit: float, seconds: float, latency: float = 0.03, limit_after: float | None = None,
+    burst: float | None = None, settle_s: float | None = None,
+):
+    """One account called as fast as the pacer allows against a partner's token bucket (fake time).
+
+    The partner holds `burst` tokens (default one second's worth) and answers 429 with Retry-After
+    (whole seconds) like the sandbox. Returns (successes per second after `settle_s` (default: half
+    the time) ÷ limit, 429 share after it, the pacer).
+    """
+    clock = FakeClock()
+    pacer = AccountPacer(qps_per_account=pace, clock=clock)
+    settle_s = seconds / 2 if settle_s is None else settle_s
+    tokens, stamp = burst or limit, 0.0
+    counts = {"ok": 0, "refused": 0}
+    while clock.now < seconds:
+        if limit_after is not None and clock.now >= settle_s:
+            limit = limit_after
+        wait = pacer.try_acquire("site")
+        if wait > 0:
+            clock.now += max(wait, 1e-6)
+            continue
+        tokens, stamp = min(burst or limit, tokens + (clock.now - stamp) * limit), clock.now
+        settled = clock.now >= settle_s
+        clock.now += latency
+        if tokens >= 1:
+            tokens -= 1
+            counts["ok"] += settled
+            pacer.on_success("site")
+        else:
+            counts["refused"] += settled
+            pacer.on_throttled("site", retry_after_s=max(1, math.ceil((1 - tokens) / limit)))
+    calls = counts["ok"] + counts["refused"]
+    return counts["ok"] / (limit * (seconds - settle_s)), counts["refused"] / calls, pacer
+
+
+@pytest.mark.parametrize("pace", [3.3, 6.0, 30.0])
+def test_pacing_settles_just_below_an_unknown_limit(pace):
+    throughput, refused, pacer = simulate(pace=pace, limit=3.0, seconds=1200)
+    assert throughput >= 0.95, f"only {throughput:.3f} of the limit"
+    assert refused < 0.01, f"{refused:.2%} of calls answered 429"
+    assert 2.85 <= pacer.rate("site") <= 3.1
+
+
+def test_pacing_at_the_limit_draws_no_429():
+    throughput, refused, pacer = simulate(pace=3.0, limit=3.0, seconds=300)
+    assert refused == 0 and throughput >= 0.99 and pacer.rate("site") == 3.0
+
+
+def test_pacing_climbs_towards_a_raised_limit():
+    # The ceiling creeps up (0.01 % a success): a raised limit is found slowly within a run, and a
+    # new run starts again at the configured pace.
+    _, refused, pacer = simulate(pace=10.0, limit=2.0, seconds=3600, limit_after=4.0)
+    assert pacer.rate("site") > 2.0 * 1.25 and refused < 0.01
+
+
+def test_pacing_out_of_a_429_storm_is_quick():
+    # 5 × the limit and a partner bucket of only 2 calls (the client-side test on the real sandbox,
+    # test_loop.py, asks < 5 % 429s after 3 seconds).
+    throughput, refused, _ = simulate(pace=40.0, limit=8.0, seconds=23, burst=2.0, settle_s=3.0)
+    assert refused < 0.04 and throughput > 0.65
+
+
+def test_a_burst_of_429s_cuts_the_rate_once():
+    clock = FakeClock()
+    pacer = AccountPacer(qps_per_account=8.0, clock=clock)
+    for _ in range(3):  # calls that were under way together all answer 429
+        pacer.on_throttled("a", retry_after_s=1)
+    assert pacer.rate("a") == 4.0
+    assert pacer.try_acquire("a") == pytest.approx(1.0, abs=0.3)  # Retry-After is waited out
+    clock.now += 2.0
+    pacer.on_throttled("a", retry_after_s=1)  # refused again on the way up: the limit is further down
+    assert pacer.rate("a") == 2.0
+    for _ in range(200):  # back to 3 % under the ceiling (the rate that drew that 429), which creeps up...
+        pacer.on_success("a")
+    near = 4.0 * 1.0001**200 * 0.97
+    assert pacer.rate("a") == pytest.approx(near)
+    clock.now += 2.0
+    pacer.on_throttled("a", retry_after_s=1)  # ...a 429 there means the limit is just under: a small cut
+    assert pacer.rate("a") == pytest.approx(near * 0.9)
+    assert pacer.rate("b") == 8.0  # other accounts are untouched

@@ -68,22 +68,16 @@ class TracedLoop(DownloadLoop):
         self.landed_here = 0
         self.committed: dict[TopicPartition, int] = {}  # offset the group has committed (as far as we know)
         self.counted: set[tuple[TopicPartition, int]] = set()  # started calls already reported as handed over
-        commit = self.consumer.commit
-
-        def tracked_commit(offsets: Any = None, timeout_ms: Any = None) -> Any:
-            try:
-                result = commit(offsets, timeout_ms)
-            except Exception as exc:
-                events.write(event="commit_failed", error=type(exc).__name__)
-                raise
-            for tp, meta in (offsets or {}).items():
-                if tp in self.committed:
-                    self.committed[tp] = max(self.committed[tp], meta.offset)
-            return result
-
-        self.consumer.commit = tracked_commit  # type: ignore[method-assign]
         self.assignments = _LoggedDeque(events)
 
+    def _commit_answered(self, offsets: Any, error: Exception | None) -> None:
+        if error is not None:
+            self.events.write(event="commit_failed", error=type(error).__name__)
+        else:
+            for tp, meta in offsets.items():
+                if tp in self.committed:
+                    self.committed[tp] = max(self.committed[tp], meta.offset)
+        super()._commit_answered(offsets, error)
 
     @property
     def rebalancing_since(self) -> float | None:

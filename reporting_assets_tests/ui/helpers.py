@@ -163,6 +163,22 @@ class DagsterDev:
         )
         return data["sensorOrError"]["sensorState"]["status"]
 
+    def ticks(self, kind: str, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest ticks of a sensor or schedule (`kind`), newest first: timestamp, status, run ids."""
+        field, selector_type, state = (
+            ("sensorOrError", "SensorSelector", "sensorState") if kind == "sensor"
+            else ("scheduleOrError", "ScheduleSelector", "scheduleState")
+        )
+        selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, f"{kind}Name": name}
+        data = self.graphql(
+            f"""query($s: {selector_type}!) {{ {field}({kind}Selector: $s) {{
+                 __typename ... on {kind.capitalize()} {{ {state} {{ ticks(limit: {limit}) {{
+                   timestamp status runIds skipReason }} }} }} ... on PythonError {{ message }} }} }}""",
+            {"s": selector},
+        )[field]
+        assert data["__typename"] == kind.capitalize(), data
+        return data[state]["ticks"]
+
     def stop_sensor(self, name: str) -> None:
         data = self.graphql(
             """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {

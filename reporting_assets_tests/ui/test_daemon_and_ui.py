@@ -11,6 +11,7 @@ Chromium loads the asset graph and the partitions page, and keeps screenshots un
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
+from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
 
 from reporting_assets.infra.ports import free_port
 from reporting_assets.lag import LAG_CHECK
@@ -26,7 +28,7 @@ from reporting_assets.partitions import daily_partitions, partition_key
 from reporting_assets.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
-from reporting_assets.sensors import CONSUMER_SENSOR
+from reporting_assets.sensors import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR
 from reporting_assets_tests.ui.helpers import REPO_ROOT, Chromium, DagsterDev, kill_tree, visible_text, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -274,3 +276,85 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
     print("steps (s since start):", watch.steps, "killed pids:", killed, flush=True)
     watch.instance.dispose()
+
+
+@pytest.fixture
+def schedule_env(env: dict) -> dict:
+    return {
+        **env,
+        "REPORTING_SCHEDULES_RUNNING": "1",
+        "REPORTING_ACCOUNTS_CRON": "* * * * *",  # the daemon ticks within a minute or two
+        "REPORTING_ENQUEUE_CRON": "* * * * *",
+        "REPORTING_LATENESS_DAYS": "2",
+        "REPORTING_CONSUMER_QPS_PER_ACCOUNT": "10",
+    }
+
+
+@pytest.mark.timeout(900)
+def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_nothing_twice(
+    schedule_env: dict, sandbox_config: SandboxConfig, tmp_path: Path
+):
+    """The schedules as the daemon runs them (no GraphQL launch, no manual step): accounts, then one
+    enqueue run for the latest complete day, then the sensors' downloads and export. Then `dagster
+    dev` is restarted on the same instance: every sensor and the schedule tick again, and nothing is
+    launched twice (run keys and cursors survive the restart)."""
+    home = tmp_path / "dagster_home"
+    DagsterDev.prepare_home(home)
+    data_dir = Path(schedule_env["REPORTING_DATA_DIR"])
+    dev = DagsterDev(home, free_port(), schedule_env, tmp_path / "dagster_dev.log")
+    dev.start()
+    watch = Watch(dev)
+    try:
+        def schedule_runs(name: str) -> list[dg.DagsterRun]:
+            records = watch.instance.get_run_records(dg.RunsFilter(tags={"dagster/schedule_name": name}))
+            return [record.dagster_run for record in records]
+
+        enqueue = watch.until(
+            lambda: (runs := schedule_runs("enqueue_latest_complete_day")) and watch.finished(runs[0].run_id),
+            420,
+            "the enqueue schedule's run (after the accounts schedule's)",
+        )
+        assert enqueue.status == dg.DagsterRunStatus.SUCCESS, dev.log_tail(80)
+        day = enqueue.tags["dagster/run_key"].removeprefix("enqueue-")
+        assert day == (dt.date.fromisoformat(enqueue.tags[SCHEDULED_EXECUTION_TIME_TAG][:10])
+                       - dt.timedelta(days=2)).isoformat()
+        accounts_runs = schedule_runs("discover_accounts_daily")
+        assert accounts_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in accounts_runs if r.is_finished)
+        keys = {str(partition_key(day, account)) for account in ACCOUNTS}
+        # One run enqueued the day for every account (one Spark job).
+        materializations = watch.instance.fetch_materializations(dg.AssetKey("report_requests"), limit=100).records
+        assert {r.partition_key for r in materializations if r.run_id == enqueue.run_id} == keys
+
+        watch.until(lambda: day in watch.materialized("exported_reports"), 240, f"{day} exported by the sensors")
+        assert watch.materialized("downloaded_reports") == keys
+        assert exported(data_dir / "exports" / "search_analytics" / f"{day}.csv") == truth(sandbox_config, day)
+
+        # Restart on the same instance, once every run has ended.
+        watch.until(lambda: all(r.dagster_run.is_finished for r in watch.instance.get_run_records()), 120,
+                    "every run to end before the restart")
+        before = {r.dagster_run.run_id for r in watch.instance.get_run_records()}
+        dev.stop(timeout_s=30)
+        restarted_at = time.time()
+        dev.start()
+        sensors = (CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR)
+        for name in sensors:
+            watch.until(lambda: len([t for t in dev.ticks("sensor", name) if t["timestamp"] > restarted_at]) >= 3,
+                        120, f"3 ticks of {name} after the restart")
+        schedule_tick = watch.until(
+            lambda: next((t for t in dev.ticks("schedule", "enqueue_latest_complete_day")
+                          if t["timestamp"] > restarted_at and t["status"] != "STARTED"), None),
+            150,
+            "a tick of the enqueue schedule after the restart",
+        )
+        after = {r.dagster_run.run_id for r in watch.instance.get_run_records()}
+        new_runs = [watch.run(run_id) for run_id in after - before]
+        assert len([r for r in schedule_runs("enqueue_latest_complete_day")
+                    if r.tags["dagster/run_key"] == f"enqueue-{day}"]) == 1
+        next_day = [r for r in new_runs if r.tags.get("dagster/schedule_name") == "enqueue_latest_complete_day"]
+        if not next_day:  # (unless midnight passed meanwhile, and the next day's work began)
+            # The restarted daemon launched nothing but schedule ticks whose run keys dedupe them.
+            assert all(r.tags.get("dagster/schedule_name") for r in new_runs), [(r.job_name, r.tags) for r in new_runs]
+        print("schedule tick after restart:", schedule_tick, "steps:", watch.steps, flush=True)
+    finally:
+        dev.stop(timeout_s=10)
+        watch.instance.dispose()
