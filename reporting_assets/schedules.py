@@ -2,12 +2,15 @@
 
 Search Console data is late (2-3 days), so the enqueue schedule asks for the day
 `REPORTING_LATENESS_DAYS` before the tick's date. It is one run (one Spark job) with a partition range
-(date, first account)..(date, last account); the sensors take it from there.
+(date, first account)..(date, last account), or, when some accounts have the day enqueued already (a
+second tick the same day, accounts added since), one per block of the others; the sensors take it
+from there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -26,22 +29,61 @@ def latest_complete_day(scheduled: dt.datetime, lateness_days: int) -> str:
     return (scheduled.date() - dt.timedelta(days=lateness_days)).isoformat()
 
 
-def enqueue_request(instance: dg.DagsterInstance, day: str) -> dg.RunRequest | dg.SkipReason:
+ENQUEUE_DAY_TAG = "reporting_assets/enqueue_day"
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def enqueue_request(instance: dg.DagsterInstance, day: str) -> list[dg.RunRequest] | dg.SkipReason:
+    """One range run for the day's accounts not enqueued yet (one per contiguous block of them).
+
+    A schedule's run key only dedupes within one tick, so a cron that ticks more than once a day, or a
+    tick after accounts were added, must not enqueue an account's day twice (twice the API calls).
+    """
     accounts = list(instance.get_dynamic_partitions(account_partitions.name))
     if not accounts:
         return dg.SkipReason("no account partitions yet: materialize `accounts` first (discover_accounts_daily does)")
     first_day = daily_partitions.start.date().isoformat()
     if day < first_day:
         return dg.SkipReason(f"{day} is before the first daily partition {first_day} (REPORTING_START_DATE)")
-    return dg.RunRequest(
-        run_key=f"enqueue-{day}",
-        asset_selection=[REQUESTS_ASSET],
-        tags={
-            RANGE_START_TAG: key_str(day, accounts[0]),
-            RANGE_END_TAG: key_str(day, accounts[-1]),
-            SCHEDULE_TAG: ENQUEUE_SCHEDULE,
-        },
-    )
+    if instance.get_runs(dg.RunsFilter(tags={ENQUEUE_DAY_TAG: day}, statuses=_IN_PROGRESS), limit=1):
+        return dg.SkipReason(f"an enqueue run for {day} is still in progress")
+    enqueued = instance.get_materialized_partitions(REQUESTS_ASSET)
+    blocks = missing_blocks(accounts, lambda account: key_str(day, account) not in enqueued)
+    if not blocks:
+        return dg.SkipReason(f"{day} is enqueued already for all {len(accounts)} accounts")
+    return [
+        dg.RunRequest(
+            run_key=f"enqueue-{day}" if len(blocks) == 1 else f"enqueue-{day}-{index}",
+            asset_selection=[REQUESTS_ASSET],
+            tags={
+                RANGE_START_TAG: key_str(day, block[0]),
+                RANGE_END_TAG: key_str(day, block[-1]),
+                SCHEDULE_TAG: ENQUEUE_SCHEDULE,
+                ENQUEUE_DAY_TAG: day,
+            },
+        )
+        for index, block in enumerate(blocks)
+    ]
+
+
+def missing_blocks(accounts: list[str], missing: Callable[[str], bool]) -> list[list[str]]:
+    """Runs of consecutive missing accounts, in the dynamic partitions' order (a range's order)."""
+    blocks: list[list[str]] = []
+    extend = False
+    for account in accounts:
+        if missing(account):
+            if not extend:
+                blocks.append([])
+            blocks[-1].append(account)
+            extend = True
+        else:
+            extend = False
+    return blocks
 
 
 def build_schedules(settings: AutomationSettings) -> list[dg.ScheduleDefinition]:

@@ -12,11 +12,12 @@ import time
 
 import dagster as dg
 import pytest
+from dagster._core.utils import make_new_run_id
 
 from reporting_assets.automation_settings import AutomationSettings
 from reporting_assets.lag import DEAD_LETTER_CHECK, LAG_CHECK
 from reporting_assets.partitions import account_date_partitions, partition_key
-from reporting_assets.schedules import ENQUEUE_SCHEDULE, build_schedules, enqueue_request
+from reporting_assets.schedules import ENQUEUE_SCHEDULE, build_schedules, enqueue_request, missing_blocks
 from reporting_assets.sensors import (
     CONSUMER_SENSOR,
     DOWNLOAD_SENSOR,
@@ -356,6 +357,34 @@ def test_schedule_enqueues_the_latest_complete_day_for_every_account_in_one_rang
     assert keys_of(request, instance) == all_keys(["2026-11-17"], ACCOUNTS)
     assert request.run_key == "enqueue-2026-11-17"
     assert request.asset_selection == [dg.AssetKey("report_requests")]
+
+
+def test_schedule_never_enqueues_an_account_day_twice(instance):
+    day = "2026-11-17"
+    (first,) = enqueue_request(instance, day)
+    # The first run is under way: a second tick the same day (an hourly cron, a restart) waits for it.
+    run = dg.DagsterRun(job_name="__ASSET_JOB", run_id=make_new_run_id(), tags=first.tags,
+                        status=dg.DagsterRunStatus.STARTED)
+    instance.add_run(run)
+    skip = enqueue_request(instance, day)
+    assert isinstance(skip, dg.SkipReason) and "in progress" in skip.skip_message
+    instance.report_run_failed(run)  # after it had enqueued every account but the 2nd
+    for account in ACCOUNTS:
+        if account != ACCOUNTS[1]:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization("report_requests", partition=str(partition_key(day, account))))
+    (again,) = enqueue_request(instance, day)  # only the account left out
+    assert keys_of(again, instance) == all_keys([day], [ACCOUNTS[1]])
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("report_requests", partition=str(partition_key(day, ACCOUNTS[1]))))
+    done = enqueue_request(instance, day)
+    assert isinstance(done, dg.SkipReason) and "already" in done.skip_message
+
+
+def test_missing_accounts_are_enqueued_in_contiguous_blocks():
+    missing = {"b", "c", "e"}
+    assert missing_blocks(list("abcdef"), missing.__contains__) == [["b", "c"], ["e"]]
+    assert missing_blocks(list("abc"), lambda _: False) == []
 
 
 def test_schedule_skips_without_accounts_or_before_the_first_partition(tmp_path):
