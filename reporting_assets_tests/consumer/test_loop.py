@@ -11,6 +11,7 @@ from kafka import KafkaConsumer
 
 from reporting_assets.consumer.landing import LandingZone
 from reporting_assets.consumer.loop import ConsumerSettings, DownloadLoop
+from reporting_assets.consumer.redrive import redrive
 from reporting_assets.messages import DeadLetter, DelayedRequest
 from reporting_assets.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
@@ -51,14 +52,16 @@ def enqueue(kafka: KafkaResource, requests=(), raw: list[bytes] = ()) -> None:
     producer.close()
 
 
-def run_loop(kafka: KafkaResource, sandbox: SandboxServer, landing: LandingZone, **overrides) -> DownloadLoop:
+def run_loop(
+    kafka: KafkaResource, sandbox: SandboxServer, landing: LandingZone, partner_timeout_s: float = 5, **overrides
+) -> DownloadLoop:
     settings = ConsumerSettings(
         request_topic=kafka.request_topic,
         dead_letter_topic=kafka.dead_letter_topic,
         delay_topic=delay_topic(kafka),
         **{"idle_timeout_s": 1.5, "qps_per_account": 500.0, "retry_backoff_s": 0.01, "client_retries": 2, **overrides},
     )
-    partner = PartnerResource(api_endpoint=sandbox.url, num_retries=2, timeout_s=5)
+    partner = PartnerResource(api_endpoint=sandbox.url, num_retries=2, timeout_s=partner_timeout_s)
     consumer = kafka.consumer([])
     producer = kafka.producer()
     loop = DownloadLoop(consumer, producer, partner.client, landing, settings)
@@ -136,6 +139,59 @@ def test_a_request_that_always_fails_is_dead_lettered_and_its_partition_is_not_c
     state = landing.completeness(REPORT.name, DATE, SITES[1].url)
     assert not state.complete and len(state.dead_letters) == 1 and state.rows == 100
     assert landed_rows(landing, SITES[0].url) == truth(sandbox, SITES[0].url)
+
+
+def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redriven(kafka, tmp_path):
+    """429s, passing 503s and broken bodies, and faults that never pass (wrong schema, slower than the
+    timeout, 403 on one account), all in one run: nothing crashes, good data is complete, the rest is in
+    the dead-letter topic with its error; once the faults are gone, a re-drive completes all but the 403."""
+    fine, paging, broken, slow = (SiteSpec(f"https://{name}.example.com/", rows)
+                                  for name, rows in (("fine", 60), ("paging", 250), ("broken", 40), ("slow", 40)))
+    forbidden = SiteSpec("https://forbidden.example.com/", 40, forbidden=True)
+    faults = [
+        FaultSpec("http_503", site_url=fine.url, times=2),  # retried by the client
+        FaultSpec("truncated", site_url=paging.url, start_row=100, times=1),  # retried by the loop
+        FaultSpec("malformed", site_url=fine.url, times=1),
+        FaultSpec("wrong_schema", site_url=broken.url),  # never passes
+        FaultSpec("slow", site_url=slow.url, slow_s=1.5),  # never within the 0.5 s timeout
+    ]
+    config = SandboxConfig(seed=5, sites=[fine, paging, broken, slow, forbidden], per_site_qps=4.0, burst=1.0,
+                           global_qps=None, faults=faults, rows_jitter=0.0)
+    days = [f"2026-10-{day:02d}" for day in (1, 2, 3)]
+    sites = [fine, paging, broken, slow, forbidden]
+    landing = LandingZone(tmp_path)
+    with SandboxServer(config) as sandbox:
+        enqueue(kafka, [REPORT.first_request(site.url, day, row_limit=100) for site in sites for day in days])
+        loop = run_loop(kafka, sandbox, landing, partner_timeout_s=0.5, qps_per_account=40.0)
+
+        stats = sandbox.stats()
+        assert stats["rate_limited"] > 0 and loop.stats.throttled == stats["rate_limited"]
+        assert kafka.lag(kafka.request_topic).total == 0
+        for site in (fine, paging):
+            for day in days:
+                state = landing.completeness(REPORT.name, day, site.url)
+                assert state.complete and state.rows == len(
+                    expected_rows(config, site.url, day, day, list(REPORT.dimensions))), (site.url, day, state)
+        letters = dead_letters(kafka)
+        assert sorted((letter.original_request().account, letter.reason) for letter in letters) == sorted(
+            [(broken.url, "malformed_response")] * 3 + [(slow.url, "transport_error")] * 3
+            + [(forbidden.url, "client_error")] * 3
+        )
+        assert {letter.status for letter in letters if letter.reason == "client_error"} == {403}
+        assert all(letter.error for letter in letters)
+        for site in (broken, slow, forbidden):
+            assert not any(landing.completeness(REPORT.name, day, site.url).complete for day in days)
+
+        # The faults are gone (the 403 is not): re-drive, download again.
+        sandbox.update_config(faults=[])
+        assert redrive(kafka)["redriven"] == 9
+        run_loop(kafka, sandbox, landing, partner_timeout_s=0.5, qps_per_account=40.0)
+        for site in (broken, slow):
+            for day in days:
+                assert landing.completeness(REPORT.name, day, site.url).complete, (site.url, day)
+        again = dead_letters(kafka)[len(letters):]
+        assert [(letter.original_request().account, letter.original_request().attempt) for letter in again] == [
+            (forbidden.url, 1)] * 3  # the re-driven copies, refused again
 
 
 def test_malformed_answers_are_retried_then_land(kafka, sandbox, tmp_path):
