@@ -75,7 +75,7 @@ CUT_COOLDOWN_S = 1.0  # at most one cut of an account's rate per this long (or p
 
 
 class _Account:
-    """One account's bucket, plus the lowest rate known to draw a 429 (None: none seen yet)."""
+    """One account's bucket, and its ceiling: the rate that drew the last 429 (None: none yet), creeping up."""
 
     __slots__ = ("bucket", "ceiling", "calm_at")
 

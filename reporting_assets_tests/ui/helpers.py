@@ -203,8 +203,8 @@ class DagsterDev:
         )["startSensor"]
         assert result["__typename"] == "Sensor" and result["sensorState"]["status"] == "RUNNING", result
 
-    def launch_assets(self, asset_keys: list[str]) -> str:
-        """Materialize unpartitioned assets (the UI's Materialize button); returns the run id."""
+    def launch_assets(self, asset_keys: list[str], tags: Mapping[str, str] | None = None) -> str:
+        """Materialize assets (the UI's Materialize button, or its launchpad with `tags`); returns the run id."""
         result = self.graphql(
             """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
                  __typename ... on LaunchRunSuccess { run { runId } }
@@ -218,6 +218,7 @@ class DagsterDev:
                         "assetSelection": [{"path": [key]} for key in asset_keys],
                     },
                     "mode": "default",
+                    "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
                 }
             },
         )["launchRun"]

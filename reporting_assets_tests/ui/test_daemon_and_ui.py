@@ -294,10 +294,11 @@ def schedule_env(env: dict) -> dict:
 def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_nothing_twice(
     schedule_env: dict, sandbox_config: SandboxConfig, tmp_path: Path
 ):
-    """The schedules as the daemon runs them (no GraphQL launch, no manual step): accounts, then one
-    enqueue run for the latest complete day, then the sensors' downloads and export. Then `dagster
+    """One Spark run for a dates × accounts rectangle from the UI's launchpad (the partition-range tags:
+    Dagster's backfills split a rectangle into one run per date), and the enqueue schedule as the daemon
+    runs it: one run for the latest complete day; the sensors download and export both. Then `dagster
     dev` is restarted on the same instance: every sensor and the schedule tick again, and nothing is
-    launched twice (run keys and cursors survive the restart)."""
+    launched twice (cursors, and the schedule's check of what is enqueued, survive the restart)."""
     home = tmp_path / "dagster_home"
     DagsterDev.prepare_home(home)
     data_dir = Path(schedule_env["REPORTING_DATA_DIR"])
@@ -309,6 +310,21 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
             records = watch.instance.get_run_records(dg.RunsFilter(tags={"dagster/schedule_name": name}))
             return [record.dagster_run for record in records]
 
+        # The `accounts` Materialize button, then the launchpad: report_requests with a range of 2 dates x 3 accounts.
+        accounts_run = dev.launch_assets(["accounts"])
+        assert watch.until(lambda: watch.finished(accounts_run), 120, "the accounts run").status == dg.DagsterRunStatus.SUCCESS
+        accounts = list(watch.instance.get_dynamic_partitions("account"))
+        assert sorted(accounts) == ACCOUNTS
+        range_run = dev.launch_assets(["report_requests"], tags={
+            "dagster/asset_partition_range_start": str(partition_key(DATES[0], accounts[0])),
+            "dagster/asset_partition_range_end": str(partition_key(DATES[1], accounts[-1])),
+        })
+        run = watch.until(lambda: watch.finished(range_run), 240, "the launchpad's range run")
+        assert run.status == dg.DagsterRunStatus.SUCCESS, dev.log_tail(80)
+        materializations = watch.instance.fetch_materializations(dg.AssetKey("report_requests"), limit=100).records
+        assert {r.partition_key for r in materializations if r.run_id == range_run} == {
+            str(partition_key(date, account)) for date in DATES for account in ACCOUNTS}
+
         enqueue = watch.until(
             lambda: (runs := schedule_runs("enqueue_latest_complete_day")) and watch.finished(runs[0].run_id),
             420,
@@ -318,16 +334,19 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
         day = enqueue.tags["dagster/run_key"].removeprefix("enqueue-")
         assert day == (dt.date.fromisoformat(enqueue.tags[SCHEDULED_EXECUTION_TIME_TAG][:10])
                        - dt.timedelta(days=2)).isoformat()
-        accounts_runs = schedule_runs("discover_accounts_daily")
-        assert accounts_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in accounts_runs if r.is_finished)
+        accounts_runs = watch.until(lambda: schedule_runs("discover_accounts_daily"), 120, "the accounts schedule's run")
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in accounts_runs if r.is_finished)
         keys = {str(partition_key(day, account)) for account in ACCOUNTS}
         # One run enqueued the day for every account (one Spark job).
         materializations = watch.instance.fetch_materializations(dg.AssetKey("report_requests"), limit=100).records
         assert {r.partition_key for r in materializations if r.run_id == enqueue.run_id} == keys
 
-        watch.until(lambda: day in watch.materialized("exported_reports"), 240, f"{day} exported by the sensors")
-        assert watch.materialized("downloaded_reports") == keys
-        assert exported(data_dir / "exports" / "search_analytics" / f"{day}.csv") == truth(sandbox_config, day)
+        watch.until(lambda: watch.materialized("exported_reports") >= {day, *DATES}, 300,
+                    f"{day} and {', '.join(DATES)} exported by the sensors")
+        assert watch.materialized("downloaded_reports") == keys | {
+            str(partition_key(date, account)) for date in DATES for account in ACCOUNTS}
+        for date in (day, *DATES):
+            assert exported(data_dir / "exports" / "search_analytics" / f"{date}.csv") == truth(sandbox_config, date)
 
         # Restart on the same instance, once every run has ended.
         watch.until(lambda: all(r.dagster_run.is_finished for r in watch.instance.get_run_records()), 120,
