@@ -2,12 +2,13 @@
 
 Buckets never block: `try_acquire` answers how long to wait, so the scheduler can serve other
 accounts meanwhile. The per-account rate starts at the configured QPS. A 429 marks the rate that
-drew it as the account's ceiling and halves the rate (only -10 % when it came back near the
-ceiling: the limit is just under it). Successes bring the rate back to 3 % under the ceiling, fast
-at first and slowly for the last 10 %, and the ceiling itself creeps up very slowly. So a run
-against an unknown or lowered limit settles just below it: few 429s, and little time spent far
-under the limit after each one. At most one cut per second (or per Retry-After): the calls under
-way when the limit was hit answer 429 together and count as one.
+drew it as the account's ceiling and cuts the rate: -30 % the first time, -50 % when refused again
+on the way back up, only -10 % when refused back near the ceiling (the limit is just under it).
+Successes bring the rate back to 3 % under the ceiling, fast at first and slowly for the last 10 %,
+and the ceiling itself creeps up very slowly. So a run against an unknown or lowered limit settles
+just below it: few 429s, and little time spent far under the limit after each one. At most one cut
+per second (or per Retry-After): the calls under way when the limit was hit answer 429 together
+and count as one.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class AccountPacer:
         global_qps: float | None = None,
         min_qps: float = 0.05,
         increase_per_success: float = 0.02,  # fraction of the current rate, below the ceiling
-        decrease_factor: float = 0.5,  # a cut far from the limit: the first, or one that was not enough
+        first_cut: float = 0.7,  # the first 429: a configured pace is often just a little too high
+        decrease_factor: float = 0.5,  # refused again on the way back up: the limit is further down
         recut_factor: float = 0.9,  # a cut after climbing back towards the ceiling: the limit is near
         ceiling_margin: float = 0.03,  # settle this fraction below the rate that drew a 429
         probe_per_success: float = 0.0001,  # the ceiling's growth a success (the limit may have risen)
@@ -105,7 +107,7 @@ class AccountPacer:
             raise ValueError(f"qps_per_account must be > 0, got {qps_per_account}")
         if global_qps is not None and not global_qps > 0:
             raise ValueError(f"global_qps must be > 0, got {global_qps}")
-        for name, factor in (("decrease_factor", decrease_factor), ("recut_factor", recut_factor)):
+        for name, factor in (("first_cut", first_cut), ("decrease_factor", decrease_factor), ("recut_factor", recut_factor)):
             if not 0 < factor < 1:
                 raise ValueError(f"{name} must be within (0, 1), got {factor}")
         if not 0 <= ceiling_margin < 1:
@@ -114,6 +116,7 @@ class AccountPacer:
         self.burst = burst
         self.min_qps = min(min_qps, qps_per_account)
         self.increase_per_success = increase_per_success
+        self.first_cut = first_cut
         self.decrease_factor = decrease_factor
         self.recut_factor = recut_factor
         self.ceiling_margin = ceiling_margin
@@ -175,9 +178,13 @@ class AccountPacer:
                 # 429 too, and must not cut the rate (and the ceiling) again.
                 rate = state.bucket.rate
                 # Back near the ceiling, the limit is just under it: cut a little. Refused on the way
-                # up (or the first time), the limit is further down: cut hard.
-                near = state.ceiling is not None and rate >= 0.99 * state.ceiling * (1 - self.ceiling_margin)
-                factor = self.recut_factor if near else self.decrease_factor
+                # up, the limit is further down: cut hard.
+                if state.ceiling is None:
+                    factor = self.first_cut
+                elif rate >= 0.99 * state.ceiling * (1 - self.ceiling_margin):
+                    factor = self.recut_factor
+                else:
+                    factor = self.decrease_factor
                 state.ceiling = rate
                 state.bucket.set_rate(max(self.min_qps, rate * factor))
                 state.calm_at = now + max(CUT_COOLDOWN_S, retry_after_s or 0.0)
