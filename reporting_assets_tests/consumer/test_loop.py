@@ -53,15 +53,17 @@ def enqueue(kafka: KafkaResource, requests=(), raw: list[bytes] = ()) -> None:
 
 
 def run_loop(
-    kafka: KafkaResource, sandbox: SandboxServer, landing: LandingZone, partner_timeout_s: float = 5, **overrides
+    kafka: KafkaResource, sandbox: SandboxServer, landing: LandingZone, partner_timeout_s: float = 5,
+    partner_retries: int = 2, **overrides
 ) -> DownloadLoop:
     settings = ConsumerSettings(
         request_topic=kafka.request_topic,
         dead_letter_topic=kafka.dead_letter_topic,
         delay_topic=delay_topic(kafka),
-        **{"idle_timeout_s": 1.5, "qps_per_account": 500.0, "retry_backoff_s": 0.01, "client_retries": 2, **overrides},
+        **{"idle_timeout_s": 1.5, "qps_per_account": 500.0, "retry_backoff_s": 0.01, "client_retries": partner_retries,
+           **overrides},
     )
-    partner = PartnerResource(api_endpoint=sandbox.url, num_retries=2, timeout_s=partner_timeout_s)
+    partner = PartnerResource(api_endpoint=sandbox.url, num_retries=partner_retries, timeout_s=partner_timeout_s)
     consumer = kafka.consumer([])
     producer = kafka.producer()
     loop = DownloadLoop(consumer, producer, partner.client, landing, settings)
@@ -149,11 +151,13 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
                                   for name, rows in (("fine", 60), ("paging", 250), ("broken", 40), ("slow", 40)))
     forbidden = SiteSpec("https://forbidden.example.com/", 40, forbidden=True)
     faults = [
-        FaultSpec("http_503", site_url=fine.url, times=2),  # retried by the client
+        # Passing faults. The client's retries (3) are shared by 503s and 429s, so the 503 goes on a late page,
+        # when the pacer has found the limit: a 503 after 3 429s would rightly be a dead letter.
+        FaultSpec("http_503", site_url=paging.url, start_row=200, times=1),  # retried by the client
         FaultSpec("truncated", site_url=paging.url, start_row=100, times=1),  # retried by the loop
         FaultSpec("malformed", site_url=fine.url, times=1),
         FaultSpec("wrong_schema", site_url=broken.url),  # never passes
-        FaultSpec("slow", site_url=slow.url, slow_s=1.5),  # never within the 0.5 s timeout
+        FaultSpec("slow", site_url=slow.url, slow_s=6.0),  # never within the 2 s timeout (ample on a busy machine)
     ]
     config = SandboxConfig(seed=5, sites=[fine, paging, broken, slow, forbidden], per_site_qps=4.0, burst=1.0,
                            global_qps=None, faults=faults, rows_jitter=0.0)
@@ -162,10 +166,10 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
     landing = LandingZone(tmp_path)
     with SandboxServer(config) as sandbox:
         enqueue(kafka, [REPORT.first_request(site.url, day, row_limit=100) for site in sites for day in days])
-        loop = run_loop(kafka, sandbox, landing, partner_timeout_s=0.5, qps_per_account=40.0)
+        loop = run_loop(kafka, sandbox, landing, partner_timeout_s=2.0, partner_retries=3, qps_per_account=40.0)
 
-        stats = sandbox.stats()
-        assert stats["rate_limited"] > 0 and loop.stats.throttled == stats["rate_limited"]
+        # (A 429 answered after the client gave up waiting is not seen by it: no equality here.)
+        assert sandbox.stats()["rate_limited"] > 0 and loop.stats.throttled > 0
         assert kafka.lag(kafka.request_topic).total == 0
         for site in (fine, paging):
             for day in days:
@@ -185,7 +189,7 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
         # The faults are gone (the 403 is not): re-drive, download again.
         sandbox.update_config(faults=[])
         assert redrive(kafka)["redriven"] == 9
-        run_loop(kafka, sandbox, landing, partner_timeout_s=0.5, qps_per_account=40.0)
+        run_loop(kafka, sandbox, landing, partner_timeout_s=2.0, partner_retries=3, qps_per_account=40.0)
         for site in (broken, slow):
             for day in days:
                 assert landing.completeness(REPORT.name, day, site.url).complete, (site.url, day)
