@@ -31,10 +31,12 @@ def test_a_consumer_joining_and_one_leaving_mid_run(trials_env: trials.TrialEnv,
     for event in result.events:
         by_pid.setdefault(event["pid"], []).append(event)
     names = {events[0]["name"]: events for events in by_pid.values() if events[0]["event"] == "start"}
-    # The joiner got partitions and downloaded pages of them.
+    # The joiner got partitions and downloaded pages of them, unless the partitions it drew had no work
+    # left (a small account done early; seen once in CI): then it stopped because they were drained.
     joiner = names["consumer-2"]
     assert any(request_partitions(e) for e in joiner if e["event"] == "assigned")
-    assert next(e for e in joiner if e["event"] == "exit")["stats"]["landed"] > 0
+    joiner_stats = next(e for e in joiner if e["event"] == "exit")["stats"]
+    assert joiner_stats["landed"] > 0 or joiner_stats["stopped_because"].startswith("topic drained"), joiner_stats
     # The leaver stopped because it was asked to, after downloading pages, with everything committed.
     leaver = next(events for events in names.values()
                   if any(e["event"] == "exit" and e["stats"]["stopped_because"] == "asked to stop" for e in events))
