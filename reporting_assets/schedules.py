@@ -16,7 +16,7 @@ import dagster as dg
 
 from reporting_assets.automation_settings import AutomationSettings
 from reporting_assets.partitions import account_partitions, daily_partitions
-from reporting_assets.sensors import RANGE_END_TAG, RANGE_START_TAG, key_str
+from reporting_assets.sensors import ACTIVE_STATUSES, RANGE_END_TAG, RANGE_START_TAG, key_str
 
 REQUESTS_ASSET = dg.AssetKey("report_requests")
 ACCOUNTS_ASSET = dg.AssetKey("accounts")
@@ -30,12 +30,6 @@ def latest_complete_day(scheduled: dt.datetime, lateness_days: int) -> str:
 
 
 ENQUEUE_DAY_TAG = "reporting_assets/enqueue_day"
-_IN_PROGRESS = [
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 def enqueue_request(instance: dg.DagsterInstance, day: str) -> list[dg.RunRequest] | dg.SkipReason:
@@ -50,7 +44,7 @@ def enqueue_request(instance: dg.DagsterInstance, day: str) -> list[dg.RunReques
     first_day = daily_partitions.start.date().isoformat()
     if day < first_day:
         return dg.SkipReason(f"{day} is before the first daily partition {first_day} (REPORTING_START_DATE)")
-    if instance.get_runs(dg.RunsFilter(tags={ENQUEUE_DAY_TAG: day}, statuses=_IN_PROGRESS), limit=1):
+    if instance.get_runs(dg.RunsFilter(tags={ENQUEUE_DAY_TAG: day}, statuses=ACTIVE_STATUSES), limit=1):
         return dg.SkipReason(f"an enqueue run for {day} is still in progress")
     enqueued = instance.get_materialized_partitions(REQUESTS_ASSET)
     blocks = missing_blocks(accounts, lambda account: key_str(day, account) not in enqueued)
