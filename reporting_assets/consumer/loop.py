@@ -35,6 +35,7 @@ from reporting_assets.consumer.landing import LandingZone
 from reporting_assets.consumer.pacing import AccountPacer
 from reporting_assets.messages import DeadLetter, DelayedRequest, InvalidRequestError, ReportRequest
 from reporting_assets.resources.partner import MalformedResponseError, http_error_reason, http_error_summary
+from reporting_assets.resources.kafka import subscribe
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +273,7 @@ class DownloadLoop:
         topics = [self.settings.request_topic]
         if self.settings.delay_topic:
             topics.append(self.settings.delay_topic)
-        self.consumer.subscribe(topics, listener=_NoteAssignments(self))
-        # Fetch the topics' metadata now, before the first poll joins the group, so the first
-        # assignment covers every partition. Joined without it, the consumer gets nothing, joins
-        # again when the metadata arrives, and kafka-python 3.0.12 can drop the result of that
-        # second join when a short poll times out during it: the consumer then sits with no
-        # partitions (or, paused for the rebalance, with buffered work) and never downloads them.
-        self.consumer.topics()
+        subscribe(self.consumer, topics, listener=_NoteAssignments(self))
 
     def run(self) -> ConsumerStats:
         started = last_activity = self._clock()

@@ -18,6 +18,7 @@ import dagster as dg
 from dagster._config.field_utils import IntEnvVar  # what dg.EnvVar.int() returns; not re-exported
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 from pydantic import ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 
@@ -185,7 +186,14 @@ class KafkaResource(dg.ConfigurableResource):
             "allow_auto_create_topics": False,
             **overrides,
         }
-        return self._connect(KafkaConsumer, *topics, **config)
+        consumer = self._connect(KafkaConsumer, **config)
+        if topics:
+            try:
+                subscribe(consumer, topics)
+            except BaseException:
+                consumer.close()
+                raise
+        return consumer
 
     # -- offsets and lag --------------------------------------------------------
 
@@ -344,6 +352,18 @@ class KafkaResource(dg.ConfigurableResource):
         )
         # The broker answers -1 for partitions the group never committed.
         return {tp.partition: max(committed[tp].offset, 0) if tp in committed else 0 for tp in tps}
+
+
+def subscribe(consumer: KafkaConsumer, topics: Sequence[str], listener: ConsumerRebalanceListener | None = None) -> None:
+    """Subscribe ``consumer`` to ``topics`` with their metadata fetched before the first poll joins the group.
+
+    Joined without metadata, the first assignment is empty and the group joins again when
+    the metadata arrives. kafka-python 3.0.12 can drop the result of that second join when
+    a poll times out during it: the group leader then holds no partitions, for good, while
+    the broker thinks they are assigned (seen in CI: a 60 s wait for a split that never came).
+    """
+    consumer.subscribe(list(topics), listener=listener)
+    consumer.topics()
 
 
 def _retry_retriable(call: Callable[[], T], timeout_s: float) -> T:

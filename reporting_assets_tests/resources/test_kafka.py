@@ -21,11 +21,12 @@ from reporting_assets.resources.kafka import (
 )
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            # A callable describes the state at the timeout, not at the call.
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
         time.sleep(0.05)
 
 
@@ -96,6 +97,20 @@ def test_round_trip_resumes_after_committed_offsets(kafka_resource: KafkaResourc
         consumer.close()
 
 
+def test_a_subscribed_consumer_knows_its_topics_partitions_before_its_first_poll(kafka_resource: KafkaResource) -> None:
+    # Joining without them sends kafka-python 3.0.12 into a second join whose result a timed-out
+    # poll can drop (resources.kafka.subscribe): the group leader then holds no partitions for good.
+    kafka_resource.ensure_topics()
+    consumer = kafka_resource.consumer([kafka_resource.request_topic, kafka_resource.dead_letter_topic])
+    try:
+        cached = consumer._cluster  # the metadata cache the first join assigns from (no public accessor)
+        assert cached.partitions_for_topic(kafka_resource.request_topic) == {0, 1, 2, 3}
+        assert cached.partitions_for_topic(kafka_resource.dead_letter_topic) == {0, 1, 2, 3}
+        assert consumer.assignment() == set()  # not joined yet: this is before any poll
+    finally:
+        consumer.close()
+
+
 def test_two_consumers_in_one_group_split_the_partitions(kafka_resource: KafkaResource) -> None:
     topic = kafka_resource.request_topic
     kafka_resource.ensure_topics()
@@ -121,7 +136,7 @@ def test_two_consumers_in_one_group_split_the_partitions(kafka_resource: KafkaRe
         return bool(a) and bool(b) and not a & b and a | b == {0, 1, 2, 3}
 
     try:
-        wait_until(split, 60, f"the group to split 4 partitions (now {assignments})")
+        wait_until(split, 60, lambda: f"the group to split 4 partitions (now {assignments})")
     finally:
         stop.set()
         for thread in threads:
