@@ -157,6 +157,11 @@ def run(bench: Bench) -> dict[str, Any]:
             "Lowest per-account pace left in a consumer's pacer at the end (configured pace): "
             + "; ".join(f"{r['consumers']} × {r['pace']:g} q: {r['min_final_rate']:.2f}" for r in runs)
             + f" calls/s (q = {config['per_site_qps']:g}).",
+            "Where a run above the limit loses time: each 429 holds its account for the Retry-After (whole seconds "
+            "from the sandbox) and then for google-api-python-client's own back-off before it retries (random, "
+            "0-2 s for the first retry), and the pacer's cut (-30 %) takes a while to climb back. With "
+            f"{config['requests_per_account']} calls an account, the one 429 that reveals the limit costs an "
+            "account about 2 s of its run.",
         ],
         "targets": [
             {
