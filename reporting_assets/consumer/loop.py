@@ -317,17 +317,43 @@ class DownloadLoop:
         return self.stats
 
     def _caught_up(self) -> bool:
-        """Every assigned partition's position is at its end offset."""
-        assigned = [tp for tp in self.consumer.assignment() if tp not in self._delayed_partitions]
-        if not assigned:
-            return True
+        """Nothing is left for the group: this consumer's partitions are read to their end offsets,
+        and every other partition of its topics is committed to its end.
+
+        Checking only its own partitions, a consumer could stop while partitions were held by a
+        member that no longer runs (a killed run's consumer, until its session expires) or were
+        between owners, and the run would end with lag left (seen in CI: a resumed download stopped
+        "drained" with one request never downloaded).
+        """
+        mine = self.consumer.assignment()
+        own = [tp for tp in mine if tp not in self._delayed_partitions]
         try:
-            ends = self.consumer.end_offsets(assigned, timeout_ms=CAUGHT_UP_TIMEOUT_MS)
-            return all(self.consumer.position(tp, timeout_ms=CAUGHT_UP_TIMEOUT_MS) >= ends[tp] for tp in assigned)
+            others = [
+                TopicPartition(topic, partition)
+                for topic in sorted(self.consumer.subscription() or ())
+                for partition in sorted(self.consumer.partitions_for_topic(topic) or ())
+                if TopicPartition(topic, partition) not in mine
+            ]
+            if not own and not others:
+                return True
+            ends = self.consumer.end_offsets(own + others, timeout_ms=CAUGHT_UP_TIMEOUT_MS)
+            if any(self.consumer.position(tp, timeout_ms=CAUGHT_UP_TIMEOUT_MS) < ends[tp] for tp in own):
+                return False
+            left = [tp for tp in others if ends[tp] > self._group_position(tp)]
         except kafka_errors.KafkaError as exc:
             # The broker does not answer (restarting?): not drained as far as we know; keep waiting.
             log.info("cannot tell whether the topic is drained: %s", exc)
             return False
+        if left:
+            log.info("own partitions done; waiting for %s, not yet committed to their end", _names(left))
+        return not left
+
+    def _group_position(self, tp: TopicPartition) -> int:
+        """Where the group would start reading a partition it does not own here."""
+        committed = self.consumer.committed(tp, timeout_ms=CAUGHT_UP_TIMEOUT_MS)
+        if committed is not None:
+            return committed
+        return self.consumer.beginning_offsets([tp], timeout_ms=CAUGHT_UP_TIMEOUT_MS)[tp]
 
     def _poll(self, timeout_ms: int) -> None:
         full = self._buffered >= self.settings.max_buffered
@@ -742,6 +768,10 @@ def classify_http_error(error: HttpError, client_retries: int) -> Failure:
     if status >= 500:
         return Failure("server_error", summary, client_retries + 1, status)
     return Failure("client_error", summary, 1, status)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions)
 
 
 def _epoch_ms() -> int:
