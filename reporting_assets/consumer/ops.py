@@ -16,7 +16,10 @@ class ConsumerPlanConfig(dg.Config):
 
 
 class ConsumerConfig(dg.Config):
-    idle_timeout_s: float = Field(default=10.0, description="Stop after the topic stays drained this long.")
+    idle_timeout_s: float = Field(
+        default=10.0,
+        description="Stop after the group's topics stay drained this long (every partition, not only this consumer's).",
+    )
     session_timeout_s: float = Field(default=10.0, description="Group session timeout (6..1800 s on the broker).")
     max_runtime_s: float = Field(default=3000.0, description="Stop after this long; the next run continues.")
     qps_per_account: float = Field(default=10.0, description="Starting calls/s per account (adapts down on 429s).")
