@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup ui-setup test demo dev bench bench-quick bench-full soak broker-start broker-stop sandbox clean
+.PHONY: setup ui-setup test test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -28,8 +28,24 @@ ui-setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(CHROMIUM) || { echo "chromium is still missing at $(CHROMIUM): the UI test cannot run" >&2; exit 1; }
 
-test: setup ui-setup
+# The whole suite (CI): lint, format check, every definition loaded by `dg check defs`, then all tests.
+test: setup ui-setup lint check-defs
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier (no broker, Spark or daemon): about a minute.
+test-fast: setup lint check-defs
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check reporting_assets reporting_assets_tests bench
+	$(VENV)/bin/ruff format --check reporting_assets reporting_assets_tests bench
+
+format: setup
+	$(VENV)/bin/ruff check --fix reporting_assets reporting_assets_tests bench
+	$(VENV)/bin/ruff format reporting_assets reporting_assets_tests bench
+
+check-defs: setup
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/dg check defs
 
 demo: setup
 	$(PY) -m reporting_assets.demo

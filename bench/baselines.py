@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reporting_assets.consumer.landing import LandingZone
-from reporting_assets.messages import ReportRequest
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.messages import ReportRequest
 from reporting_assets.resources.partner import PartnerResource
 
 
@@ -144,7 +144,7 @@ def kafka_python_enqueue(
     """
     from kafka import KafkaProducer
 
-    from reporting_assets.reports import get_report
+    from reporting_assets.core.reports import get_report
 
     spec = get_report(report)
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reporting_assets.messages import ReportRequest
-from reporting_assets.reports import get_report
+from reporting_assets.core.messages import ReportRequest
+from reporting_assets.core.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
 
 REPORT = get_report("search_analytics")

@@ -8,7 +8,7 @@ from typing import Any
 
 from bench import baselines
 from bench.common import Bench, site_urls, start_child
-from reporting_assets.messages import ReportRequest
+from reporting_assets.core.messages import ReportRequest
 
 REPORT = "search_analytics"
 ROW_LIMIT = 1_000
@@ -40,8 +40,8 @@ def _pairs(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 def spark_enqueue(bootstrap_servers: str, topic: str, config: dict[str, Any]) -> dict[str, Any]:
     """In a child process: the report_requests asset's two calls, on a fresh local[2] session."""
-    from reporting_assets.enqueue import request_frame, write_requests
-    from reporting_assets.reports import get_report
+    from reporting_assets.core.enqueue import request_frame, write_requests
+    from reporting_assets.core.reports import get_report
     from reporting_assets.resources.spark import spark_resource
 
     began = time.perf_counter()

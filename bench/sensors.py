@@ -3,7 +3,7 @@
 A sqlite Dagster instance (what `make dev` and the daemon use) gets A dynamic account partitions and
 one `report_requests` materialization per (date, account) key, with `end_offsets` metadata like the
 asset records. A long-lived child process (standing in for the code server the daemon asks) then
-evaluates every sensor of `reporting_assets.definitions.defs` tick after tick through
+evaluates every sensor of `reporting_assets.definitions.defs()` tick after tick through
 `build_sensor_context` + `evaluate_tick`, carrying each sensor's cursor from tick to tick, while the
 driver moves the world between phases: consumers busy, watermark passed with new work behind it,
 topic drained, then every partition downloaded. Asset events a sensor returns are recorded in the
@@ -135,8 +135,9 @@ def sensor_process(home: str, env: dict[str, str], commands: Any, results: Any) 
         import dagster as dg
         from dagster._core.instance.ref import InstanceRef
 
-        from reporting_assets.definitions import defs
+        from reporting_assets.definitions import defs as load_defs
 
+        defs = load_defs()
         instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(home))
         sensors = list(defs.sensors or [])
         results.put({"sensors": [sensor.name for sensor in sensors], "rss_mb": _rss_mb()})

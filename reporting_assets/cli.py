@@ -11,8 +11,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reporting_assets.messages import InvalidRequestError, parse_date
-from reporting_assets.reports import UnknownReportError, get_report
+from pydantic import ValidationError
+
+from reporting_assets.core.consumer.tuning import ConsumerTuning
+from reporting_assets.core.messages import InvalidRequestError, parse_date
+from reporting_assets.core.reports import UnknownReportError, get_report
 
 EXIT_BAD_SETTING = 2
 
@@ -26,8 +29,7 @@ class RunPlan:
     dates: list[str]
     reports: list[str]
     accounts: list[str] | None
-    consumers: int
-    qps_per_account: float
+    tuning: ConsumerTuning
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -38,8 +40,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
     run.add_argument("--reports", default="search_analytics", help="comma-separated report names")
     run.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
-    run.add_argument("--consumers", type=int, default=2)
-    run.add_argument("--qps", type=float, default=10.0, help="calls per second per account")
+    for flag, field in TUNING_FIELDS.items():
+        declared = ConsumerTuning.model_fields[field]
+        run.add_argument(TUNING_FLAGS[flag], type=declared.annotation, default=declared.default, help=declared.description)
     run.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -66,14 +69,29 @@ def plan(args: argparse.Namespace, first_partition_date: str) -> RunPlan:
         raise SettingProblem(f"--reports: {exc}") from None
     if not reports:
         raise SettingProblem("--reports is empty")
-    if args.consumers < 1:
-        raise SettingProblem(f"--consumers must be >= 1, got {args.consumers}")
-    if not args.qps > 0:
-        raise SettingProblem(f"--qps must be > 0 calls/s, got {args.qps}")
+    tuning = consumer_tuning(args)
     days = (end - start).days + 1
     dates = [(start + dt.timedelta(days=offset)).isoformat() for offset in range(days)]
     accounts = [a.strip() for a in args.accounts.split(",") if a.strip()] or None
-    return RunPlan(dates, reports, accounts, args.consumers, args.qps)
+    return RunPlan(dates, reports, accounts, tuning)
+
+
+# CLI flag -> the ConsumerTuning field it sets.
+TUNING_FLAGS = {"consumers": "--consumers", "qps": "--qps"}
+TUNING_FIELDS = {"consumers": "consumers", "qps": "qps_per_account"}
+
+
+def consumer_tuning(args: argparse.Namespace) -> ConsumerTuning:
+    """The run's consumer tuning from the flags, checked by ConsumerTuning; the error names the flag."""
+    values = {TUNING_FIELDS[flag]: getattr(args, flag) for flag in TUNING_FLAGS}
+    try:
+        return ConsumerTuning(**values)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        flag = {field: TUNING_FLAGS[f] for f, field in TUNING_FIELDS.items()}[str(problem["loc"][0])]
+        limits = problem.get("ctx") or {}
+        bound = f"> {limits['gt']}" if "gt" in limits else f">= {limits.get('ge')}" if "ge" in limits else problem["msg"]
+        raise SettingProblem(f"{flag} must be {bound}, got {problem.get('input')}") from None
 
 
 def preflight(resources: dict, plan_: RunPlan) -> list[str]:
@@ -81,7 +99,7 @@ def preflight(resources: dict, plan_: RunPlan) -> list[str]:
     from googleapiclient.errors import HttpError
 
     from reporting_assets.resources.kafka import KafkaUnavailableError
-    from reporting_assets.resources.partner import PartnerConfigError
+    from reporting_assets.core.partner import PartnerConfigError
 
     try:
         resources["kafka"].check_reachable(timeout_s=10)
@@ -107,16 +125,16 @@ def preflight(resources: dict, plan_: RunPlan) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from reporting_assets.partitions import daily_partitions
-    from reporting_assets.settings import SettingError, build_resources
-    from reporting_assets.resources.partner import PartnerConfigError
+    from reporting_assets.core.partner import PartnerConfigError
+    from reporting_assets.settings import SettingError, Settings, build_resources
 
     try:
-        run_plan = plan(args, daily_partitions.start.strftime("%Y-%m-%d"))
         try:
+            first_date = Settings.from_env().start_date.isoformat()
             resources = build_resources()
         except (SettingError, PartnerConfigError, ValueError) as exc:
             raise SettingProblem(str(exc).splitlines()[0]) from None
+        run_plan = plan(args, first_date)
         preflight(resources, run_plan)
     except SettingProblem as problem:
         print(f"reporting_assets: error: {problem}", file=sys.stderr)
@@ -131,9 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     accounts = runner.discover_accounts(instance, resources, args.log_level)
     chosen = run_plan.accounts or accounts
     enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)
-    download = runner.download(
-        instance, run_plan.consumers, {"qps_per_account": run_plan.qps_per_account}, args.log_level
-    )
+    download = runner.download(instance, run_plan.tuning, args.log_level)
     rows, dead, files = runner.load_and_export(
         instance, resources, run_plan.dates, chosen, args.log_level, reports=run_plan.reports
     )

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 "REPORTING_DATA_DIR": str(data_dir),
             }
         )
+        from reporting_assets.core.consumer.tuning import ConsumerTuning
         from reporting_assets.runner import run_pipeline
         from reporting_assets.settings import build_resources
 
@@ -69,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             instance,
             build_resources(),
             dates,
-            consumers=args.consumers,
-            consumer_config={"idle_timeout_s": 3.0, "qps_per_account": DEMO_QPS_PER_SITE},
+            ConsumerTuning(consumers=args.consumers, idle_timeout_s=3.0, qps_per_account=DEMO_QPS_PER_SITE),
             log_level=args.log_level,
         )
         stats = sandbox.stats()

@@ -12,11 +12,14 @@ from typing import Any
 
 import dagster as dg
 
-from reporting_assets.assets.accounts import accounts
-from reporting_assets.assets.downloads import downloaded_reports
-from reporting_assets.assets.exports import exported_reports
-from reporting_assets.assets.requests import report_requests
-from reporting_assets.partitions import account_partitions, partition_key
+from reporting_assets.defs.accounts.assets import accounts
+from reporting_assets.defs.downloads.assets import downloaded_reports
+from reporting_assets.defs.exports.assets import exported_reports
+from reporting_assets.defs.requests.assets import report_requests
+from reporting_assets.core.consumer.tuning import ConsumerTuning
+from reporting_assets.core.keys import RANGE_END_TAG, RANGE_START_TAG
+from reporting_assets.defs.downloads.jobs import consumer_run_config
+from reporting_assets.defs.partitions import account_partitions, partition_key
 
 
 def quiet(run_config: Mapping[str, Any] | None, log_level: str | None) -> dict[str, Any]:
@@ -40,8 +43,8 @@ class PipelineSummary:
 def range_tags(dates: Sequence[str], accounts_: Sequence[str]) -> dict[str, str]:
     """Run tags selecting the rectangle dates × accounts of the multi-partitions definition."""
     return {
-        "dagster/asset_partition_range_start": str(partition_key(dates[0], accounts_[0])),
-        "dagster/asset_partition_range_end": str(partition_key(dates[-1], accounts_[-1])),
+        RANGE_START_TAG: str(partition_key(dates[0], accounts_[0])),
+        RANGE_END_TAG: str(partition_key(dates[-1], accounts_[-1])),
     }
 
 
@@ -102,20 +105,12 @@ def materialize_ranges(
 
 
 def download(
-    instance: dg.DagsterInstance,
-    consumers: int = 2,
-    consumer_config: Mapping[str, Any] | None = None,
-    log_level: str | None = None,
+    instance: dg.DagsterInstance, tuning: ConsumerTuning | None = None, log_level: str | None = None
 ) -> dict[str, Any]:
     """The consumer job, out of process (multiprocess executor); resources come from the environment."""
     from reporting_assets import definitions
 
-    run_config = quiet({
-        "ops": {
-            "plan_consumers": {"config": {"consumers": consumers}},
-            "consume_requests": {"config": dict(consumer_config or {})},
-        }
-    }, log_level)
+    run_config = quiet(consumer_run_config(tuning or ConsumerTuning()), log_level)
     with dg.execute_job(dg.reconstructable(definitions.download_requests_job), instance, run_config=run_config) as result:
         if not result.success:
             raise RuntimeError(f"download_requests run {result.run_id} failed")
@@ -153,15 +148,14 @@ def run_pipeline(
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any],
     dates: Sequence[str],
-    consumers: int = 2,
-    consumer_config: Mapping[str, Any] | None = None,
+    tuning: ConsumerTuning | None = None,
     request_config: Mapping[str, Any] | None = None,
     log_level: str | None = None,
 ) -> PipelineSummary:
     summary = PipelineSummary()
     summary.accounts = discover_accounts(instance, resources, log_level)
     summary.requests_enqueued = enqueue(instance, resources, dates, summary.accounts, request_config, log_level)
-    summary.download = download(instance, consumers, consumer_config, log_level)
+    summary.download = download(instance, tuning, log_level)
     summary.rows_loaded, summary.dead_lettered, summary.exports = load_and_export(
         instance, resources, dates, summary.accounts, log_level
     )

@@ -1,60 +1,246 @@
-"""Resource settings from environment variables, with defaults for the local broker and sandbox."""
+"""Every environment setting of the code location, declared once (`Settings`), with its default.
+
+Resources read their values through `dg.EnvVar` at launch (`defs/resources.py`); what shapes the
+definitions themselves (the partitions' first date, sensor intervals, crons, lag limits, the consumer
+tuning of sensor-launched runs) is read once when the code location loads: a changed value needs a
+reload (`dagster dev` restart or "Reload" in the UI). `.env.example` lists every variable; a test
+keeps it in step with this model. A bad value fails with one line naming the variable.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from reporting_assets.resources.kafka import KafkaResource
-from reporting_assets.resources.partner import PartnerResource
-from reporting_assets.resources.spark import spark_resource
-from reporting_assets.resources.warehouse import WarehouseResource
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from reporting_assets.core.consumer.tuning import ConsumerTuning
+from reporting_assets.core.kafka import KafkaCluster
+from reporting_assets.core.partner import Partner
+from reporting_assets.core.warehouse import Warehouse
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8085/"
+_TRUE = {"1", "true", "yes", "on", "running"}
+_FALSE = {"0", "false", "no", "off", "stopped"}
 
 
 class SettingError(ValueError):
     """An environment variable with a value that cannot work; the message names it."""
 
 
-def env_number(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type = int) -> float:
-    """A numeric environment variable, or `default` when unset; SettingError names a bad one."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if value < minimum:
-        raise SettingError(f"{name}={value} must be >= {minimum}")
+def _flag(value: object) -> object:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ValueError(f"is not one of {sorted(_TRUE | _FALSE)}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    return int(env_number(env, name, default, minimum))
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+def _env(name: str, default: Any, description: str, **constraints: Any) -> Any:
+    """A field read from environment variable `name`."""
+    return Field(default=default, validation_alias=AliasChoices(name), description=description, **constraints)
+
+
+class Settings(BaseModel):
+    """The environment settings; names are the variables', defaults work with the local broker and sandbox."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True)
+
+    # Resources (read again at launch through dg.EnvVar when set)
+    kafka_bootstrap_servers: str = _env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "The Kafka cluster.")
+    request_topic: str = _env("REPORTING_REQUEST_TOPIC", "report-requests", "One message per API call.")
+    dead_letter_topic: str = _env("REPORTING_DEAD_LETTER_TOPIC", "report-requests.dead-letter", "Failed requests.")
+    delay_topic: str = _env("REPORTING_DELAY_TOPIC", "report-requests.delayed", "Requests waiting for the load quota.")
+    topic_partitions: int = _env("REPORTING_TOPIC_PARTITIONS", 4, "Partitions of new topics.", ge=1)
+    consumer_group: str = _env("REPORTING_CONSUMER_GROUP", "report-downloaders", "The group whose commits are the memory.")
+    partner_api_endpoint: str = _env(
+        "PARTNER_API_ENDPOINT", DEFAULT_SANDBOX_URL, "Partner API base URL; set it empty to call Google itself."
+    )
+    partner_credentials_file: str = _env(
+        "PARTNER_CREDENTIALS_FILE", "", "Service-account JSON key for Google (empty: application default credentials)."
+    )
+    partner_num_retries: int = _env("PARTNER_NUM_RETRIES", 5, "google-api-python-client num_retries.", ge=0)
+    data_dir: str = _env("REPORTING_DATA_DIR", "data", "Landing zone, exports and warehouse.duckdb.")
+    # Definitions
+    start_date: dt.date = _env("REPORTING_START_DATE", dt.date(2026, 10, 1), "First daily partition.")
+    sensors_running: Flag = _env("REPORTING_SENSORS_RUNNING", True, "Default status of the sensors.")
+    sensor_interval_s: int = _env("REPORTING_SENSOR_INTERVAL_S", 30, "Minimum interval between sensor ticks.", ge=1)
+    lag_max_messages: int = _env("REPORTING_LAG_MAX_MESSAGES", 100_000, "The lag check fails above this lag.", ge=0)
+    lag_max_age_s: int = _env(
+        "REPORTING_LAG_MAX_AGE_S", 6 * 3600, "The lag check fails when the oldest waiting request is older.", ge=0
+    )
+    download_max_partitions_per_run: int = _env(
+        "REPORTING_DOWNLOAD_MAX_PARTITIONS_PER_RUN", 10_000, "Partitions per downloaded_reports run.", ge=1
+    )
+    landing_check_budget_s: float = _env(
+        "REPORTING_LANDING_CHECK_BUDGET_S", 2.0, "Time per tick for landing-zone checks while the topic is busy.", ge=0
+    )
+    run_max_retries: int = _env("REPORTING_RUN_MAX_RETRIES", 2, "dagster/max_retries of sensor-launched runs.", ge=0)
+    schedules_running: Flag = _env("REPORTING_SCHEDULES_RUNNING", True, "Default status of the schedules.")
+    lateness_days: int = _env(
+        "REPORTING_LATENESS_DAYS", 3, "The daily enqueue asks for the day this many days before its tick.", ge=0
+    )
+    enqueue_cron: str = _env("REPORTING_ENQUEUE_CRON", "0 6 * * *", "When the daily enqueue ticks.")
+    accounts_cron: str = _env("REPORTING_ACCOUNTS_CRON", "0 5 * * *", "When the daily account discovery ticks.")
+    schedule_timezone: str = _env("REPORTING_SCHEDULE_TIMEZONE", "UTC", "Time zone of the schedules.")
+    # The tuning of sensor-launched download runs: REPORTING_CONSUMERS and REPORTING_CONSUMER_<FIELD>.
+    consumer: ConsumerTuning = Field(default_factory=ConsumerTuning, description="Consumer tuning.")
+
+    @field_validator("enqueue_cron", "accounts_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        import dagster as dg
+
+        value = value.strip()
+        try:  # Dagster's own check of a cron string, through a public constructor
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except (dg.DagsterInvalidDefinitionError, dg.DagsterInvariantViolationError, ValueError):
+            raise ValueError("is not a cron expression (e.g. '0 6 * * *')") from None
+        return value
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return value.strip()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings from `env` (default: the process environment); empty variables take the default.
+
+        Raises SettingError naming the first bad variable and its value.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            if field.validation_alias is None:
+                continue
+            (variable,) = field.validation_alias.choices
+            raw = env.get(variable)
+            if raw is not None and (raw.strip() or name == "partner_api_endpoint"):
+                values[variable] = raw
+        tuning = {
+            field: env[variable]
+            for field, variable in consumer_variables().items()
+            if env.get(variable) is not None and env[variable].strip()
+        }
+        try:
+            consumer = ConsumerTuning(**tuning)
+        except ValidationError as error:
+            raise _setting_error(error, {f: v for v, f in _inverse(consumer_variables()).items()}, tuning) from None
+        try:
+            return cls.model_validate({**values, "consumer": consumer})
+        except ValidationError as error:
+            aliases = {name: field.validation_alias.choices[0] for name, field in cls.model_fields.items() if field.validation_alias}
+            raise _setting_error(error, aliases, {aliases.get(k, k): v for k, v in values.items()}, by_alias=True) from None
+
+    # -- the engine's objects built from the settings ---------------------------------------------
+
+    def kafka(self) -> KafkaCluster:
+        return KafkaCluster(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            request_topic=self.request_topic,
+            dead_letter_topic=self.dead_letter_topic,
+            delay_topic=self.delay_topic,
+            topic_partitions=self.topic_partitions,
+            consumer_group=self.consumer_group,
+        )
+
+    def partner(self) -> Partner:
+        return Partner(
+            api_endpoint=self.partner_api_endpoint or None,  # empty: Google itself
+            credentials_file=self.partner_credentials_file or None,
+            num_retries=self.partner_num_retries,
+        )
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(data_dir=self.data_dir)
+
+
+def load_settings() -> Settings:
+    """The settings of this process's environment (read when the code location loads)."""
+    return Settings.from_env()
+
+
+def consumer_variables() -> dict[str, str]:
+    """ConsumerTuning field -> its environment variable."""
+    return {
+        name: "REPORTING_CONSUMERS" if name == "consumers" else f"REPORTING_CONSUMER_{name.upper()}"
+        for name in ConsumerTuning.model_fields
+    }
+
+
+def variables() -> dict[str, tuple[str, str]]:
+    """Every environment variable -> (default as text, description): what `.env.example` lists."""
+    result: dict[str, tuple[str, str]] = {}
+    for name, field in Settings.model_fields.items():
+        if field.validation_alias is not None:
+            result[field.validation_alias.choices[0]] = (_text(field.default), field.description or "")
+    for name, variable in consumer_variables().items():
+        field = ConsumerTuning.model_fields[name]
+        result[variable] = (_text(field.default), field.description or "")
+    return result
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every variable, commented out at its default, with what it means."""
+    lines = [
+        "# Every environment setting of reporting_assets, at its default (reporting_assets/settings.py declares them).",
+        "# Copy to .env (`dagster dev` reads it) and uncomment what you change.",
+    ]
+    for variable, (default, description) in variables().items():
+        lines += [f"# {description}" if description else "#", f"# {variable}={default}"]
+    return "\n".join(lines) + "\n"
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _inverse(mapping: Mapping[str, str]) -> dict[str, str]:
+    return {value: key for key, value in mapping.items()}
+
+
+def _setting_error(
+    error: ValidationError, variable_of: Mapping[str, str], raw: Mapping[str, Any], by_alias: bool = False
+) -> SettingError:
+    """One line for the first problem: `NAME='value' <what is wrong>`."""
+    problem = error.errors()[0]
+    field = str(problem["loc"][0]) if problem["loc"] else ""
+    variable = field if by_alias and field in raw else variable_of.get(field, field)
+    value = raw.get(variable, problem.get("input"))
+    kind, context = problem["type"], problem.get("ctx") or {}
+    if kind == "int_parsing" or kind == "int_from_float":
+        what = "is not an integer"
+    elif kind == "float_parsing":
+        what = "is not a number"
+    elif kind == "greater_than_equal":
+        return SettingError(f"{variable}={value} must be >= {context['ge']}")
+    elif kind == "greater_than":
+        return SettingError(f"{variable}={value} must be > {context['gt']}")
+    elif kind in ("date_parsing", "date_from_datetime_parsing", "date_from_datetime_inexact"):
+        what = "is not a YYYY-MM-DD date"
+    else:
+        what = str(problem["msg"]).removeprefix("Value error, ")
+    return SettingError(f"{variable}={value!r} {what}")
 
 
 def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    env = os.environ if env is None else env
-    endpoint = env.get("PARTNER_API_ENDPOINT", DEFAULT_SANDBOX_URL) or None  # empty: Google itself
-    partner = PartnerResource(
-        api_endpoint=endpoint,
-        credentials_file=env.get("PARTNER_CREDENTIALS_FILE") or None,
-        num_retries=_int(env, "PARTNER_NUM_RETRIES", 5, 0),
-    )
-    partner.validate()
-    return {
-        "kafka": KafkaResource(
-            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            request_topic=env.get("REPORTING_REQUEST_TOPIC", "report-requests"),
-            dead_letter_topic=env.get("REPORTING_DEAD_LETTER_TOPIC", "report-requests.dead-letter"),
-            delay_topic=env.get("REPORTING_DELAY_TOPIC", "report-requests.delayed"),
-            topic_partitions=_int(env, "REPORTING_TOPIC_PARTITIONS", 4, 1),
-            consumer_group=env.get("REPORTING_CONSUMER_GROUP", "report-downloaders"),
-        ),
-        "partner": partner,
-        "warehouse": WarehouseResource(data_dir=env.get("REPORTING_DATA_DIR", "data")),
-        "spark": spark_resource(),
-    }
+    """Resources with the settings' values (the CLI, the runner and tests; the code location uses
+    `defs/resources.py`, which reads them at launch through dg.EnvVar)."""
+    from reporting_assets.defs.resources import resources_from
+
+    resources = resources_from(Settings.from_env(env), env_vars=False)
+    resources["partner"].validate()
+    return resources

@@ -47,3 +47,21 @@ def kafka_resource(kafka_broker: str, unique_name: Callable[[str], str]) -> Kafk
         delay_topic=f"{request_topic}.delayed",
         consumer_group=unique_name("group"),
     )
+
+
+# Tests that need a real broker, Spark, a Dagster daemon or pipeline runs in subprocesses: the
+# integration tier. Everything else is the unit tier (`make test-fast`).
+INTEGRATION_FOLDERS = {"pipeline", "reliability", "ui"}
+INTEGRATION_FIXTURES = {"kafka_broker"}
+INTEGRATION_MODULES = {"test_demo.py", "test_maven.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.relative_to(config.rootpath / "reporting_assets_tests")
+        integration = (
+            bool(INTEGRATION_FOLDERS & set(path.parts[:-1]))
+            or path.name in INTEGRATION_MODULES
+            or bool(INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())))
+        )
+        item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from reporting_assets.messages import DeadLetter, InvalidRequestError, ReportRequest
-from reporting_assets.reports import REPORTS, UnknownReportError, get_report
+from reporting_assets.core.messages import DeadLetter, InvalidRequestError, ReportRequest
+from reporting_assets.core.reports import REPORTS, UnknownReportError, get_report
 
 
 def make(**overrides) -> ReportRequest:

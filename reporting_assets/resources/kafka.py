@@ -1,78 +1,35 @@
-"""The Kafka cluster that remembers which report API calls are done.
-
-Each download request is a message on ``request_topic``; a consumer group works
-through them and commits an offset once a call is done, so the group's lag is the
-work still to do. Requests that keep failing go to ``dead_letter_topic``.
-"""
+"""`KafkaResource`: the Kafka cluster's settings as a Dagster resource, over `core.kafka.KafkaCluster`."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
-from dagster._config.field_utils import IntEnvVar  # what dg.EnvVar.int() returns; not re-exported
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import OffsetSpec
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+from kafka import KafkaConsumer, KafkaProducer
 from pydantic import ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 
-T = TypeVar("T")
+from reporting_assets.core.kafka import (  # noqa: F401  (re-exported for the resource's users)
+    KafkaCluster,
+    KafkaTopicError,
+    KafkaUnavailableError,
+    PartitionLag,
+    TopicLag,
+    parse_bootstrap_servers,
+)
 
-_TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
-_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno
-
-
-class KafkaUnavailableError(RuntimeError):
-    """No Kafka broker answers at the configured bootstrap servers."""
-
-
-class KafkaTopicError(RuntimeError):
-    """A topic is missing or could not be created."""
-
-
-@dataclass(frozen=True)
-class PartitionLag:
-    end: int
-    committed: int
-    lag: int
-
-
-@dataclass(frozen=True)
-class TopicLag:
-    partitions: dict[int, PartitionLag]
-    total: int
+# What dg.EnvVar.int() returns: not exported by Dagster under a public name.
+_INT_ENV_VAR = type(dg.EnvVar.int("_"))
 
 
 def _is_env_var(value: object) -> bool:
     # dg.EnvVar fields hold a placeholder until Dagster resolves them at launch;
     # the resource is validated again then, with the real value.
-    return isinstance(value, (dg.EnvVar, IntEnvVar))
-
-
-def parse_bootstrap_servers(value: str) -> list[tuple[str, int]]:
-    """``"h1:9092,h2:9093"`` -> ``[("h1", 9092), ("h2", 9093)]``; raises ValueError when malformed."""
-    servers = []
-    for entry in (part.strip() for part in value.split(",")):
-        if not entry:
-            continue
-        host, sep, port = entry.rpartition(":")
-        host = host.strip("[]")  # IPv6 literals are written [::1]:9092
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bootstrap server {entry!r} is not host:port")
-        servers.append((host, int(port)))
-    if not servers:
-        raise ValueError("bootstrap_servers must name at least one host:port")
-    return servers
+    return isinstance(value, (dg.EnvVar, _INT_ENV_VAR))
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """The Kafka cluster that remembers which API calls are done."""
+    """The Kafka cluster that remembers which API calls are done (see `KafkaCluster`)."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     request_topic: str = "report-requests"
@@ -112,298 +69,49 @@ class KafkaResource(dg.ConfigurableResource):
             raise ValueError(f"KafkaResource.{info.field_name} must be >= 1, got {result}")
         return result
 
-    # -- topics ------------------------------------------------------------------
+    def cluster(self) -> KafkaCluster:
+        return KafkaCluster(
+            bootstrap_servers=self.bootstrap_servers,
+            request_topic=self.request_topic,
+            dead_letter_topic=self.dead_letter_topic,
+            delay_topic=self.delay_topic,
+            topic_partitions=self.topic_partitions,
+            consumer_group=self.consumer_group,
+            client_id=self.client_id,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+
+    # The cluster's operations, for code that holds the resource.
+    @property
+    def redrive_group(self) -> str:
+        return self.cluster().redrive_group
 
     def ensure_topics(self, topics: Mapping[str, int] | None = None) -> None:
-        """Create the topics that do not exist yet and wait until metadata shows them.
-
-        ``topics`` maps name -> partition count; by default the request and
-        dead-letter and delay topics with ``topic_partitions`` each, kept forever
-        (``retention.ms=-1``). Existing topics are left
-        as they are (adding partitions would move keys to other partitions).
-        """
-        wanted = dict(topics) if topics is not None else self._default_topics()
-        for name, partitions in wanted.items():
-            if not name or partitions < 1:
-                raise ValueError(f"topic {name!r} needs a name and >= 1 partitions, got {partitions}")
-        if not wanted:
-            return
-        with self._admin() as admin:
-            described = {t["name"]: t for t in admin.describe_topics(list(wanted))}
-            # Unconsumed requests are the work still to do: never let retention delete them.
-            missing = {
-                name: {"num_partitions": partitions, "configs": {"retention.ms": "-1"}}
-                for name, partitions in wanted.items()
-                if described.get(name, {}).get("error_code", _UNKNOWN_TOPIC) == _UNKNOWN_TOPIC
-            }
-            if missing:
-                result = admin.create_topics(missing, timeout_ms=self.request_timeout_ms, raise_errors=False)
-                for topic in result["topics"]:
-                    # Someone else creating it at the same moment is fine.
-                    if topic["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
-                        reason = topic.get("error_message") or for_code(topic["error_code"]).__name__
-                        raise KafkaTopicError(f"cannot create Kafka topic {topic['name']!r}: {reason}")
-            admin.wait_for_topics(list(wanted), timeout_ms=self.request_timeout_ms)
-
-    def _default_topics(self) -> dict[str, int]:
-        return {
-            self.request_topic: self.topic_partitions,
-            self.dead_letter_topic: self.topic_partitions,
-            self.delay_topic: self.topic_partitions,
-        }
-
-    # -- clients (the caller closes them) --------------------------------------
+        self.cluster().ensure_topics(topics)
 
     def producer(self, **overrides: Any) -> KafkaProducer:
-        """A producer for bytes keys and values that waits for the write to be durable.
-
-        Idempotent with retries until ``delivery_timeout_ms``, so a retried send
-        never duplicates a request. The caller closes it (flush happens on close).
-        """
-        config = {
-            **self._client_config(),
-            "acks": "all",
-            "enable_idempotence": True,
-            "linger_ms": 5,
-            "allow_auto_create_topics": False,
-            **overrides,
-        }
-        return self._connect(KafkaProducer, **config)
+        return self.cluster().producer(**overrides)
 
     def consumer(self, topics: Sequence[str], group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
-        """A consumer in ``group_id`` (default ``consumer_group``) that only commits when told.
-
-        Offsets are committed explicitly after a request is done, never by a timer.
-        The caller closes it.
-        """
-        if isinstance(topics, str):
-            raise TypeError("topics must be a sequence of topic names, not a single string")
-        config = {
-            **self._client_config(),
-            "group_id": group_id or self.consumer_group,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "allow_auto_create_topics": False,
-            **overrides,
-        }
-        consumer = self._connect(KafkaConsumer, **config)
-        if topics:
-            try:
-                subscribe(consumer, topics)
-            except BaseException:
-                consumer.close()
-                raise
-        return consumer
-
-    # -- offsets and lag --------------------------------------------------------
+        return self.cluster().consumer(topics, group_id, **overrides)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        """Partition -> offset the next message will get."""
-        with self._admin() as admin:
-            return self._end_offsets(admin, topic, self._partitions(admin, topic))
-
-    def committed_offsets(self, topic: str, group_id: str | None = None) -> dict[int, int]:
-        """Partition -> the group's committed offset (0 where nothing is committed)."""
-        with self._admin() as admin:
-            return self._committed_offsets(admin, topic, self._partitions(admin, topic), group_id)
-
-    def lag(self, topic: str, group_id: str | None = None) -> TopicLag:
-        """How many messages of ``topic`` the group has not committed, per partition and in total."""
-        with self._admin() as admin:
-            partitions = self._partitions(admin, topic)
-            end = self._end_offsets(admin, topic, partitions)
-            committed = self._committed_offsets(admin, topic, partitions, group_id)
-        per_partition = {
-            p: PartitionLag(end=end[p], committed=committed[p], lag=max(end[p] - committed[p], 0)) for p in partitions
-        }
-        return TopicLag(partitions=per_partition, total=sum(p.lag for p in per_partition.values()))
+        return self.cluster().end_offsets(topic)
 
     def beginning_offsets(self, topic: str) -> dict[int, int]:
-        """Partition -> offset of the oldest message still retained."""
-        with self._admin() as admin:
-            specs = {TopicPartition(topic, p): OffsetSpec.EARLIEST for p in self._partitions(admin, topic)}
-            return {tp.partition: result.offset for tp, result in admin.list_partition_offsets(specs).items()}
+        return self.cluster().beginning_offsets(topic)
+
+    def committed_offsets(self, topic: str, group_id: str | None = None) -> dict[int, int]:
+        return self.cluster().committed_offsets(topic, group_id)
+
+    def lag(self, topic: str, group_id: str | None = None) -> TopicLag:
+        return self.cluster().lag(topic, group_id)
 
     def settled_lags(self, topics: Sequence[str], group_id: str | None = None) -> dict[str, TopicLag]:
-        """Like ``lag`` for several topics of one group, reading every committed offset *before* any end offset.
-
-        So when no partition shows lag, every message written before the committed offsets were
-        read is consumed and committed, including any continuation page (or delayed copy) a
-        consumer wrote before committing the request that led to it: "drained" really means done.
-        """
-        with self._admin() as admin:
-            partitions = {topic: self._partitions(admin, topic) for topic in topics}
-            committed = {t: self._committed_offsets(admin, t, ps, group_id) for t, ps in partitions.items()}
-            end = {t: self._end_offsets(admin, t, ps) for t, ps in partitions.items()}
-        lags = {}
-        for topic, ps in partitions.items():
-            per_partition = {
-                p: PartitionLag(end=end[topic][p], committed=committed[topic][p], lag=max(end[topic][p] - committed[topic][p], 0))
-                for p in ps
-            }
-            lags[topic] = TopicLag(partitions=per_partition, total=sum(p.lag for p in per_partition.values()))
-        return lags
+        return self.cluster().settled_lags(topics, group_id)
 
     def oldest_unconsumed_timestamp_ms(self, topic: str, group_id: str | None = None) -> int | None:
-        """Timestamp (ms) of the oldest message the group has not committed yet; None without lag.
-
-        Reads the first record at the committed offset of every lagging partition with
-        a group-less consumer, so it never disturbs the group's assignment.
-        """
-        lagging = {p: lag for p, lag in self.lag(topic, group_id).partitions.items() if lag.lag > 0}
-        if not lagging:
-            return None
-        consumer = self._connect(
-            KafkaConsumer,
-            **self._client_config(),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            allow_auto_create_topics=False,
-            fetch_max_wait_ms=100,
-        )
-        try:
-            first = _first_timestamps(consumer, topic, lagging, self.request_timeout_ms / 1000)
-        finally:
-            consumer.close()
-        return min(first.values()) if first else None
-
-    # -- reachability -------------------------------------------------------------
+        return self.cluster().oldest_unconsumed_timestamp_ms(topic, group_id)
 
     def check_reachable(self, timeout_s: float = 10) -> None:
-        """Raise KafkaUnavailableError unless a broker answers a metadata request within ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        refused = []
-        for host, port in parse_bootstrap_servers(self.bootstrap_servers):
-            # A plain connect fails at once on a closed port, where kafka-python would
-            # keep retrying until its bootstrap timeout.
-            try:
-                socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 0.1)).close()
-                break
-            except OSError as error:
-                refused.append(f"{host}:{port}: {error.strerror or error}")
-        else:
-            raise self._unavailable("; ".join(refused))
-        remaining_ms = max(int((deadline - time.monotonic()) * 1000), 100)
-        with self._admin(timeout_ms=remaining_ms) as admin:
-            try:
-                admin.list_topics()
-            except KafkaError as error:
-                raise self._unavailable(error) from error
-
-    # -- helpers ------------------------------------------------------------------
-
-    def _client_config(self) -> dict[str, Any]:
-        return {
-            "bootstrap_servers": [entry.strip() for entry in self.bootstrap_servers.split(",") if entry.strip()],
-            "client_id": self.client_id,
-            "request_timeout_ms": self.request_timeout_ms,
-            "bootstrap_timeout_ms": self.request_timeout_ms,
-        }
-
-    def _unavailable(self, cause: object) -> KafkaUnavailableError:
-        return KafkaUnavailableError(
-            f"Kafka broker not reachable at {self.bootstrap_servers} "
-            f"(setting KafkaResource.bootstrap_servers / env KAFKA_BOOTSTRAP_SERVERS): {cause}"
-        )
-
-    def _connect(self, client_class: type, *args: Any, **config: Any) -> Any:
-        # kafka-python clients bootstrap in __init__ and raise KafkaTimeoutError when
-        # nothing answers; say which setting points at the wrong place.
-        try:
-            return client_class(*args, **config)
-        except KafkaTimeoutError as error:
-            raise self._unavailable(error) from error
-
-    @contextlib.contextmanager
-    def _admin(self, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]:
-        config = self._client_config()
-        if timeout_ms is not None:
-            config.update(request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
-        admin = self._connect(KafkaAdminClient, **config)
-        try:
-            yield admin
-        finally:
-            admin.close()
-
-    @staticmethod
-    def _partitions(admin: KafkaAdminClient, topic: str) -> list[int]:
-        (described,) = admin.describe_topics([topic])
-        if described["error_code"] == _UNKNOWN_TOPIC:
-            raise KafkaTopicError(f"Kafka topic {topic!r} does not exist (KafkaResource.ensure_topics creates it)")
-        if described["error_code"] != 0:
-            raise KafkaTopicError(
-                f"cannot describe Kafka topic {topic!r}: {for_code(described['error_code']).__name__}"
-            )
-        return sorted(p["partition_index"] for p in described["partitions"])
-
-    @staticmethod
-    def _end_offsets(admin: KafkaAdminClient, topic: str, partitions: list[int]) -> dict[int, int]:
-        specs = {TopicPartition(topic, p): OffsetSpec.LATEST for p in partitions}
-        return {tp.partition: result.offset for tp, result in admin.list_partition_offsets(specs).items()}
-
-    def _committed_offsets(
-        self, admin: KafkaAdminClient, topic: str, partitions: list[int], group_id: str | None
-    ) -> dict[int, int]:
-        group = group_id or self.consumer_group
-        tps = [TopicPartition(topic, p) for p in partitions]
-        committed = _retry_retriable(
-            lambda: admin.list_group_offsets({group: tps}).get(group, {}), self.request_timeout_ms / 1000
-        )
-        # The broker answers -1 for partitions the group never committed.
-        return {tp.partition: max(committed[tp].offset, 0) if tp in committed else 0 for tp in tps}
-
-
-def subscribe(consumer: KafkaConsumer, topics: Sequence[str], listener: ConsumerRebalanceListener | None = None) -> None:
-    """Subscribe ``consumer`` to ``topics`` with their metadata fetched before the first poll joins the group.
-
-    Joined without metadata, the first assignment is empty and the group joins again when
-    the metadata arrives. kafka-python 3.0.12 can drop the result of that second join when
-    a poll times out during it: the group leader then holds no partitions, for good, while
-    the broker thinks they are assigned (seen in CI: a 60 s wait for a split that never came).
-    """
-    consumer.subscribe(list(topics), listener=listener)
-    consumer.topics()
-
-
-def _retry_retriable(call: Callable[[], T], timeout_s: float) -> T:
-    """Run ``call``, retrying Kafka's retriable errors until ``timeout_s`` has passed."""
-    deadline = time.monotonic() + timeout_s
-    delay_s = 0.05
-    while True:
-        try:
-            return call()
-        except KafkaError as error:
-            # E.g. CoordinatorNotAvailable while a fresh broker creates __consumer_offsets,
-            # which kafka-python's admin client does not retry by itself.
-            if not error.retriable or time.monotonic() + delay_s >= deadline:
-                raise
-        time.sleep(delay_s)
-        delay_s = min(delay_s * 2, 1.0)
-
-
-def _first_timestamps(
-    consumer: KafkaConsumer, topic: str, lagging: Mapping[int, PartitionLag], timeout_s: float
-) -> dict[int, int]:
-    """Partition -> timestamp of the first record at or after its committed offset."""
-    pending = {TopicPartition(topic, p): lag for p, lag in lagging.items()}
-    consumer.assign(list(pending))
-    for tp, lag in pending.items():
-        consumer.seek(tp, lag.committed)
-    first: dict[int, int] = {}
-    deadline = time.monotonic() + timeout_s
-    while pending:
-        if time.monotonic() >= deadline:
-            raise KafkaTimeoutError(
-                f"no record read from {sorted(tp.partition for tp in pending)} of topic {topic!r} "
-                f"within {timeout_s:.0f}s"
-            )
-        for tp, records in consumer.poll(timeout_ms=200).items():
-            if tp in pending and records:
-                first[tp.partition] = records[0].timestamp
-                del pending[tp]
-                consumer.pause(tp)  # one record is all we need from it
-        # Lag made only of transaction markers has no record to show: skip it.
-        for tp in [tp for tp, lag in pending.items() if consumer.position(tp) >= lag.end]:
-            del pending[tp]
-    return first
+        self.cluster().check_reachable(timeout_s)

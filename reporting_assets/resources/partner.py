@@ -1,166 +1,11 @@
-"""The partner API (Google Search Console v1) through google-api-python-client.
-
-Offline the same client points at the partner sandbox through `api_endpoint`; in production it
-points at Google. The client's own `num_retries` retries 429s, 5xx and socket errors; what it does
-not do is honour Retry-After, which `RetryAfterHttp` adds underneath it.
-"""
+"""`PartnerResource`: where and as whom to call the partner, as a Dagster resource over `core.partner`."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import dagster as dg
-import google.auth
-import google.auth.exceptions
-import httplib2
-from google.auth.credentials import AnonymousCredentials, Credentials
-from google_auth_httplib2 import AuthorizedHttp
-from googleapiclient.discovery import build
-from googleapiclient.errors import HttpError
 from pydantic import Field
 
-from reporting_assets.messages import ReportRequest
-
-SCOPES = ["https://www.googleapis.com/auth/webmasters.readonly"]
-READABLE_PERMISSIONS = frozenset({"siteOwner", "siteFullUser", "siteRestrictedUser"})
-
-
-class PartnerConfigError(ValueError):
-    """A partner setting that cannot work; the message names the setting."""
-
-
-class MalformedResponseError(ValueError):
-    """The partner answered 200 with a body that is not a valid Search Analytics response."""
-
-
-@dataclass(frozen=True)
-class Site:
-    url: str
-    permission_level: str
-
-    @property
-    def readable(self) -> bool:
-        return self.permission_level in READABLE_PERMISSIONS
-
-
-class RetryAfterHttp(httplib2.Http):
-    """httplib2 transport that waits out a 429's Retry-After before handing it back for a retry."""
-
-    def __init__(self, *args: Any, max_retry_after_s: float = 60.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_retry_after_s = max_retry_after_s
-        # Told of every 429, including those the client retries by itself (pacing adapts to them).
-        self.on_throttled: Callable[[float | None], None] | None = None
-
-    def request(self, *args: Any, **kwargs: Any) -> tuple[httplib2.Response, bytes]:
-        response, content = super().request(*args, **kwargs)
-        if response.status == 429:
-            wait_s = retry_after_seconds(response.get("retry-after"))
-            if self.on_throttled is not None:
-                self.on_throttled(wait_s)
-            if wait_s:
-                time.sleep(min(wait_s, self.max_retry_after_s))
-        return response, content
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds form; HTTP dates are rare from Google)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
-
-
-class SearchConsoleClient:
-    """A built Search Console service plus response validation. Not thread-safe (httplib2)."""
-
-    def __init__(self, service: Any, num_retries: int, transport: RetryAfterHttp | None = None) -> None:
-        self._service = service
-        self._num_retries = num_retries
-        self._transport = transport
-
-    def list_sites(self) -> list[Site]:
-        answer = self._service.sites().list().execute(num_retries=self._num_retries)
-        entries = answer.get("siteEntry", []) if isinstance(answer, dict) else None
-        if not isinstance(entries, list):
-            raise MalformedResponseError("sites.list answer has no siteEntry list")
-        return sorted(
-            (Site(entry["siteUrl"], entry.get("permissionLevel", "")) for entry in entries),
-            key=lambda site: site.url,
-        )
-
-    def query(
-        self, request: ReportRequest, on_throttled: Callable[[float | None], None] | None = None
-    ) -> list[dict[str, Any]]:
-        """One page of rows for the request, validated. Raises HttpError or MalformedResponseError."""
-        if self._transport is not None:
-            self._transport.on_throttled = on_throttled
-        try:
-            answer = (
-                self._service.searchanalytics()
-                .query(siteUrl=request.account, body=request.api_body())
-                .execute(num_retries=self._num_retries)
-            )
-        finally:
-            if self._transport is not None:
-                self._transport.on_throttled = None
-        return validate_rows(answer, request)
-
-
-def validate_rows(answer: object, request: ReportRequest) -> list[dict[str, Any]]:
-    if not isinstance(answer, dict):
-        raise MalformedResponseError(f"answer is a JSON {type(answer).__name__}, expected an object")
-    rows = answer.get("rows", [])
-    if not isinstance(rows, list):
-        raise MalformedResponseError("'rows' is not a list")
-    if len(rows) > request.row_limit:
-        raise MalformedResponseError(f"{len(rows)} rows for rowLimit {request.row_limit}")
-    width = len(request.dimensions)
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise MalformedResponseError(f"row {index} is not an object")
-        keys = row.get("keys")
-        if not isinstance(keys, list) or len(keys) != width or not all(isinstance(k, str) for k in keys):
-            raise MalformedResponseError(f"row {index}: 'keys' is not a list of {width} strings")
-        for metric in ("clicks", "impressions", "ctr", "position"):
-            value = row.get(metric)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise MalformedResponseError(f"row {index}: '{metric}' is not a number")
-            if value < 0:
-                raise MalformedResponseError(f"row {index}: '{metric}' is negative")
-            if metric in ("clicks", "impressions") and value != int(value):
-                raise MalformedResponseError(f"row {index}: '{metric}' is not a whole number")
-    return rows
-
-
-def http_error_reason(error: HttpError) -> str:
-    """Google's `errors[0].reason` (e.g. rateLimitExceeded, quotaExceeded, forbidden), or ''."""
-    try:
-        body = json.loads(error.content.decode("utf-8"))
-        return str(body["error"]["errors"][0].get("reason", ""))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return ""
-
-
-def http_error_summary(error: HttpError) -> str:
-    """Status, reason and message of an HttpError, without the request URI (which may carry keys)."""
-    try:
-        body = json.loads(error.content.decode("utf-8"))
-        message = str(body["error"].get("message", ""))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        message = error.content[:200].decode("utf-8", "replace") if error.content else ""
-    reason = http_error_reason(error)
-    return f"HTTP {error.status_code}" + (f" {reason}" if reason else "") + (f": {message}" if message else "")
+from reporting_assets.core.partner import Partner, SearchConsoleClient
 
 
 class PartnerResource(dg.ConfigurableResource):
@@ -176,60 +21,18 @@ class PartnerResource(dg.ConfigurableResource):
     timeout_s: float = Field(default=30.0, description="Socket timeout of one HTTP call.")
     max_retry_after_s: float = Field(default=60.0, description="Longest Retry-After honoured per retry.")
 
-    def validate(self) -> None:
-        if self.num_retries < 0:
-            raise PartnerConfigError(f"PartnerResource.num_retries must be >= 0, got {self.num_retries}")
-        if not self.timeout_s > 0:
-            raise PartnerConfigError(f"PartnerResource.timeout_s must be > 0, got {self.timeout_s}")
-        if self.max_retry_after_s < 0:
-            raise PartnerConfigError(f"PartnerResource.max_retry_after_s must be >= 0, got {self.max_retry_after_s}")
-        if self.api_endpoint is not None and not self.api_endpoint.startswith(("http://", "https://")):
-            raise PartnerConfigError(f"PartnerResource.api_endpoint must be an http(s) URL, got {self.api_endpoint!r}")
+    def partner(self) -> Partner:
+        return Partner(
+            api_endpoint=self.api_endpoint or None,
+            credentials_file=self.credentials_file or None,
+            num_retries=self.num_retries,
+            timeout_s=self.timeout_s,
+            max_retry_after_s=self.max_retry_after_s,
+        )
 
-    def credentials(self) -> Credentials:
-        if self.credentials_file:
-            return load_service_account(self.credentials_file)
-        if self.api_endpoint:
-            return AnonymousCredentials()
-        try:
-            credentials, _ = google.auth.default(scopes=SCOPES)
-        except google.auth.exceptions.DefaultCredentialsError:
-            raise PartnerConfigError(
-                "PartnerResource.credentials_file is not set and no application default credentials were found"
-            ) from None
-        return credentials
+    def validate(self) -> None:
+        self.partner().validate()
 
     def client(self) -> SearchConsoleClient:
         """Build the Search Console client from the discovery document the package ships (no network)."""
-        self.validate()
-        transport = RetryAfterHttp(timeout=self.timeout_s, max_retry_after_s=self.max_retry_after_s)
-        options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
-        service = build(
-            "searchconsole",
-            "v1",
-            http=AuthorizedHttp(self.credentials(), http=transport),
-            static_discovery=True,
-            cache_discovery=False,
-            client_options=options,
-        )
-        return SearchConsoleClient(service, self.num_retries, transport)
-
-
-def load_service_account(path: str) -> Credentials:
-    """Service-account credentials; errors name the setting and the file, never its contents."""
-    from google.oauth2 import service_account
-
-    file = Path(os.path.expanduser(path))
-    try:
-        info = json.loads(file.read_text())
-    except OSError as exc:
-        raise PartnerConfigError(f"PartnerResource.credentials_file: cannot read {file}: {exc.strerror}") from None
-    except ValueError:
-        raise PartnerConfigError(f"PartnerResource.credentials_file: {file} is not JSON") from None
-    try:
-        return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
-    except (ValueError, KeyError) as exc:
-        missing = str(exc).split(":")[0] if isinstance(exc, KeyError) else "a service-account key"
-        raise PartnerConfigError(
-            f"PartnerResource.credentials_file: {file} is not a usable service-account key ({missing})"
-        ) from None
+        return self.partner().client()

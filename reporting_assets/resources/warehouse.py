@@ -1,9 +1,7 @@
-"""Where results live: the landing zone (Parquet per request), DuckDB tables, and export files."""
+"""`WarehouseResource`: the data folder and DuckDB database as a Dagster resource, over `core.warehouse`."""
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +10,8 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from reporting_assets.consumer.landing import LandingZone
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.warehouse import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -24,37 +23,25 @@ class WarehouseResource(dg.ConfigurableResource):
         default=120.0, description="How long to wait for another process's DuckDB write lock."
     )
 
+    def warehouse(self) -> Warehouse:
+        return Warehouse(data_dir=self.data_dir, database_file=self.database_file, lock_timeout_s=self.lock_timeout_s)
+
     @property
     def root(self) -> Path:
-        return Path(os.path.expanduser(self.data_dir)).resolve()
+        return self.warehouse().root
 
     @property
     def database_path(self) -> Path:
-        return self.root / self.database_file
+        return self.warehouse().database_path
 
     @property
     def exports_dir(self) -> Path:
-        return self.root / "exports"
+        return self.warehouse().exports_dir
 
     def landing_zone(self) -> LandingZone:
-        return LandingZone(self.root / "landing")
+        return self.warehouse().landing_zone()
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB connection; waits while another run holds the file's single write lock."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_s
-        pause = 0.05
-        while True:
-            try:
-                connection = duckdb.connect(str(self.database_path), read_only=read_only)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
-        try:
+        with self.warehouse().connect(read_only) as connection:
             yield connection
-        finally:
-            connection.close()

@@ -2,9 +2,9 @@ import os
 
 import pyarrow.parquet as pq
 
-from reporting_assets.consumer.landing import LandingZone, safe_id
-from reporting_assets.messages import DeadLetter
-from reporting_assets.reports import get_report
+from reporting_assets.core.landing import LandingZone, safe_id
+from reporting_assets.core.messages import DeadLetter
+from reporting_assets.core.reports import get_report
 
 ROW = {"keys": ["2026-11-02", "q", "https://x/p", "usa", "MOBILE"], "clicks": 3, "impressions": 10, "ctr": 0.3,
        "position": 1.5}

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from reporting_assets.consumer.landing import LandingZone
-from reporting_assets.consumer.loop import ConsumerSettings, DownloadLoop
-from reporting_assets.consumer.redrive import redrive
-from reporting_assets.messages import DeadLetter, DelayedRequest
-from reporting_assets.reports import get_report
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.consumer.loop import DownloadLoop
+from reporting_assets.core.consumer.tuning import ConsumerSettings
+from reporting_assets.core.consumer.redrive import redrive
+from reporting_assets.core.messages import DeadLetter, DelayedRequest
+from reporting_assets.core.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec, expected_rows

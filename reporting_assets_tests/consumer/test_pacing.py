@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from reporting_assets.consumer.pacing import AccountPacer, TokenBucket
+from reporting_assets.core.consumer.pacing import AccountPacer, TokenBucket
 
 
 class FakeClock:

@@ -10,8 +10,9 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets import runner
-from reporting_assets.reports import get_report
+from reporting_assets.core.reports import get_report
 from reporting_assets.sandbox import expected_rows
 
 DATES = ["2026-11-01", "2026-11-02"]
@@ -47,7 +48,7 @@ def digests(paths) -> dict[str, str]:
 def test_pipeline_exports_exactly_the_partner_truth_and_a_rerun_changes_nothing(
     instance, resources, sandbox, sandbox_config, pipeline_env
 ):
-    summary = runner.run_pipeline(instance, resources, DATES, consumers=2, consumer_config=FAST_CONSUMERS)
+    summary = runner.run_pipeline(instance, resources, DATES, ConsumerTuning(consumers=2, **FAST_CONSUMERS))
 
     readable = sorted(s.url for s in sandbox_config.sites if not s.forbidden)
     assert sorted(summary.accounts) == readable  # the forbidden site is not a partition
@@ -77,6 +78,6 @@ def test_pipeline_exports_exactly_the_partner_truth_and_a_rerun_changes_nothing(
         assert db.execute("SELECT count(*) FROM export_search_analytics").fetchone()[0] == len(expected)
 
     before = digests(summary.exports.values())
-    again = runner.run_pipeline(instance, resources, DATES, consumers=2, consumer_config=FAST_CONSUMERS)
+    again = runner.run_pipeline(instance, resources, DATES, ConsumerTuning(consumers=2, **FAST_CONSUMERS))
     assert again.rows_loaded == summary.rows_loaded
     assert digests(again.exports.values()) == before

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 
 from reporting_assets import runner
-from reporting_assets.assets.downloads import COMPLETE_CHECK
-from reporting_assets.consumer.landing import LandingZone
-from reporting_assets.consumer.ops import redrive_dead_letters
+from reporting_assets.core.keys import COMPLETE_CHECK
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.defs.downloads.jobs import redrive_dead_letters
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets_tests.pipeline.test_end_to_end import exported, truth
 
@@ -46,7 +46,8 @@ def landed_files(data_dir: Path) -> int:
 DOWNLOAD_SCRIPT = """
 import dagster as dg
 from reporting_assets import runner
-runner.download(dg.DagsterInstance.get(), consumers=2, consumer_config={config!r})
+from reporting_assets.core.consumer.tuning import ConsumerTuning
+runner.download(dg.DagsterInstance.get(), ConsumerTuning(consumers=2, **{config!r}))
 """
 
 
@@ -67,7 +68,7 @@ def test_a_killed_download_run_resumes_to_the_same_exports(instance, resources, 
     landed_at_kill = landed_files(data_dir)
     assert landed_at_kill < total_pages, "the kill came too late to test a resume"
 
-    runner.download(instance, consumers=2, consumer_config=CONSUMERS)
+    runner.download(instance, ConsumerTuning(consumers=2, **CONSUMERS))
     kafka = resources["kafka"]
     zone = LandingZone(data_dir / "landing")
     state = {(d, s.url): zone.completeness("search_analytics", d, s.url) for d in DATES for s in SITES}
@@ -89,7 +90,7 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
     sandbox.update_config(faults=[FaultSpec("http_503", site_url="https://a.example.com/", start_row=100)])
     accounts = runner.discover_accounts(instance, resources)
     runner.enqueue(instance, resources, DATES[:1], accounts, ROW_LIMIT)
-    summary = runner.download(instance, consumers=1, consumer_config=CONSUMERS)
+    summary = runner.download(instance, ConsumerTuning(consumers=1, **CONSUMERS))
     assert summary["dead_lettered"] == 1
 
     result = dg.materialize(
@@ -110,7 +111,7 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
     redrive = redrive_dead_letters.execute_in_process(resources=resources, instance=instance)
     assert redrive.success
     assert redrive.output_for_node("redrive_dead_letter_requests")["redriven"] == 1
-    runner.download(instance, consumers=1, consumer_config=CONSUMERS)
+    runner.download(instance, ConsumerTuning(consumers=1, **CONSUMERS))
     assert zone.completeness("search_analytics", DATES[0], "https://a.example.com/").complete
     rows, dead, files = runner.load_and_export(instance, resources, DATES[:1], accounts)
     assert dead == 0

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kafka import KafkaConsumer
 
+from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets import runner
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets.settings import build_resources
@@ -52,8 +53,7 @@ def test_planted_secrets_appear_nowhere(instance, sandbox, pipeline_env, monkeyp
     monkeypatch.setenv("PARTNER_CREDENTIALS_FILE", str(credentials))
     resources = build_resources({**pipeline_env, "PARTNER_CREDENTIALS_FILE": str(credentials)})
 
-    summary = runner.run_pipeline(instance, resources, ["2026-11-01"], consumers=1,
-                                  consumer_config={"idle_timeout_s": 2.0, "qps_per_account": 100.0})
+    summary = runner.run_pipeline(instance, resources, ["2026-11-01"], ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0))
     assert summary.dead_lettered == 1 and summary.rows_loaded == 60  # the pipeline really ran, authenticated
     stats = sandbox.stats()
     assert stats["status_counts"].get("401", 0) == 0

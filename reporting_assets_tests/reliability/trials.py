@@ -47,10 +47,10 @@ import dagster as dg
 import duckdb
 from kafka import KafkaConsumer, TopicPartition
 
-from reporting_assets.consumer.landing import LandingZone
-from reporting_assets.messages import ReportRequest
-from reporting_assets.partitions import account_partitions
-from reporting_assets.reports import get_report
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.messages import ReportRequest
+from reporting_assets.defs.partitions import account_partitions
+from reporting_assets.core.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_row_count, expected_rows

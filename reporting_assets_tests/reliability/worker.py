@@ -24,8 +24,9 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from reporting_assets.consumer.landing import LandingZone
-from reporting_assets.consumer.loop import ConsumerSettings, DownloadLoop
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.consumer.loop import DownloadLoop
+from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 

@@ -8,16 +8,9 @@ import time
 import pytest
 from googleapiclient.errors import HttpError
 
-from reporting_assets.reports import get_report
-from reporting_assets.resources.partner import (
-    MalformedResponseError,
-    PartnerConfigError,
-    PartnerResource,
-    http_error_reason,
-    http_error_summary,
-    retry_after_seconds,
-    validate_rows,
-)
+from reporting_assets.core.reports import get_report
+from reporting_assets.core.partner import MalformedResponseError, PartnerConfigError, http_error_reason, http_error_summary, retry_after_seconds, validate_rows
+from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
 
 SITES = [SiteSpec("https://www.example.com/", 30), SiteSpec("https://locked.example.com/", 5, forbidden=True)]

@@ -11,10 +11,10 @@ import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from reporting_assets.consumer.landing import LandingZone
-from reporting_assets.messages import ReportRequest
-from reporting_assets.partitions import account_partitions, partition_key
-from reporting_assets.reports import get_report
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.messages import ReportRequest
+from reporting_assets.defs.partitions import account_partitions, partition_key
+from reporting_assets.core.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
 

@@ -14,32 +14,27 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from reporting_assets.automation_settings import AutomationSettings
-from reporting_assets.lag import DEAD_LETTER_CHECK, LAG_CHECK
-from reporting_assets.partitions import account_date_partitions, partition_key
-from reporting_assets.schedules import ENQUEUE_SCHEDULE, build_schedules, enqueue_request, missing_blocks
-from reporting_assets.sensors import (
-    CONSUMER_SENSOR,
-    DOWNLOAD_SENSOR,
-    EXPORT_SENSOR,
-    LAG_SENSOR,
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    DownloadState,
-    PendingDate,
-    build_sensors,
-    done_partitions,
+from reporting_assets.settings import Settings
+from reporting_assets.core.keys import DEAD_LETTER_CHECK, LAG_CHECK
+from reporting_assets.defs.partitions import account_date_partitions, partition_key
+from reporting_assets.core.keys import ENQUEUE_SCHEDULE
+from reporting_assets.defs.requests.schedules import build_enqueue_schedule, enqueue_request
+from reporting_assets.core.automation.ranges import missing_blocks
+from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR, RANGE_END_TAG, RANGE_START_TAG, key_str, parse_key
+from reporting_assets.core.automation.downloads import DownloadState, PendingDate, done_partitions
+from reporting_assets.defs.downloads.sensors import (
+    build_consumer_sensor,
+    build_download_sensor,
     evaluate_consumers,
     evaluate_downloads,
-    evaluate_exports,
-    key_str,
-    parse_key,
-    partition_settled,
-    rectangles,
 )
+from reporting_assets.defs.exports.sensors import build_export_sensor, evaluate_exports
+from reporting_assets.defs.requests.sensors import build_lag_sensor
+from reporting_assets.core.downloads import partition_settled
+from reporting_assets.core.automation.ranges import rectangles
 from reporting_assets_tests.sensors.conftest import ACCOUNTS, DATES
 
-SETTINGS = AutomationSettings(lag_max_messages=0, lag_max_age_s=3600, landing_check_budget_s=5.0)
+SETTINGS = Settings(lag_max_messages=0, lag_max_age_s=3600, landing_check_budget_s=5.0)
 
 
 def keys_of(request: dg.RunRequest, instance: dg.DagsterInstance) -> set[str]:
@@ -53,6 +48,11 @@ def keys_of(request: dg.RunRequest, instance: dg.DagsterInstance) -> set[str]:
 
 def all_keys(dates, accounts) -> set[str]:
     return {key_str(d, a) for d in dates for a in accounts}
+
+
+def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    builders = (build_consumer_sensor, build_download_sensor, build_export_sensor, build_lag_sensor)
+    return [build(settings) for build in builders]
 
 
 def sensor(name: str) -> dg.SensorDefinition:
@@ -218,7 +218,7 @@ def test_export_once_every_account_of_the_date_is_downloaded_and_again_after_a_n
     pipeline, monkeypatch, full_scan
 ):
     if full_scan:  # how a cold start after a big backfill looks the downloads up
-        monkeypatch.setattr("reporting_assets.sensors.FULL_SCAN_PARTITIONS", 0)
+        monkeypatch.setattr("reporting_assets.defs.exports.sensors.FULL_SCAN_PARTITIONS", 0)
     instance = pipeline.instance
     for account in ACCOUNTS:
         pipeline.materialize("downloaded_reports", DATES[0], account)
@@ -268,7 +268,7 @@ def test_consumers_launch_on_lag_once_and_after_a_failed_run(pipeline):
     first = evaluate_consumers(instance, pipeline.kafka, SETTINGS)
     assert isinstance(first, dg.RunRequest) and first.run_key == "consumers-after-none"
     assert first.job_name == "download_requests"
-    assert first.run_config["ops"]["plan_consumers"]["config"]["consumers"] == SETTINGS.consumers
+    assert first.run_config["ops"]["plan_consumers"]["config"]["consumers"] == SETTINGS.consumer.consumers
 
     running = _add_download_run(instance, dg.DagsterRunStatus.STARTED)
     skipped = evaluate_consumers(instance, pipeline.kafka, SETTINGS)
@@ -326,7 +326,7 @@ def test_dead_letter_check_fails_until_redriven(pipeline):
     ))
     assert not checks[DEAD_LETTER_CHECK].passed
     assert "redrive_dead_letters" in checks[DEAD_LETTER_CHECK].description
-    from reporting_assets.consumer.redrive import redrive
+    from reporting_assets.core.consumer.redrive import redrive
 
     redrive(kafka)
     checks = _evaluations(sensor(LAG_SENSOR).evaluate_tick(
@@ -336,7 +336,7 @@ def test_dead_letter_check_fails_until_redriven(pipeline):
 
 
 def test_lag_age_threshold(pipeline):
-    settings = AutomationSettings(lag_max_messages=1_000, lag_max_age_s=0)
+    settings = Settings(lag_max_messages=1_000, lag_max_age_s=0)
     lag_sensor = next(s for s in build_sensors(settings) if s.name == LAG_SENSOR)
     pipeline.enqueue(DATES[:1], ACCOUNTS[:1], record=False)
     time.sleep(0.01)
@@ -350,7 +350,7 @@ def test_lag_age_threshold(pipeline):
 
 
 def test_schedule_enqueues_the_latest_complete_day_for_every_account_in_one_range_run(instance):
-    schedule = next(s for s in build_schedules(AutomationSettings(lateness_days=3)) if s.name == ENQUEUE_SCHEDULE)
+    schedule = build_enqueue_schedule(Settings(lateness_days=3))
     tick = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.timezone.utc)
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
     (request,) = schedule.evaluate_tick(context).run_requests
@@ -396,7 +396,7 @@ def test_schedule_skips_without_accounts_or_before_the_first_partition(tmp_path)
 
 @pytest.mark.parametrize("name", [CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR])
 def test_sensor_settings_come_from_the_environment(name):
-    settings = AutomationSettings.from_env({"REPORTING_SENSOR_INTERVAL_S": "3", "REPORTING_SENSORS_RUNNING": "0"})
+    settings = Settings.from_env({"REPORTING_SENSOR_INTERVAL_S": "3", "REPORTING_SENSORS_RUNNING": "0"})
     defn = next(s for s in build_sensors(settings) if s.name == name)
     assert defn.minimum_interval_seconds == 3
     assert defn.default_status == dg.DefaultSensorStatus.STOPPED
@@ -406,9 +406,9 @@ def test_bad_settings_name_the_variable():
     from reporting_assets.settings import SettingError
 
     with pytest.raises(SettingError, match="REPORTING_LATENESS_DAYS"):
-        AutomationSettings.from_env({"REPORTING_LATENESS_DAYS": "soon"})
+        Settings.from_env({"REPORTING_LATENESS_DAYS": "soon"})
     with pytest.raises(SettingError, match="REPORTING_ENQUEUE_CRON"):
-        AutomationSettings.from_env({"REPORTING_ENQUEUE_CRON": "daily"})
+        Settings.from_env({"REPORTING_ENQUEUE_CRON": "daily"})
 
 
 def test_requests_parked_on_the_delay_topic_are_work_not_done(pipeline, warehouse, instance):
@@ -447,7 +447,7 @@ def test_a_partition_downloaded_again_is_settled_only_once_its_new_chain_has_lan
 def test_the_code_location_registers_the_sensors_schedules_and_request_topic_checks():
     from reporting_assets.definitions import defs
 
-    repository = defs.get_repository_def()
+    repository = defs().get_repository_def()
     assert {s.name for s in repository.sensor_defs} == {CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR}
     assert {s.name for s in repository.schedule_defs} == {ENQUEUE_SCHEDULE, "discover_accounts_daily"}
     checks = {(key.asset_key.to_user_string(), key.name) for key in repository.asset_graph.asset_check_keys}

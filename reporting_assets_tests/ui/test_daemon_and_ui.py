@@ -23,12 +23,12 @@ from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
 
 from reporting_assets.infra.ports import free_port
-from reporting_assets.lag import LAG_CHECK
-from reporting_assets.partitions import daily_partitions, partition_key
-from reporting_assets.reports import get_report
+from reporting_assets.core.keys import LAG_CHECK
+from reporting_assets.defs.partitions import daily_partitions, partition_key
+from reporting_assets.core.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
-from reporting_assets.sensors import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR
+from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR
 from reporting_assets_tests.ui.helpers import REPO_ROOT, Chromium, DagsterDev, kill_tree, visible_text, wait_for
 
 pytestmark = pytest.mark.timeout(600)

@@ -8,29 +8,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
 
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from reporting_assets.messages import DeadLetter, InvalidRequestError
-
-if TYPE_CHECKING:
-    from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.core.kafka import KafkaCluster
+from reporting_assets.core.messages import DeadLetter, InvalidRequestError
 
 
-def redrive_group(kafka: KafkaResource) -> str:
-    return f"{kafka.consumer_group}.redrive"
-
-
-def redrive(kafka: KafkaResource, max_messages: int = 100_000, timeout_s: float = 300.0) -> dict[str, int]:
+def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float = 300.0) -> dict[str, int]:
     """Re-drive every dead letter not re-driven yet: read to the end offsets the topic had at the start.
 
     The partitions are assigned, not subscribed (one re-drive at a time, no group join to wait for);
     the re-drive group's committed offsets remember which letters went back already.
     """
     kafka.ensure_topics()
-    consumer = kafka.consumer([], group_id=redrive_group(kafka))
+    consumer = kafka.consumer([], group_id=kafka.redrive_group)
     producer = kafka.producer()
     outcome: Counter[str] = Counter()
     try:

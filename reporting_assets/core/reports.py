@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reporting_assets.messages import MAX_ROW_LIMIT, ReportRequest
+from reporting_assets.core.messages import MAX_ROW_LIMIT, ReportRequest
 
 
 class UnknownReportError(ValueError):

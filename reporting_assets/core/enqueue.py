@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from reporting_assets.messages import REQUEST_VERSION
-from reporting_assets.reports import ReportSpec
+from reporting_assets.core.messages import REQUEST_VERSION
+from reporting_assets.core.reports import ReportSpec
 
 IDENTITY_FIELDS = ("account", "data_state", "date", "dimensions", "report", "row_limit", "search_type", "start_row")
 

@@ -2,7 +2,7 @@
 
 One measurement (`measure`) feeds the lag observation of `report_requests` (plotted by the UI)
 and both asset checks, whether the lag sensor reports them each tick or someone executes the
-checks from the UI.
+checks from the UI. Metadata values are plain Python: numbers are plotted over time, text is not.
 """
 
 from __future__ import annotations
@@ -10,15 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import dagster as dg
-
-from reporting_assets.consumer.redrive import redrive_group
-from reporting_assets.resources.kafka import KafkaResource, KafkaTopicError, PartitionLag
-
-REQUESTS_ASSET = dg.AssetKey("report_requests")
-LAG_CHECK = "request_lag_within_limits"
-DEAD_LETTER_CHECK = "dead_letter_topic_empty"
+from reporting_assets.core.kafka import KafkaCluster, KafkaTopicError, PartitionLag
 
 
 @dataclass(frozen=True)
@@ -40,22 +34,29 @@ class LagSnapshot:
     dead_letters_pending: int  # of those, not re-driven yet
     measured_at: float
 
-    def metadata(self) -> dict[str, dg.MetadataValue]:
+    def metadata(self) -> dict[str, Any]:
         return {
-            "lag_total": dg.MetadataValue.int(self.total),
-            "lag_by_partition": dg.MetadataValue.json(
-                {str(p): {"end": v.end, "committed": v.committed, "lag": v.lag} for p, v in sorted(self.partitions.items())}
-            ),
-            "oldest_request_age_s": dg.MetadataValue.float(round(self.oldest_age_s or 0.0, 3)),
-            "delayed_requests": dg.MetadataValue.int(self.delayed),
-            "dead_letters_pending": dg.MetadataValue.int(self.dead_letters_pending),
-            "dead_letters_retained": dg.MetadataValue.int(self.dead_letters_retained),
-            "request_topic": dg.MetadataValue.text(self.request_topic),
-            "consumer_group": dg.MetadataValue.text(self.consumer_group),
+            "lag_total": self.total,
+            "lag_by_partition": {
+                str(p): {"end": v.end, "committed": v.committed, "lag": v.lag} for p, v in sorted(self.partitions.items())
+            },
+            "oldest_request_age_s": float(round(self.oldest_age_s or 0.0, 3)),
+            "delayed_requests": self.delayed,
+            "dead_letters_pending": self.dead_letters_pending,
+            "dead_letters_retained": self.dead_letters_retained,
+            "request_topic": self.request_topic,
+            "consumer_group": self.consumer_group,
         }
 
 
-def measure(kafka: KafkaResource, now: Callable[[], float] = time.time) -> LagSnapshot:
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+
+
+def measure(kafka: KafkaCluster, now: Callable[[], float] = time.time) -> LagSnapshot:
     """Lag of the consumer group on the request topic, its oldest request, and the dead letters.
 
     Raises KafkaTopicError while the topics do not exist (nothing was ever enqueued).
@@ -69,7 +70,7 @@ def measure(kafka: KafkaResource, now: Callable[[], float] = time.time) -> LagSn
     measured_at = now()
     dead_end = kafka.end_offsets(kafka.dead_letter_topic)
     dead_begin = kafka.beginning_offsets(kafka.dead_letter_topic)
-    redriven = kafka.committed_offsets(kafka.dead_letter_topic, group_id=redrive_group(kafka))
+    redriven = kafka.committed_offsets(kafka.dead_letter_topic, group_id=kafka.redrive_group)
     return LagSnapshot(
         request_topic=kafka.request_topic,
         consumer_group=kafka.consumer_group,
@@ -84,35 +85,26 @@ def measure(kafka: KafkaResource, now: Callable[[], float] = time.time) -> LagSn
     )
 
 
-def observation(snapshot: LagSnapshot) -> dg.AssetObservation:
-    return dg.AssetObservation(
-        asset_key=REQUESTS_ASSET,
-        description=f"lag {snapshot.total} on {snapshot.request_topic}",
-        metadata=snapshot.metadata(),
-    )
-
-
-def lag_check(snapshot: LagSnapshot, limits: LagLimits) -> tuple[bool, str, dict]:
+def lag_check(snapshot: LagSnapshot, limits: LagLimits) -> CheckOutcome:
     age = snapshot.oldest_age_s or 0.0
     waiting = snapshot.total + snapshot.delayed
     too_many = waiting > limits.max_messages
     too_old = age > limits.max_age_s
-    # Numbers are plotted over time on the check's page; the limits are text so they are not.
     metadata = {
         "lag_total": snapshot.total,
         "delayed_requests": snapshot.delayed,
-        "oldest_request_age_s": round(age, 3),
-        "limits": dg.MetadataValue.text(f"lag <= {limits.max_messages}, oldest request <= {limits.max_age_s:g}s"),
+        "oldest_request_age_s": float(round(age, 3)),
+        "limits": f"lag <= {limits.max_messages}, oldest request <= {limits.max_age_s:g}s",
     }
     if not (too_many or too_old):
-        return True, f"{waiting} requests waiting (limit {limits.max_messages}), oldest {age:.0f}s old", metadata
+        return CheckOutcome(True, f"{waiting} requests waiting (limit {limits.max_messages}), oldest {age:.0f}s old", metadata)
     reasons = []
     if too_many:
         parked = f", {snapshot.delayed} of them parked after load-quota refusals" if snapshot.delayed else ""
         reasons.append(f"{waiting} requests not done (limit {limits.max_messages}{parked})")
     if too_old:
         reasons.append(f"the oldest waiting request is {age:.0f}s old (limit {limits.max_age_s:g}s)")
-    return (
+    return CheckOutcome(
         False,
         f"{_sentence(' and '.join(reasons))} on {snapshot.request_topic}. The consumers are behind or not "
         "running: check that the launch_consumers_on_lag sensor is running and its download_requests runs "
@@ -126,37 +118,18 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def dead_letter_check(snapshot: LagSnapshot) -> tuple[bool, str, dict]:
+def dead_letter_check(snapshot: LagSnapshot) -> CheckOutcome:
     metadata = {
         "dead_letters_pending": snapshot.dead_letters_pending,
         "dead_letters_retained": snapshot.dead_letters_retained,
-        "dead_letter_topic": dg.MetadataValue.text(snapshot.dead_letter_topic),
+        "dead_letter_topic": snapshot.dead_letter_topic,
     }
     if not snapshot.dead_letters_pending:
-        return True, f"no dead letters waiting on {snapshot.dead_letter_topic}", metadata
-    return (
+        return CheckOutcome(True, f"no dead letters waiting on {snapshot.dead_letter_topic}", metadata)
+    return CheckOutcome(
         False,
         f"{snapshot.dead_letters_pending} dead-lettered requests wait on {snapshot.dead_letter_topic}. "
         "Read their reason and error (the all_requests_landed check of downloaded_reports names the partitions), "
         "fix the cause, then run the redrive_dead_letters job; the sensors download the partitions again.",
         metadata,
     )
-
-
-def check_evaluations(snapshot: LagSnapshot, limits: LagLimits) -> list[dg.AssetCheckEvaluation]:
-    evaluations = []
-    for name, (passed, description, metadata) in (
-        (LAG_CHECK, lag_check(snapshot, limits)),
-        (DEAD_LETTER_CHECK, dead_letter_check(snapshot)),
-    ):
-        evaluations.append(
-            dg.AssetCheckEvaluation(
-                asset_key=REQUESTS_ASSET,
-                check_name=name,
-                passed=passed,
-                description=description,
-                metadata=metadata,
-                severity=dg.AssetCheckSeverity.ERROR,
-            )
-        )
-    return evaluations

@@ -1,7 +1,7 @@
 """Asset checks on the request topic (`report_requests`): lag within limits, no dead letters waiting.
 
-The `observe_request_lag` sensor reports both every tick; they can also be executed from the UI
-(and run after each enqueue), one step measuring once for both.
+The `observe_request_lag` sensor reports both every tick, with an observation of the lag; they can
+also be executed from the UI, one step measuring once for both.
 """
 
 from __future__ import annotations
@@ -10,14 +10,42 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from reporting_assets.automation_settings import AutomationSettings
-from reporting_assets.lag import DEAD_LETTER_CHECK, LAG_CHECK, REQUESTS_ASSET, LagLimits, check_evaluations, measure
-from reporting_assets.resources.kafka import KafkaResource, KafkaTopicError
+from reporting_assets.core.keys import DEAD_LETTER_CHECK, LAG_CHECK, REQUESTS_ASSET
+from reporting_assets.core.kafka import KafkaTopicError
+from reporting_assets.core.lag import LagLimits, LagSnapshot, dead_letter_check, lag_check, measure
+from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.settings import Settings, load_settings
 
 
-def build_request_topic_checks(settings: AutomationSettings) -> dg.AssetChecksDefinition:
+def lag_limits(settings: Settings) -> LagLimits:
+    return LagLimits(max_messages=settings.lag_max_messages, max_age_s=settings.lag_max_age_s)
+
+
+def observation(snapshot: LagSnapshot) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=REQUESTS_ASSET,
+        description=f"lag {snapshot.total} on {snapshot.request_topic}",
+        metadata=snapshot.metadata(),
+    )
+
+
+def check_evaluations(snapshot: LagSnapshot, limits: LagLimits) -> list[dg.AssetCheckEvaluation]:
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(REQUESTS_ASSET),
+            check_name=name,
+            passed=outcome.passed,
+            description=outcome.description,
+            metadata=outcome.metadata,
+            severity=dg.AssetCheckSeverity.ERROR,
+        )
+        for name, outcome in ((LAG_CHECK, lag_check(snapshot, limits)), (DEAD_LETTER_CHECK, dead_letter_check(snapshot)))
+    ]
+
+
+def build_request_topic_checks(settings: Settings) -> dg.AssetChecksDefinition:
     """Both checks in one step (one measurement); limits from the settings."""
-    limits = LagLimits(max_messages=settings.lag_max_messages, max_age_s=settings.lag_max_age_s)
+    limits = lag_limits(settings)
     specs = [
         dg.AssetCheckSpec(
             LAG_CHECK,
@@ -42,7 +70,7 @@ def build_request_topic_checks(settings: AutomationSettings) -> dg.AssetChecksDe
     def request_topic_checks(kafka: KafkaResource) -> Iterator[dg.AssetCheckResult]:
         """Measure the request topic once and evaluate both checks."""
         try:
-            snapshot = measure(kafka)
+            snapshot = measure(kafka.cluster())
         except KafkaTopicError as error:
             for spec in specs:
                 yield dg.AssetCheckResult(
@@ -60,3 +88,8 @@ def build_request_topic_checks(settings: AutomationSettings) -> dg.AssetChecksDe
             )
 
     return request_topic_checks
+
+
+@dg.definitions
+def checks() -> dg.Definitions:
+    return dg.Definitions(asset_checks=[build_request_topic_checks(load_settings())])

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reporting_assets.messages import DeadLetter, ReportRequest
+from reporting_assets.core.messages import DeadLetter, ReportRequest
 
 KEY_DIMENSIONS = ("query", "page", "country", "device")
 MAX_SAFE_ID_LENGTH = 120

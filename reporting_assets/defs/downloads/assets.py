@@ -1,87 +1,31 @@
 """Downloaded reports: each (date, account) partition's landed pages, loaded into DuckDB."""
 
-
-from dataclasses import dataclass
-
 import dagster as dg
-import duckdb
 from pydantic import Field
 
-from reporting_assets.assets.requests import report_requests
-from reporting_assets.consumer.landing import LANDED_SCHEMA, Completeness, LandingZone, describe
-from reporting_assets.partitions import account_date_partitions, split_key
-from reporting_assets.reports import DEFAULT_REPORTS, ReportSpec, get_report
+from reporting_assets.core.downloads import create_table_sql, load_partition, survey, table_name
+from reporting_assets.core.keys import COMPLETE_CHECK, DOWNLOADS_ASSET, REQUESTS_ASSET
+from reporting_assets.core.landing import describe
+from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
+from reporting_assets.defs.partitions import account_date_partitions
 from reporting_assets.resources.warehouse import WarehouseResource
-
-COMPLETE_CHECK = "all_requests_landed"
-
-DUCKDB_TYPES = {"string": "VARCHAR", "date32[day]": "DATE", "int64": "BIGINT", "double": "DOUBLE"}
 
 
 class LoadConfig(dg.Config):
     reports: list[str] = Field(default=list(DEFAULT_REPORTS), description="Reports to load per partition.")
 
 
-@dataclass(frozen=True)
-class PartitionLoad:
-    date: str
-    account: str
-    report: str
-    completeness: Completeness
-
-    @property
-    def label(self) -> str:
-        return f"{self.report} {self.date} {self.account}"
-
-    @property
-    def still_downloading(self) -> list[int]:
-        """Missing pages that are not dead-lettered: their requests are still on the topic."""
-        dead_rows = {letter.request["start_row"] for letter in self.completeness.dead_letters if letter.request}
-        return [row for row in self.completeness.missing_start_rows if row not in dead_rows]
-
-
-def table_name(report: ReportSpec) -> str:
-    return report.name
-
-
-def create_table_sql(name: str) -> str:
-    columns = ", ".join(f'"{field.name}" {DUCKDB_TYPES[str(field.type)]}' for field in LANDED_SCHEMA)
-    return f'CREATE TABLE IF NOT EXISTS "{name}" ({columns})'
-
-
-def load_partition(db: duckdb.DuckDBPyConnection, load: PartitionLoad) -> int:
-    """Delete-then-insert one (report, date, account) in the caller's transaction; returns rows."""
-    name = table_name(get_report(load.report))
-    db.execute(f'DELETE FROM "{name}" WHERE "date" = ?::DATE AND account = ?', [load.date, load.account])
-    files = [str(page.path) for page in load.completeness.pages]
-    if not files:
-        return 0
-    columns = ", ".join(f'"{name}"' for name in LANDED_SCHEMA.names)
-    # hive_partitioning off: DuckDB would otherwise take `account`/`date` from the folder names,
-    # which hold the file-safe form of the account, not the account itself.
-    db.execute(f'INSERT INTO "{name}" SELECT {columns} FROM read_parquet(?, hive_partitioning = false)', [files])
-    return load.completeness.rows
-
-
-def survey(zone: LandingZone, keys: list[str], reports: list[ReportSpec]) -> list[PartitionLoad]:
-    loads = []
-    for key in keys:
-        date, account = split_key(key)
-        for report in reports:
-            loads.append(PartitionLoad(date, account, report.name, zone.completeness(report.name, date, account)))
-    return loads
-
-
 @dg.asset(
+    name=DOWNLOADS_ASSET,
     partitions_def=account_date_partitions,
-    deps=[report_requests],
+    deps=[REQUESTS_ASSET],
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="reporting",
     kinds={"duckdb", "parquet"},
     check_specs=[
         dg.AssetCheckSpec(
             COMPLETE_CHECK,
-            asset="downloaded_reports",
+            asset=DOWNLOADS_ASSET,
             description="Every request of the partition is landed: no page missing, none dead-lettered.",
         )
     ],
@@ -91,7 +35,7 @@ def downloaded_reports(
 ) -> dg.MaterializeResult:
     """Landed rows of each (date, account), in a DuckDB table per report; rerunning changes nothing."""
     reports = [get_report(name) for name in config.reports]
-    loads = survey(warehouse.landing_zone(), list(context.partition_keys), reports)
+    loads = survey(warehouse.landing_zone(), context.partition_keys, reports)
     downloading = [load for load in loads if load.still_downloading]
     if downloading:
         raise dg.Failure(

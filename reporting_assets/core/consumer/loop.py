@@ -31,11 +31,12 @@ from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
-from reporting_assets.consumer.landing import LandingZone
-from reporting_assets.consumer.pacing import AccountPacer
-from reporting_assets.messages import DeadLetter, DelayedRequest, InvalidRequestError, ReportRequest
-from reporting_assets.resources.partner import MalformedResponseError, http_error_reason, http_error_summary
-from reporting_assets.resources.kafka import subscribe
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.consumer.pacing import AccountPacer
+from reporting_assets.core.messages import DeadLetter, DelayedRequest, InvalidRequestError, ReportRequest
+from reporting_assets.core.partner import MalformedResponseError, http_error_reason, http_error_summary
+from reporting_assets.core.consumer.tuning import ConsumerSettings
+from reporting_assets.core.kafka import subscribe
 
 log = logging.getLogger(__name__)
 
@@ -58,52 +59,6 @@ class PartnerClient(Protocol):
     def query(
         self, request: ReportRequest, on_throttled: Callable[[float | None], None] | None = None
     ) -> list[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True)
-class ConsumerSettings:
-    request_topic: str
-    dead_letter_topic: str
-    delay_topic: str | None = None
-    idle_timeout_s: float = 10.0
-    join_grace_s: float = 15.0  # wait this long for partitions (a killed predecessor's session must expire)
-    max_runtime_s: float = 3_000.0
-    qps_per_account: float = 10.0
-    global_qps: float | None = None  # this consumer's share of the project-wide budget
-    concurrency: int = 4  # calls in flight per consumer
-    max_in_flight_per_account: int = 2
-    window: int = 64  # offsets a Kafka partition may run ahead of its commit point
-    max_buffered: int = 2_000
-    max_attempts: int = 3  # for malformed answers, which the client does not retry itself
-    max_throttled: int = 20  # 429s that outlast the client's retries: back in the queue, this often
-    retry_backoff_s: float = 0.5
-    quota_wait_s: float = 900.0  # Google asks to wait ~15 minutes after a load-quota refusal
-    commit_every: int = 1  # finished requests per commit; commits are asynchronous, one at a time
-    commit_interval_s: float = 0.2  # commit at least this often while requests finish
-    poll_timeout_ms: int = 200
-    client_retries: int = 5  # the partner client's num_retries, recorded in dead letters
-
-    def __post_init__(self) -> None:
-        checks = {
-            "idle_timeout_s": self.idle_timeout_s >= 0,
-            "join_grace_s": self.join_grace_s >= 0,
-            "max_runtime_s": self.max_runtime_s > 0,
-            "qps_per_account": self.qps_per_account > 0,
-            "global_qps": self.global_qps is None or self.global_qps > 0,
-            "concurrency": self.concurrency >= 1,
-            "max_in_flight_per_account": self.max_in_flight_per_account >= 1,
-            "window": self.window >= 1,
-            "max_buffered": self.max_buffered >= 1,
-            "max_attempts": self.max_attempts >= 1,
-            "retry_backoff_s": self.retry_backoff_s >= 0,
-            "quota_wait_s": self.quota_wait_s >= 0,
-            "commit_every": self.commit_every >= 1,
-            "commit_interval_s": self.commit_interval_s >= 0,
-            "poll_timeout_ms": self.poll_timeout_ms > 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"consumer setting {name}={getattr(self, name)!r} is out of range")
 
 
 @dataclass

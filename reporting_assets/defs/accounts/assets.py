@@ -1,24 +1,16 @@
 """The partner's accounts (Search Console sites), discovered at run time."""
 
-
 import datetime as dt
 
 import dagster as dg
 
-from reporting_assets.partitions import account_partitions
+from reporting_assets.core.keys import ACCOUNTS_ASSET, partitionable
+from reporting_assets.defs.partitions import account_partitions
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.resources.warehouse import WarehouseResource
 
 
-# Dagster's multi-partition keys join dimensions with '|' and refuse '...' and control characters.
-FORBIDDEN_IN_KEYS = ("|", "...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
-
-
-def partitionable(account: str) -> bool:
-    return bool(account) and not any(part in account for part in FORBIDDEN_IN_KEYS)
-
-
-@dg.asset(group_name="reporting", kinds={"duckdb", "googlesearchconsole"})
+@dg.asset(name=ACCOUNTS_ASSET, group_name="reporting", kinds={"duckdb", "googlesearchconsole"})
 def accounts(context: dg.AssetExecutionContext, partner: PartnerResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Sites the credentials can read, stored in DuckDB and added as `account` partitions."""
     sites = partner.client().list_sites()

@@ -1,19 +1,14 @@
-"""Partitions: one per (date, account). Accounts are discovered from the partner (dynamic)."""
+"""Partitions: one per (date, account); dates alone for exports. Accounts are discovered (dynamic)."""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-ACCOUNT_DIMENSION = "account"
-DATE_DIMENSION = "date"
-DEFAULT_START_DATE = "2026-10-01"
+from reporting_assets.core.keys import ACCOUNT_DIMENSION, DATE_DIMENSION
+from reporting_assets.settings import load_settings
 
-account_partitions = dg.DynamicPartitionsDefinition(name="account")
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=os.getenv("REPORTING_START_DATE", DEFAULT_START_DATE), end_offset=0
-)
+account_partitions = dg.DynamicPartitionsDefinition(name=ACCOUNT_DIMENSION)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().start_date.isoformat(), end_offset=0)
 account_date_partitions = dg.MultiPartitionsDefinition(
     {DATE_DIMENSION: daily_partitions, ACCOUNT_DIMENSION: account_partitions}
 )

@@ -1,14 +1,13 @@
 """The request topic: one Kafka message per API call, enqueued by Spark."""
 
-
 import dagster as dg
 from pydantic import Field
 
-from reporting_assets.assets.accounts import accounts
-from reporting_assets.enqueue import request_frame, write_requests
-from reporting_assets.messages import DATA_STATES
-from reporting_assets.partitions import account_date_partitions, split_key
-from reporting_assets.reports import DEFAULT_REPORTS, get_report, validate_row_limit
+from reporting_assets.core.enqueue import request_frame, write_requests
+from reporting_assets.core.keys import ACCOUNTS_ASSET, REQUESTS_ASSET
+from reporting_assets.core.messages import DATA_STATES
+from reporting_assets.core.reports import DEFAULT_REPORTS, get_report, validate_row_limit
+from reporting_assets.defs.partitions import account_date_partitions, split_key
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.spark import KafkaSparkResource
 
@@ -20,8 +19,9 @@ class RequestConfig(dg.Config):
 
 
 @dg.asset(
+    name=REQUESTS_ASSET,
     partitions_def=account_date_partitions,
-    deps=[accounts],
+    deps=[ACCOUNTS_ASSET],
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="reporting",
     kinds={"kafka", "spark"},

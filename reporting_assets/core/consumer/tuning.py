@@ -1,0 +1,82 @@
+"""The consumer's tuning, declared once: the Dagster config of `download_requests`, the lag sensor's
+run config, the environment settings (`REPORTING_CONSUMER_*`), the CLI and the runner all build it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConsumerTuning(BaseModel):
+    """How many consumers a download run starts, and how each one paces, batches and gives up."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    consumers: int = Field(default=2, ge=1, description="Consumers in the group, each in its own process.")
+    idle_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Stop after the group's topics stay drained this long (every partition, not only this consumer's).",
+    )
+    session_timeout_s: float = Field(default=10.0, gt=0, description="Group session timeout (6..1800 s on the broker).")
+    max_runtime_s: float = Field(default=3000.0, gt=0, description="Stop after this long; the next run continues.")
+    qps_per_account: float = Field(default=10.0, gt=0, description="Starting calls/s per account (adapts down on 429s).")
+    global_qps: float | None = Field(
+        default=None, gt=0, description="Project-wide calls/s budget, split evenly among the run's consumers."
+    )
+    concurrency: int = Field(default=4, ge=1, description="Calls in flight per consumer.")
+    max_in_flight_per_account: int = Field(default=2, ge=1, description="Calls in flight per account and consumer.")
+    window: int = Field(default=64, ge=1, description="Offsets a Kafka partition may run ahead of its commit point.")
+    max_buffered: int = Field(default=2_000, ge=1, description="Records fetched and not yet started, per consumer.")
+    quota_wait_s: float = Field(default=900.0, ge=0, description="Wait after a load-quota refusal (403 quotaExceeded).")
+    max_attempts: int = Field(default=3, ge=1, description="Tries of a request whose answer is malformed.")
+    max_throttled: int = Field(
+        default=20, ge=1, description="Times a request still answered 429 after the client's retries goes back in line."
+    )
+    retry_backoff_s: float = Field(default=0.5, ge=0, description="First pause between malformed-answer tries.")
+    commit_every: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Commit offsets once this many requests finished (1: as soon as the previous commit is answered;"
+            " commits never wait on the download)."
+        ),
+    )
+    commit_interval_s: float = Field(default=0.2, ge=0, description="Commit at least this often while requests finish.")
+    poll_timeout_ms: int = Field(default=200, gt=0, description="Longest poll of the broker while nothing is in flight.")
+
+    def overrides(self) -> dict[str, object]:
+        """The fields that differ from the defaults (what a run config needs to say)."""
+        return self.model_dump(exclude_defaults=True)
+
+
+class ConsumerSettings(ConsumerTuning):
+    """One consumer's settings: the tuning, plus the topics it reads and writes."""
+
+    request_topic: str
+    dead_letter_topic: str
+    delay_topic: str | None = None
+    join_grace_s: float = Field(default=15.0, ge=0, description="How long to wait for partitions (a killed predecessor's session must expire).")
+    client_retries: int = Field(default=5, ge=0, description="The partner client's num_retries, recorded in dead letters.")
+
+    @classmethod
+    def for_topics(
+        cls,
+        tuning: ConsumerTuning,
+        request_topic: str,
+        dead_letter_topic: str,
+        delay_topic: str | None,
+        client_retries: int,
+        consumers: int = 1,
+    ) -> ConsumerSettings:
+        """Settings of one of `consumers` consumers: the global budget is split among them."""
+        values = tuning.model_dump()
+        values["global_qps"] = tuning.global_qps / consumers if tuning.global_qps else None
+        return cls(
+            **values,
+            join_grace_s=tuning.session_timeout_s + 5.0,
+            request_topic=request_topic,
+            dead_letter_topic=dead_letter_topic,
+            delay_topic=delay_topic,
+            client_retries=client_retries,
+        )

@@ -1,0 +1,64 @@
+"""Exports of one date for analysts: a DuckDB table per report and CSV, Parquet and JSON files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from reporting_assets.core.downloads import create_table_sql, table_name
+from reporting_assets.core.landing import LANDED_SCHEMA
+from reporting_assets.core.reports import ReportSpec
+
+FORMATS = {
+    "csv": "(FORMAT csv, HEADER true)",
+    "parquet": "(FORMAT parquet, COMPRESSION zstd)",
+    "json": "(FORMAT json, ARRAY true)",
+}
+EXPORT_COLUMNS = [name for name in LANDED_SCHEMA.names if name not in ("request_id", "report")]
+
+
+def export_file(db: duckdb.DuckDBPyConnection, source: str, target: Path, fmt: str) -> None:
+    """COPY to a temporary file in the target folder, then rename: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    literal = str(tmp).replace("'", "''")
+    db.execute(f"COPY {source} TO '{literal}' {FORMATS[fmt]}")
+    os.replace(tmp, target)
+
+
+def export_date(
+    db: duckdb.DuckDBPyConnection, exports_dir: Path, report: ReportSpec, date: str, formats: list[str]
+) -> tuple[int, dict[str, str]]:
+    """Replace the date's rows in `export_<report>` and write its files; returns (rows, files by name)."""
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown:
+        raise ValueError(f"ExportConfig.formats: unknown {unknown} (allowed: {', '.join(FORMATS)})")
+    columns = ", ".join(f'"{name}"' for name in EXPORT_COLUMNS)
+    source = table_name(report)
+    export_table = f"export_{report.name}"
+    db.execute(create_table_sql(source))
+    db.execute("BEGIN TRANSACTION")
+    db.execute(f'CREATE TABLE IF NOT EXISTS "{export_table}" AS SELECT {columns} FROM "{source}" LIMIT 0')
+    db.execute(f'DELETE FROM "{export_table}" WHERE "date" = ?::DATE', [date])
+    db.execute(
+        f'INSERT INTO "{export_table}" SELECT {columns} FROM "{source}" WHERE "date" = ?::DATE '
+        "ORDER BY account, row_number",
+        [date],
+    )
+    db.execute("COMMIT")
+    rows = db.execute(f'SELECT count(*) FROM "{export_table}" WHERE "date" = ?::DATE', [date]).fetchone()[0]
+    # COPY cannot take parameters: stage the date's rows in a temp table first.
+    db.execute(
+        f'CREATE OR REPLACE TEMP TABLE export_day AS SELECT {columns} FROM "{export_table}" '
+        'WHERE "date" = ?::DATE ORDER BY account, row_number',
+        [date],
+    )
+    files: dict[str, str] = {}
+    for fmt in formats:
+        target = exports_dir / report.name / f"{date}.{fmt}"
+        export_file(db, "(SELECT * FROM export_day ORDER BY account, row_number)", target, fmt)
+        files[f"{report.name}.{fmt}"] = str(target)
+    db.execute("DROP TABLE export_day")
+    return rows, files

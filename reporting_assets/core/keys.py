@@ -1,0 +1,64 @@
+"""Names shared by the Dagster wiring and the engine: asset keys, partition keys, run tags.
+
+Multi-partition keys of (date, account) print with their dimensions sorted by name and joined
+with '|': `account|date`. Account ids are never allowed to contain '|' (see `partitionable`).
+"""
+
+from __future__ import annotations
+
+# Assets, as their key strings.
+ACCOUNTS_ASSET = "accounts"
+REQUESTS_ASSET = "report_requests"
+DOWNLOADS_ASSET = "downloaded_reports"
+EXPORTS_ASSET = "exported_reports"
+
+# Partition dimensions of downloads and requests; dates alone partition the exports.
+ACCOUNT_DIMENSION = "account"
+DATE_DIMENSION = "date"
+
+# Asset checks.
+LAG_CHECK = "request_lag_within_limits"
+DEAD_LETTER_CHECK = "dead_letter_topic_empty"
+COMPLETE_CHECK = "all_requests_landed"
+
+# Sensors and schedules.
+CONSUMER_SENSOR = "launch_consumers_on_lag"
+DOWNLOAD_SENSOR = "download_when_requests_done"
+EXPORT_SENSOR = "export_when_date_downloaded"
+LAG_SENSOR = "observe_request_lag"
+ENQUEUE_SCHEDULE = "enqueue_latest_complete_day"
+ACCOUNTS_SCHEDULE = "discover_accounts_daily"
+
+# Jobs.
+DOWNLOAD_JOB = "download_requests"
+REDRIVE_JOB = "redrive_dead_letters"
+
+# Run tags: ours, and Dagster's own that the sensors and schedules set.
+SENSOR_TAG = "reporting_assets/sensor"
+SCHEDULE_TAG = "reporting_assets/schedule"
+ROLE_TAG = "reporting_assets/role"
+DOWNLOAD_ROLE = "download"
+ENQUEUE_DAY_TAG = "reporting_assets/enqueue_day"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+MAX_RETRIES_TAG = "dagster/max_retries"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+
+# Dagster's multi-partition keys join dimensions with '|' and refuse '...' and control characters.
+FORBIDDEN_IN_KEYS = ("|", "...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
+def partitionable(account: str) -> bool:
+    """Whether an account id can be a dynamic partition key of the (date, account) partitions."""
+    return bool(account) and not any(part in account for part in FORBIDDEN_IN_KEYS)
+
+
+def key_str(date: str, account: str) -> str:
+    """String form of the (date, account) multi-partition key: dimensions sorted by name, '|'-joined."""
+    return f"{account}|{date}"
+
+
+def parse_key(key: str) -> tuple[str, str]:
+    """(date, account) of a key string; account ids never contain '|'."""
+    account, _, date = key.rpartition("|")
+    return date, account

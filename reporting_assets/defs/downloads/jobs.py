@@ -1,0 +1,127 @@
+"""Dagster jobs around the consumer: `download_requests` (N consumers) and `redrive_dead_letters`."""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, create_model
+
+from reporting_assets.core.consumer.loop import DownloadLoop
+from reporting_assets.core.consumer.redrive import redrive
+from reporting_assets.core.consumer.tuning import ConsumerSettings, ConsumerTuning
+from reporting_assets.core.keys import DOWNLOAD_JOB, DOWNLOAD_ROLE, REDRIVE_JOB, ROLE_TAG
+from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.resources.partner import PartnerResource
+from reporting_assets.resources.warehouse import WarehouseResource
+
+PLAN_FIELDS = ("consumers",)
+
+
+def _config_class(name: str, fields: list[str], doc: str) -> type[dg.Config]:
+    """A Dagster config class with ConsumerTuning's fields, defaults and descriptions (checked by it)."""
+    declared = ConsumerTuning.model_fields
+    return create_model(  # type: ignore[call-overload]
+        name,
+        __base__=dg.Config,
+        __doc__=doc,
+        **{n: (declared[n].annotation, Field(default=declared[n].default, description=declared[n].description)) for n in fields},
+    )
+
+
+ConsumerPlanConfig = _config_class("ConsumerPlanConfig", list(PLAN_FIELDS), "How many consumers the run starts.")
+ConsumerConfig = _config_class(
+    "ConsumerConfig", [n for n in ConsumerTuning.model_fields if n not in PLAN_FIELDS], "One consumer's tuning."
+)
+
+
+def consumer_run_config(tuning: ConsumerTuning) -> dict[str, Any]:
+    """Run config of a `download_requests` run with this tuning (the lag sensor's, the runner's)."""
+    values = {name: value for name, value in tuning.model_dump().items() if value is not None}
+    plan = {name: values.pop(name) for name in PLAN_FIELDS}
+    return {"ops": {"plan_consumers": {"config": plan}, "consume_requests": {"config": values}}}
+
+
+@dg.op(out=dg.DynamicOut(tuple))
+def plan_consumers(context: dg.OpExecutionContext, config: ConsumerPlanConfig, kafka: KafkaResource):
+    """One dynamic output per consumer of the group."""
+    consumers = ConsumerTuning(consumers=config.consumers).consumers  # checks it
+    kafka.check_reachable()
+    kafka.ensure_topics()
+    lag = kafka.lag(kafka.request_topic)
+    context.log.info(f"starting {consumers} consumers; lag {lag.total} on {kafka.request_topic}")
+    for index in range(consumers):
+        yield dg.DynamicOutput((index, consumers), mapping_key=f"consumer_{index}")
+
+
+@dg.op
+def consume_requests(
+    context: dg.OpExecutionContext,
+    consumer_slot: tuple,
+    config: ConsumerConfig,
+    kafka: KafkaResource,
+    partner: PartnerResource,
+    warehouse: WarehouseResource,
+) -> dict:
+    """One consumer of the group: poll, call, land, commit until drained or out of time."""
+    consumer_index, consumers = consumer_slot
+    tuning = ConsumerTuning(**config.model_dump())
+    settings = ConsumerSettings.for_topics(
+        tuning, kafka.request_topic, kafka.dead_letter_topic, kafka.delay_topic, partner.num_retries, consumers
+    )
+    # A short session lets a killed run's consumers leave the group quickly, so a new run starts soon.
+    consumer = kafka.consumer(
+        [],
+        client_id=f"{kafka.client_id}-consumer-{consumer_index}",
+        session_timeout_ms=int(tuning.session_timeout_s * 1000),
+        heartbeat_interval_ms=max(1000, int(tuning.session_timeout_s * 1000) // 4),
+    )
+    producer = kafka.producer()
+    try:
+        loop = DownloadLoop(consumer, producer, partner.client, warehouse.landing_zone(), settings)
+        loop.subscribe()
+        stats = loop.run()
+    finally:
+        producer.close(timeout=10)
+        consumer.close()
+    context.log.info(f"consumer {consumer_index}: {stats.as_metadata()}")
+    return stats.as_metadata()
+
+
+@dg.op
+def summarize_downloads(context: dg.OpExecutionContext, results: list[dict], kafka: KafkaResource) -> dict:
+    totals = {
+        key: sum(result[key] for result in results)
+        for key in ("consumed", "landed", "rows", "continued", "dead_lettered", "api_calls")
+    }
+    lag = kafka.lag(kafka.request_topic)
+    context.log.info(f"downloads done: {totals}; remaining lag {lag.total}")
+    context.add_output_metadata({**totals, "remaining_lag": lag.total})
+    return {**totals, "remaining_lag": lag.total}
+
+
+@dg.job(
+    name=DOWNLOAD_JOB,
+    executor_def=dg.multiprocess_executor,
+    tags={ROLE_TAG: DOWNLOAD_ROLE},
+    description="Consume the request topic with N consumers in one group until drained.",
+)
+def download_requests():
+    summarize_downloads(plan_consumers().map(consume_requests).collect())
+
+
+class RedriveConfig(dg.Config):
+    max_messages: int = Field(default=100_000, description="Stop after re-driving this many dead letters.")
+    timeout_s: float = Field(default=300.0, description="Give up if the dead-letter topic's end is not reached by then.")
+
+
+@dg.op
+def redrive_dead_letter_requests(context: dg.OpExecutionContext, config: RedriveConfig, kafka: KafkaResource) -> dict:
+    """Send dead-lettered requests back to the request topic (once the fault is fixed)."""
+    result = redrive(kafka.cluster(), max_messages=config.max_messages, timeout_s=config.timeout_s)
+    context.log.info(f"re-drive: {result}")
+    context.add_output_metadata(result)
+    return result
+
+
+@dg.job(name=REDRIVE_JOB, description="Re-drive the dead-letter topic's requests onto the request topic.")
+def redrive_dead_letters():
+    redrive_dead_letter_requests()

@@ -1,0 +1,126 @@
+"""`export_when_date_downloaded`: every account partition of a date downloaded, and the date not
+exported since -> materialize `exported_reports` for the date (state: `core.automation.exports`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from reporting_assets.core.automation.exports import ExportState
+from reporting_assets.core.keys import (
+    DOWNLOADS_ASSET,
+    EXPORT_SENSOR,
+    EXPORTS_ASSET,
+    MAX_RETRIES_TAG,
+    SENSOR_TAG,
+    key_str,
+    parse_key,
+)
+from reporting_assets.defs.partitions import account_partitions
+from reporting_assets.defs.runs import sensor_status, latest_event_id, new_partition_events
+from reporting_assets.settings import Settings, load_settings
+
+PARTITION_QUERY_CHUNK = 2_000
+FULL_SCAN_PARTITIONS = 20_000  # above this many (date, account) keys to look up, read the asset's all at once
+
+
+def downloaded_by_date(instance: dg.DagsterInstance, dates: list[str], accounts: list[str]) -> dict[str, dict[str, int]]:
+    """Date -> {account: latest downloaded_reports storage id} over the given dates and current accounts.
+
+    Few partitions: queries restricted to their keys. Many (a cold start after a big backfill): one
+    query over the asset's partitions, which costs about the same as a few restricted ones.
+    """
+    wanted = set(dates)
+    known = set(accounts)
+    found: dict[str, dict[str, int]] = {date: {} for date in dates}
+    if len(dates) * len(accounts) > FULL_SCAN_PARTITIONS:
+        latest = instance.get_latest_storage_id_by_partition(dg.AssetKey(DOWNLOADS_ASSET), dg.DagsterEventType.ASSET_MATERIALIZATION)
+        for key, sid in latest.items():
+            date, account = parse_key(key)
+            if date in wanted and account in known:
+                found[date][account] = sid
+        return found
+    for date in dates:
+        for start in range(0, len(accounts), PARTITION_QUERY_CHUNK):
+            keys = {key_str(date, a) for a in accounts[start : start + PARTITION_QUERY_CHUNK]}
+            latest = instance.get_latest_storage_id_by_partition(
+                dg.AssetKey(DOWNLOADS_ASSET), dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=keys
+            )
+            found[date].update({parse_key(key)[1]: sid for key, sid in latest.items()})
+    return found
+
+
+def evaluate_exports(
+    instance: dg.DagsterInstance, cursor: str | None, settings: Settings
+) -> tuple[list[dg.RunRequest], str, str]:
+    """One tick of `export_when_date_downloaded`: (run requests, new cursor, summary)."""
+    state = ExportState.from_cursor(cursor)
+    upto = latest_event_id(instance)
+    downloaded = new_partition_events(instance, DOWNLOADS_ASSET, state.folded_upto, upto)
+    exported = new_partition_events(instance, EXPORTS_ASSET, state.folded_upto, upto)
+    touched: set[str] = set()
+    for key, sid in downloaded.items():
+        date, _ = parse_key(key)
+        entry = state.dates.setdefault(date, {"sid": 0, "checked": None})
+        entry["sid"] = max(entry["sid"], sid)
+        touched.add(date)
+    for date, sid in exported.items():
+        if date in state.dates and sid > state.dates[date]["sid"]:
+            del state.dates[date]  # exported after its newest download (by hand, or a run we asked for)
+            touched.discard(date)
+    state.folded_upto = max(state.folded_upto, upto)
+    if not state.dates:
+        return [], state.to_cursor(), "no downloaded date waits for its export"
+    accounts = list(instance.get_dynamic_partitions(account_partitions.name))
+    requests = []
+    waiting = []
+    to_check = []
+    for date in sorted(state.dates):
+        entry = state.dates[date]
+        if date not in touched and entry.get("checked") == [len(accounts), entry["sid"]]:
+            waiting.append(date)  # nothing new since the last check found it incomplete
+        else:
+            to_check.append(date)
+    present = downloaded_by_date(instance, to_check, accounts) if accounts and to_check else {}
+    for date in to_check:
+        entry = state.dates[date]
+        latest = present.get(date, {})
+        if not accounts or len(latest) < len(accounts):
+            entry["checked"] = [len(accounts), entry["sid"]]
+            waiting.append(date)
+            continue
+        newest = max(latest.values())
+        requests.append(
+            dg.RunRequest(
+                run_key=f"export-{date}-{newest}",
+                asset_selection=[dg.AssetKey(EXPORTS_ASSET)],
+                partition_key=date,
+                tags={SENSOR_TAG: EXPORT_SENSOR, MAX_RETRIES_TAG: str(settings.run_max_retries)},
+            )
+        )
+        del state.dates[date]
+    summary = f"export {[r.partition_key for r in requests]}; {len(waiting)} dates wait for downloads"
+    return requests, state.to_cursor(), summary
+
+
+def build_export_sensor(settings: Settings) -> dg.SensorDefinition:
+    interval = settings.sensor_interval_s
+    status = sensor_status(settings.sensors_running)
+
+    @dg.sensor(
+        name=EXPORT_SENSOR,
+        target=[dg.AssetKey(EXPORTS_ASSET)],
+        minimum_interval_seconds=interval,
+        default_status=status,
+        description="Materialize exported_reports for a date once all its account partitions are downloaded.",
+    )
+    def export_when_date_downloaded(context: dg.SensorEvaluationContext):
+        requests, cursor, summary = evaluate_exports(context.instance, context.cursor, settings)
+        context.log.info(summary)
+        return dg.SensorResult(run_requests=requests, cursor=cursor, skip_reason=None if requests else summary)
+
+    return export_when_date_downloaded
+
+
+@dg.definitions
+def sensors() -> dg.Definitions:
+    return dg.Definitions(sensors=[build_export_sensor(load_settings())])
