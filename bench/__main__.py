@@ -39,8 +39,12 @@ MEASURED_FILES = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}")
-    parser.add_argument("--out", type=Path, help="results file (default bench/RESULTS.md, quick: bench/out/RESULTS-quick.md)")
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="results file (default bench/RESULTS.md, quick: bench/out/RESULTS-quick.md)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (landing files, broker data)")
     args = parser.parse_args(argv)
     selected = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     (BENCH_DIR / "out").mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=BENCH_DIR / "out"))
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()
     started = time.monotonic()
     results: list[dict[str, Any]] = []

@@ -38,7 +38,10 @@ def _download(client: Any, zone: LandingZone, request: ReportRequest) -> int:
 
 
 def _threads(
-    requests: Sequence[ReportRequest], concurrency: int, partner: PartnerResource, work: Callable[[Any, ReportRequest], int]
+    requests: Sequence[ReportRequest],
+    concurrency: int,
+    partner: PartnerResource,
+    work: Callable[[Any, ReportRequest], int],
 ) -> int:
     """Run `work(client, request)` over the requests with `concurrency` threads, a client each."""
     local = threading.local()
@@ -87,7 +90,9 @@ def delete_and_rewrite(
     return {"calls": calls, "run_s": time.perf_counter() - started}
 
 
-DEDUP_SCHEMA = "CREATE TABLE IF NOT EXISTS done_requests (request_id VARCHAR PRIMARY KEY, calls INTEGER, done_at TIMESTAMP)"
+DEDUP_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS done_requests (request_id VARCHAR PRIMARY KEY, calls INTEGER, done_at TIMESTAMP)"
+)
 
 
 def dedup_table(

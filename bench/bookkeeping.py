@@ -39,7 +39,9 @@ def _sandbox(config: dict[str, Any]) -> SandboxServer:
     return SandboxServer(SandboxConfig(seed=3, sites=sites, per_site_qps=None, global_qps=None, rows_jitter=0.0))
 
 
-def kafka_path(bench: Bench, config: dict[str, Any], requests: list[Any], concurrency: int, commit: dict[str, Any]) -> dict[str, Any]:
+def kafka_path(
+    bench: Bench, config: dict[str, Any], requests: list[Any], concurrency: int, commit: dict[str, Any]
+) -> dict[str, Any]:
     """Produce the requests, then one consumer until every one is landed and committed."""
     kafka = bench.kafka("bookkeeping", config["partitions"])
     landing = bench.scratch("bookkeeping-kafka")
@@ -103,7 +105,9 @@ def run(bench: Bench) -> dict[str, Any]:
             plains.setdefault(concurrency, []).append(plain(bench, config, requests, concurrency))
             for index, variant in enumerate(config["variants"]):
                 if variant["concurrency"] == concurrency:
-                    paths.setdefault(index, []).append(kafka_path(bench, config, requests, concurrency, variant["commit"]))
+                    paths.setdefault(index, []).append(
+                        kafka_path(bench, config, requests, concurrency, variant["commit"])
+                    )
 
     def median(runs: list[dict[str, Any]], key: str) -> float:
         return statistics.median(run[key] for run in runs)

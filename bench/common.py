@@ -272,7 +272,9 @@ def code_state(root: Path, files: Sequence[str]) -> dict[str, Any]:
         "commit": git("rev-parse", "--short", "HEAD"),
         "files": {
             name: {
-                "sha256": hashlib.sha256((root / name).read_bytes()).hexdigest()[:12] if (root / name).exists() else None,
+                "sha256": hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
+                if (root / name).exists()
+                else None,
                 "uncommitted": any(line.endswith(name) for line in changed),
             }
             for name in files

@@ -60,7 +60,9 @@ def spark_enqueue(bootstrap_servers: str, topic: str, config: dict[str, Any]) ->
 def python_enqueue(bootstrap_servers: str, topic: str, config: dict[str, Any]) -> dict[str, Any]:
     accounts, dates = _pairs(config)
     dates = dates[: config["kafka_python_days"]]
-    result = baselines.kafka_python_enqueue(bootstrap_servers, topic, accounts, dates, config["report"], config["row_limit"])
+    result = baselines.kafka_python_enqueue(
+        bootstrap_servers, topic, accounts, dates, config["report"], config["row_limit"]
+    )
     return {**result, "expected": len(accounts) * len(dates)}
 
 
@@ -87,7 +89,10 @@ def run(bench: Bench) -> dict[str, Any]:
     config = settings(bench)
     m = config["messages"]
     outcomes: dict[str, dict[str, Any]] = {}
-    for name, target in (("Spark job (request_frame + write_requests)", spark_enqueue), ("(d) kafka-python loop", python_enqueue)):
+    for name, target in (
+        ("Spark job (request_frame + write_requests)", spark_enqueue),
+        ("(d) kafka-python loop", python_enqueue),
+    ):
         kafka = bench.kafka("enqueue", config["partitions"])
         try:
             child = start_child(target, bootstrap_servers=bench.bootstrap, topic=kafka.request_topic, config=config)
@@ -143,7 +148,8 @@ def run(bench: Bench) -> dict[str, Any]:
         ],
         "targets": [
             {
-                "target": f"<= 60 s for {m:,} messages with Spark" + ("" if m >= 1_000_000 else " (quick size; the target is for 1 000 000)"),
+                "target": f"<= 60 s for {m:,} messages with Spark"
+                + ("" if m >= 1_000_000 else " (quick size; the target is for 1 000 000)"),
                 "value": f"{spark['run_s']:.1f} s (+{spark['session_s']:.1f} s session start = {total_spark:.1f} s)",
                 "met": spark["run_s"] <= 60 and spark["valid"],
             }

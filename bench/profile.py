@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="profile-", dir=BENCH_DIR / "out"))
     port, controller_port = free_ports(2)
     broker = LocalKafkaBroker(
-        BrokerSettings(port=port, controller_port=controller_port, data_dir=workdir / "kafka"), jars_dir=ensure_jars("broker")
+        BrokerSettings(port=port, controller_port=controller_port, data_dir=workdir / "kafka"),
+        jars_dir=ensure_jars("broker"),
     )
     try:
         bench = Bench("profile", broker.start(), workdir, out)

@@ -125,7 +125,10 @@ def run(bench: Bench) -> dict[str, Any]:
         for r in (off, on)
     ]
     complete = all(
-        r["landed_files"] == r["requests"] and r["rows"] == off["rows"] and r["dead_lettered"] == 0 and r["lag_after"] == 0
+        r["landed_files"] == r["requests"]
+        and r["rows"] == off["rows"]
+        and r["dead_lettered"] == 0
+        and r["lag_after"] == 0
         for r in (off, on)
     )
     return {

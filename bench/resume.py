@@ -45,7 +45,9 @@ def _distinct_successes(stats: dict[str, Any]) -> int:
 def _sandbox(config: dict[str, Any]) -> SandboxServer:
     sites = [SiteSpec(url, config["rows_per_day"]) for url in site_urls(config["accounts"])]
     return SandboxServer(
-        SandboxConfig(seed=2, sites=sites, per_site_qps=None, global_qps=None, latency_s=config["latency_s"], rows_jitter=0.0)
+        SandboxConfig(
+            seed=2, sites=sites, per_site_qps=None, global_qps=None, latency_s=config["latency_s"], rows_jitter=0.0
+        )
     )
 
 
@@ -60,7 +62,9 @@ def crash_and_resume(
     began = time.monotonic()
     first = start(1)
     try:
-        wait_for(lambda: _distinct_successes(sandbox.stats()) >= kill_at * total, 0.1 * total + 120, "half the calls", 0.01)
+        wait_for(
+            lambda: _distinct_successes(sandbox.stats()) >= kill_at * total, 0.1 * total + 120, "half the calls", 0.01
+        )
     finally:
         for child in first:
             child.kill()
@@ -132,10 +136,17 @@ def run_baseline(bench: Bench, config: dict[str, Any], requests: list[Any], name
     with _sandbox(config) as sandbox:
 
         def start(_attempt: int) -> list[Child]:
-            common = {"sandbox_url": sandbox.url, "landing_dir": str(landing), "requests": payload, "concurrency": threads}
+            common = {
+                "sandbox_url": sandbox.url,
+                "landing_dir": str(landing),
+                "requests": payload,
+                "concurrency": threads,
+            }
             if name == "delete_and_rewrite":
                 return [start_child(baselines.delete_and_rewrite, **common)]
-            return [start_child(baselines.dedup_table, database=str(landing.parent / f"{landing.name}.duckdb"), **common)]
+            return [
+                start_child(baselines.dedup_table, database=str(landing.parent / f"{landing.name}.duckdb"), **common)
+            ]
 
         return crash_and_resume(sandbox, len(requests), config["kill_at"], start, landing)
 

@@ -47,7 +47,9 @@ def settings(bench: Bench) -> dict[str, Any]:
 # -- seeding ----------------------------------------------------------------------------------------------
 
 
-def seed_materializations(home: str, asset: str, keys: list[str], metadata: dict[str, Any], verify: int = 3) -> dict[str, Any]:
+def seed_materializations(
+    home: str, asset: str, keys: list[str], metadata: dict[str, Any], verify: int = 3
+) -> dict[str, Any]:
     """Record one materialization per partition key, as `report_runless_asset_event` would, in bulk.
 
     The first `verify` go through the public API (~15 ms each on sqlite: 75 minutes for 300 000).
@@ -65,13 +67,17 @@ def seed_materializations(home: str, asset: str, keys: list[str], metadata: dict
 
     started = time.perf_counter()
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(home))
-    values = {name: dg.MetadataValue.json(value) if isinstance(value, dict) else value for name, value in metadata.items()}
+    values = {
+        name: dg.MetadataValue.json(value) if isinstance(value, dict) else value for name, value in metadata.items()
+    }
     stamp = time.time()
 
     def entry(key: str) -> EventLogEntry:
         event = DagsterEvent(
             event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
-            event_specific_data=StepMaterializationData(dg.AssetMaterialization(asset_key=asset, partition=key, metadata=values)),
+            event_specific_data=StepMaterializationData(
+                dg.AssetMaterialization(asset_key=asset, partition=key, metadata=values)
+            ),
             job_name=RUNLESS_JOB_NAME,
         )
         return EventLogEntry(
@@ -202,9 +208,13 @@ def _commit(kafka: Any, offsets: dict[int, int]) -> None:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.consumer_group, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.consumer_group, enable_auto_commit=False
+    )
     try:
-        consumer.commit({TopicPartition(kafka.request_topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+        consumer.commit(
+            {TopicPartition(kafka.request_topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
+        )
     finally:
         consumer.close()
 
@@ -231,8 +241,12 @@ def _in_child(target: Any, **kwargs: Any) -> dict[str, Any]:
 def run(bench: Bench) -> dict[str, Any]:
     config = settings(bench)
     if not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(__file__)), SENSORS_MODULE)):
-        return {"title": "5. Scale of the bookkeeping (sensors)", "settings": config, "skipped": "reporting_assets/sensors.py does not exist: not run.", "targets": [
-            {"target": "<= 5 s a tick, memory flat across ticks", "value": "not run", "met": None}]}
+        return {
+            "title": "5. Scale of the bookkeeping (sensors)",
+            "settings": config,
+            "skipped": "reporting_assets/sensors.py does not exist: not run.",
+            "targets": [{"target": "<= 5 s a tick, memory flat across ticks", "value": "not run", "met": None}],
+        }
     accounts = site_urls(config["accounts"])
     first = dt.date(2026, 10, 1)
     dates = [(first + dt.timedelta(days=day)).isoformat() for day in range(config["days"])]
@@ -359,7 +373,9 @@ def summarize(
             "Code-server stand-in's RSS after each tick (all phases, after the last sensor), MiB: "
             + ", ".join(f"{v:.0f}" for v in rss_by_tick)
             + f" (after loading the code location: {hello['rss_mb']:.0f}; peak {final['max_rss_mb']:.0f}).",
-            "Python heap held after each traced tick (tracemalloc, MiB): " + ", ".join(f"{v:.2f}" for v in traced) + ".",
+            "Python heap held after each traced tick (tracemalloc, MiB): "
+            + ", ".join(f"{v:.2f}" for v in traced)
+            + ".",
             "Flat means: the traced heap grows < 0.5 MiB over the traced ticks and RSS < 4 MiB over the steady ticks.",
             f"Sensors evaluated: {', '.join(hello['sensors'])}.",
         ],

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="soak-"))
     port, controller_port = free_ports(2)
     broker = LocalKafkaBroker(
-        BrokerSettings(port=port, controller_port=controller_port, data_dir=root / "kafka"), jars_dir=ensure_jars("broker")
+        BrokerSettings(port=port, controller_port=controller_port, data_dir=root / "kafka"),
+        jars_dir=ensure_jars("broker"),
     )
     started = time.monotonic()
     results: list[trials.TrialResult] = []

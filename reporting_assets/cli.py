@@ -42,7 +42,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
     for flag, field in TUNING_FIELDS.items():
         declared = ConsumerTuning.model_fields[field]
-        run.add_argument(TUNING_FLAGS[flag], type=declared.annotation, default=declared.default, help=declared.description)
+        run.add_argument(
+            TUNING_FLAGS[flag], type=declared.annotation, default=declared.default, help=declared.description
+        )
     run.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -90,7 +92,9 @@ def consumer_tuning(args: argparse.Namespace) -> ConsumerTuning:
         problem = error.errors()[0]
         flag = {field: TUNING_FLAGS[f] for f, field in TUNING_FIELDS.items()}[str(problem["loc"][0])]
         limits = problem.get("ctx") or {}
-        bound = f"> {limits['gt']}" if "gt" in limits else f">= {limits.get('ge')}" if "ge" in limits else problem["msg"]
+        bound = (
+            f"> {limits['gt']}" if "gt" in limits else f">= {limits.get('ge')}" if "ge" in limits else problem["msg"]
+        )
         raise SettingProblem(f"{flag} must be {bound}, got {problem.get('input')}") from None
 
 
@@ -98,8 +102,8 @@ def preflight(resources: dict, plan_: RunPlan) -> list[str]:
     """Reach the broker and the partner, read the credentials; returns the readable accounts."""
     from googleapiclient.errors import HttpError
 
-    from reporting_assets.resources.kafka import KafkaUnavailableError
     from reporting_assets.core.partner import PartnerConfigError
+    from reporting_assets.resources.kafka import KafkaUnavailableError
 
     try:
         resources["kafka"].check_reachable(timeout_s=10)
@@ -112,9 +116,13 @@ def preflight(resources: dict, plan_: RunPlan) -> list[str]:
     except PartnerConfigError as exc:
         raise SettingProblem(str(exc)) from None
     except HttpError as exc:
-        raise SettingProblem(f"partner at {where} (PARTNER_API_ENDPOINT) refused sites.list: HTTP {exc.status_code}") from None
+        raise SettingProblem(
+            f"partner at {where} (PARTNER_API_ENDPOINT) refused sites.list: HTTP {exc.status_code}"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise SettingProblem(f"partner not reachable at {where} (PARTNER_API_ENDPOINT): {type(exc).__name__}: {exc}") from None
+        raise SettingProblem(
+            f"partner not reachable at {where} (PARTNER_API_ENDPOINT): {type(exc).__name__}: {exc}"
+        ) from None
     readable = [site.url for site in sites if site.readable]
     if plan_.accounts:
         unknown = [a for a in plan_.accounts if a not in readable]

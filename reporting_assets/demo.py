@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = sandbox.stats()
     print("\nreporting_assets demo summary")
     print(f"  accounts discovered : {len(summary.accounts)}")
-    print(f"  requests enqueued   : {summary.requests_enqueued} (+{summary.download.get('continued', 0)} continuation pages)")
+    print(
+        f"  requests enqueued   : {summary.requests_enqueued} (+{summary.download.get('continued', 0)} continuation pages)"
+    )
     print(f"  API calls           : {stats['calls_total']} ({stats['rate_limited']} answered 429)")
     print(f"  rows loaded         : {summary.rows_loaded}")
     print(f"  dead letters        : {summary.dead_lettered}")

@@ -12,14 +12,14 @@ from typing import Any
 
 import dagster as dg
 
-from reporting_assets.defs.accounts.assets import accounts
-from reporting_assets.defs.downloads.assets import downloaded_reports
-from reporting_assets.defs.exports.assets import exported_reports
-from reporting_assets.defs.requests.assets import report_requests
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.keys import RANGE_END_TAG, RANGE_START_TAG
+from reporting_assets.defs.accounts.assets import accounts
+from reporting_assets.defs.downloads.assets import downloaded_reports
 from reporting_assets.defs.downloads.jobs import consumer_run_config
+from reporting_assets.defs.exports.assets import exported_reports
 from reporting_assets.defs.partitions import account_partitions, partition_key
+from reporting_assets.defs.requests.assets import report_requests
 
 
 def quiet(run_config: Mapping[str, Any] | None, log_level: str | None) -> dict[str, Any]:
@@ -111,7 +111,9 @@ def download(
     from reporting_assets import definitions
 
     run_config = quiet(consumer_run_config(tuning or ConsumerTuning()), log_level)
-    with dg.execute_job(dg.reconstructable(definitions.download_requests_job), instance, run_config=run_config) as result:
+    with dg.execute_job(
+        dg.reconstructable(definitions.download_requests_job), instance, run_config=run_config
+    ) as result:
         if not result.success:
             raise RuntimeError(f"download_requests run {result.run_id} failed")
         return result.output_for_node("summarize_downloads")

@@ -60,7 +60,9 @@ class Settings(BaseModel):
     dead_letter_topic: str = _env("REPORTING_DEAD_LETTER_TOPIC", "report-requests.dead-letter", "Failed requests.")
     delay_topic: str = _env("REPORTING_DELAY_TOPIC", "report-requests.delayed", "Requests waiting for the load quota.")
     topic_partitions: int = _env("REPORTING_TOPIC_PARTITIONS", 4, "Partitions of new topics.", ge=1)
-    consumer_group: str = _env("REPORTING_CONSUMER_GROUP", "report-downloaders", "The group whose commits are the memory.")
+    consumer_group: str = _env(
+        "REPORTING_CONSUMER_GROUP", "report-downloaders", "The group whose commits are the memory."
+    )
     partner_api_endpoint: str = _env(
         "PARTNER_API_ENDPOINT", DEFAULT_SANDBOX_URL, "Partner API base URL; set it empty to call Google itself."
     )
@@ -138,8 +140,14 @@ class Settings(BaseModel):
         try:
             return cls.model_validate({**values, "consumer": consumer})
         except ValidationError as error:
-            aliases = {name: field.validation_alias.choices[0] for name, field in cls.model_fields.items() if field.validation_alias}
-            raise _setting_error(error, aliases, {aliases.get(k, k): v for k, v in values.items()}, by_alias=True) from None
+            aliases = {
+                name: field.validation_alias.choices[0]
+                for name, field in cls.model_fields.items()
+                if field.validation_alias
+            }
+            raise _setting_error(
+                error, aliases, {aliases.get(k, k): v for k, v in values.items()}, by_alias=True
+            ) from None
 
     # -- the engine's objects built from the settings ---------------------------------------------
 
@@ -180,7 +188,7 @@ def consumer_variables() -> dict[str, str]:
 def variables() -> dict[str, tuple[str, str]]:
     """Every environment variable -> (default as text, description): what `.env.example` lists."""
     result: dict[str, tuple[str, str]] = {}
-    for name, field in Settings.model_fields.items():
+    for field in Settings.model_fields.values():
         if field.validation_alias is not None:
             result[field.validation_alias.choices[0]] = (_text(field.default), field.description or "")
     for name, variable in consumer_variables().items():

@@ -41,7 +41,17 @@ def env(tmp_path: Path, kafka_broker: str, sandbox: SandboxServer, unique_name) 
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "reporting_assets", "run", "--start-date", "2026-11-01", "--end-date", "2026-11-01", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "reporting_assets",
+        "run",
+        "--start-date",
+        "2026-11-01",
+        "--end-date",
+        "2026-11-01",
+        *args,
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -50,10 +60,18 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     [
         ({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:{closed}"}, [], "KAFKA_BOOTSTRAP_SERVERS"),
         ({"PARTNER_API_ENDPOINT": "http://127.0.0.1:{closed}/"}, [], "PARTNER_API_ENDPOINT"),
-        ({"PARTNER_CREDENTIALS_FILE": "/nonexistent/key.json"}, [], "credentials_file: cannot read /nonexistent/key.json"),
+        (
+            {"PARTNER_CREDENTIALS_FILE": "/nonexistent/key.json"},
+            [],
+            "credentials_file: cannot read /nonexistent/key.json",
+        ),
         ({"PARTNER_CREDENTIALS_FILE": "{tmp}"}, [], "credentials_file: cannot read"),
         ({"REPORTING_TOPIC_PARTITIONS": "many"}, [], "REPORTING_TOPIC_PARTITIONS='many' is not an integer"),
-        ({}, ["--start-date", "2026-11-03", "--end-date", "2026-11-01"], "--start-date 2026-11-03 is after --end-date 2026-11-01"),
+        (
+            {},
+            ["--start-date", "2026-11-03", "--end-date", "2026-11-01"],
+            "--start-date 2026-11-03 is after --end-date 2026-11-01",
+        ),
         ({}, ["--start-date", "2026-13-01"], "--start-date '2026-13-01' is not a YYYY-MM-DD date"),
         ({}, ["--start-date", "2020-01-01"], "before the first daily partition"),
         ({}, ["--reports", "search_analytics,nope"], "--reports: unknown report 'nope'"),

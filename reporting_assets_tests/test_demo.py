@@ -17,10 +17,23 @@ def test_demo_runs_the_whole_pipeline_and_cleans_up(tmp_path: Path):
     (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     result = subprocess.run(
-        [sys.executable, "-m", "reporting_assets.demo", "--data-dir", str(tmp_path / "data"),
-         "--kafka-port", str(kafka_port), "--kafka-controller-port", str(controller_port),
-         "--sandbox-port", str(sandbox_port)],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "reporting_assets.demo",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--kafka-port",
+            str(kafka_port),
+            "--kafka-controller-port",
+            str(controller_port),
+            "--sandbox-port",
+            str(sandbox_port),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout

@@ -40,9 +40,13 @@ def test_importing_the_whole_engine_loads_no_dagster():
         ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
         for p in python_files("core")
     ]
-    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + (
-        "loaded = sorted(m for m in sys.modules if m == 'dagster' or m.startswith(('dagster.', 'dagster_')))\n"
-        "print(','.join(loaded))\n"
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + (
+            "loaded = sorted(m for m in sys.modules if m == 'dagster' or m.startswith(('dagster.', 'dagster_')))\n"
+            "print(','.join(loaded))\n"
+        )
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -59,7 +63,9 @@ LOCAL_JARS = PACKAGE / "resources" / "spark.py"
     ids=lambda p: str(p.relative_to(PACKAGE)),
 )
 def test_production_code_never_imports_the_sandbox_or_local_infra(path: Path):
-    stand_ins = {m for m in imported_modules(path) if m.startswith(("reporting_assets.sandbox", "reporting_assets.infra"))}
+    stand_ins = {
+        m for m in imported_modules(path) if m.startswith(("reporting_assets.sandbox", "reporting_assets.infra"))
+    }
     assert not stand_ins, f"{path.relative_to(PACKAGE)} imports {sorted(stand_ins)}"
 
 

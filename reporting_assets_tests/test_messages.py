@@ -7,8 +7,12 @@ from reporting_assets.core.reports import REPORTS, UnknownReportError, get_repor
 
 
 def make(**overrides) -> ReportRequest:
-    fields = {"report": "search_analytics", "account": "https://www.example.com/", "date": "2026-11-02",
-              "dimensions": ("date", "query")}
+    fields = {
+        "report": "search_analytics",
+        "account": "https://www.example.com/",
+        "date": "2026-11-02",
+        "dimensions": ("date", "query"),
+    }
     fields.update(overrides)
     return ReportRequest(**fields)
 
@@ -33,8 +37,19 @@ def test_round_trip_and_next_page():
 
 def test_message_carries_no_extra_fields():
     payload = json.loads(make().encode())
-    assert set(payload) == {"v", "report", "account", "date", "dimensions", "search_type", "data_state",
-                            "row_limit", "start_row", "attempt", "request_id"}
+    assert set(payload) == {
+        "v",
+        "report",
+        "account",
+        "date",
+        "dimensions",
+        "search_type",
+        "data_state",
+        "row_limit",
+        "start_row",
+        "attempt",
+        "request_id",
+    }
 
 
 @pytest.mark.parametrize(
@@ -46,11 +61,23 @@ def test_message_carries_no_extra_fields():
         (b'{"v": 1, "report": "search_analytics"}', "missing fields: account, date, dimensions"),
         (b'{"v": 1, "report": "r", "account": "a", "date": "2026-02-30", "dimensions": ["date"]}', "not a YYYY-MM-DD"),
         (b'{"v": 1, "report": "r", "account": "a", "date": "9999-01-01", "dimensions": ["date"]}', "outside"),
-        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["color"]}', "unknown dimensions"),
+        (
+            b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["color"]}',
+            "unknown dimensions",
+        ),
         (b'{"v": 1, "report": "r", "account": "", "date": "2026-01-01", "dimensions": ["date"]}', "account"),
-        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "row_limit": 0}', "row_limit"),
-        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "start_row": 7}', "start_row"),
-        (b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "request_id": "x"}', "does not match"),
+        (
+            b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "row_limit": 0}',
+            "row_limit",
+        ),
+        (
+            b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "start_row": 7}',
+            "start_row",
+        ),
+        (
+            b'{"v": 1, "report": "r", "account": "a", "date": "2026-01-01", "dimensions": ["date"], "request_id": "x"}',
+            "does not match",
+        ),
         (None, "empty"),
     ],
 )
@@ -61,9 +88,18 @@ def test_poison_messages_say_what_is_wrong(raw, expected):
 
 def test_dead_letter_round_trip_keeps_request():
     request = make()
-    letter = DeadLetter(reason="server_error", error="HTTP 500", attempts=6, source_topic="t", source_partition=1,
-                        source_offset=7, request=request.to_json(), raw_value=None, failed_at="2026-11-24T00:00:00+00:00",
-                        status=500)
+    letter = DeadLetter(
+        reason="server_error",
+        error="HTTP 500",
+        attempts=6,
+        source_topic="t",
+        source_partition=1,
+        source_offset=7,
+        request=request.to_json(),
+        raw_value=None,
+        failed_at="2026-11-24T00:00:00+00:00",
+        status=500,
+    )
     again = DeadLetter.decode(letter.encode())
     assert again == letter
     assert again.original_request() == request

@@ -23,7 +23,12 @@ def test_env_example_lists_every_variable_at_its_default():
     for variable, (default, _) in variables().items():
         assert f"# {variable}={default}\n" in text
     # the variables the README documents are among them
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "REPORTING_START_DATE", "REPORTING_CONSUMERS", "REPORTING_CONSUMER_QPS_PER_ACCOUNT"):
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "REPORTING_START_DATE",
+        "REPORTING_CONSUMERS",
+        "REPORTING_CONSUMER_QPS_PER_ACCOUNT",
+    ):
         assert name in variables()
 
 
@@ -83,10 +88,14 @@ def test_the_code_location_passes_set_variables_as_env_vars(monkeypatch):
     resources = resources_from(Settings.from_env(), env_vars=True)
     kafka, partner, warehouse = resources["kafka"], resources["partner"], resources["warehouse"]
     # Unresolved until launch: the UI shows the variable's name, never its value.
-    assert isinstance(kafka.bootstrap_servers, dg.EnvVar) and kafka.bootstrap_servers.env_var_name == "KAFKA_BOOTSTRAP_SERVERS"
+    assert (
+        isinstance(kafka.bootstrap_servers, dg.EnvVar)
+        and kafka.bootstrap_servers.env_var_name == "KAFKA_BOOTSTRAP_SERVERS"
+    )
     assert isinstance(partner.credentials_file, dg.EnvVar)
     assert "/secrets/key.json" not in repr(partner.credentials_file.env_var_name)
     assert warehouse.data_dir == Settings().data_dir  # not set: the declared default
+
     # Resolved at launch, in a run:
     @dg.asset
     def probe(kafka: dg.ConfigurableResource) -> dg.MaterializeResult:  # type: ignore[valid-type]
@@ -109,7 +118,9 @@ def test_the_consumer_tuning_has_one_home():
     for name, field in ConsumerTuning.model_fields.items():
         assert dagster_fields[name].default == field.default and dagster_fields[name].description == field.description
     # One consumer of three gets a third of the global budget.
-    settings = ConsumerSettings.for_topics(tuning, "requests", "requests.dead", "requests.delay", client_retries=4, consumers=3)
+    settings = ConsumerSettings.for_topics(
+        tuning, "requests", "requests.dead", "requests.delay", client_retries=4, consumers=3
+    )
     assert settings.global_qps == pytest.approx(4.0) and settings.concurrency == 6 and settings.join_grace_s == 15.0
     with pytest.raises(ValueError, match="concurrency"):
         ConsumerTuning(concurrency=0)

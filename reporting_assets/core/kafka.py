@@ -218,7 +218,9 @@ class KafkaCluster:
         lags = {}
         for topic, ps in partitions.items():
             per_partition = {
-                p: PartitionLag(end=end[topic][p], committed=committed[topic][p], lag=max(end[topic][p] - committed[topic][p], 0))
+                p: PartitionLag(
+                    end=end[topic][p], committed=committed[topic][p], lag=max(end[topic][p] - committed[topic][p], 0)
+                )
                 for p in ps
             }
             lags[topic] = TopicLag(partitions=per_partition, total=sum(p.lag for p in per_partition.values()))
@@ -334,7 +336,9 @@ class KafkaCluster:
         return {tp.partition: max(committed[tp].offset, 0) if tp in committed else 0 for tp in tps}
 
 
-def subscribe(consumer: KafkaConsumer, topics: Sequence[str], listener: ConsumerRebalanceListener | None = None) -> None:
+def subscribe(
+    consumer: KafkaConsumer, topics: Sequence[str], listener: ConsumerRebalanceListener | None = None
+) -> None:
     """Subscribe ``consumer`` to ``topics`` with their metadata fetched before the first poll joins the group.
 
     Joined without metadata, the first assignment is empty and the group joins again when

@@ -38,7 +38,8 @@ class LagSnapshot:
         return {
             "lag_total": self.total,
             "lag_by_partition": {
-                str(p): {"end": v.end, "committed": v.committed, "lag": v.lag} for p, v in sorted(self.partitions.items())
+                str(p): {"end": v.end, "committed": v.committed, "lag": v.lag}
+                for p, v in sorted(self.partitions.items())
             },
             "oldest_request_age_s": float(round(self.oldest_age_s or 0.0, 3)),
             "delayed_requests": self.delayed,
@@ -97,7 +98,9 @@ def lag_check(snapshot: LagSnapshot, limits: LagLimits) -> CheckOutcome:
         "limits": f"lag <= {limits.max_messages}, oldest request <= {limits.max_age_s:g}s",
     }
     if not (too_many or too_old):
-        return CheckOutcome(True, f"{waiting} requests waiting (limit {limits.max_messages}), oldest {age:.0f}s old", metadata)
+        return CheckOutcome(
+            True, f"{waiting} requests waiting (limit {limits.max_messages}), oldest {age:.0f}s old", metadata
+        )
     reasons = []
     if too_many:
         parked = f", {snapshot.delayed} of them parked after load-quota refusals" if snapshot.delayed else ""

@@ -139,7 +139,9 @@ class LandingZone:
         folder = self.account_dir(report, date, account)
         if not folder.is_dir():
             return []
-        return [DeadLetter.decode(p.read_bytes()) for p in sorted(folder.glob("*.dead.json")) if not p.name.startswith(".")]
+        return [
+            DeadLetter.decode(p.read_bytes()) for p in sorted(folder.glob("*.dead.json")) if not p.name.startswith(".")
+        ]
 
     def completeness(self, report: str, date: str, account: str) -> Completeness:
         pages = self.pages(report, date, account)
@@ -222,4 +224,3 @@ def describe(completeness: Completeness) -> str:
         reasons = sorted({letter.reason for letter in completeness.dead_letters})
         parts.append(f"{len(completeness.dead_letters)} dead-lettered ({', '.join(reasons)})")
     return "; ".join(parts)
-

@@ -107,7 +107,9 @@ class ReportRequest:
             raise InvalidRequestError(f"message value is a JSON {type(data).__name__}, expected an object")
         version = data.get("v")
         if version != REQUEST_VERSION:
-            raise InvalidRequestError(f"unsupported request version {version!r} (this consumer reads v{REQUEST_VERSION})")
+            raise InvalidRequestError(
+                f"unsupported request version {version!r} (this consumer reads v{REQUEST_VERSION})"
+            )
         required = ("report", "account", "date", "dimensions")
         missing = [name for name in required if name not in data]
         if missing:

@@ -65,4 +65,3 @@ def validate_row_limit(row_limit: int) -> int:
     if not 1 <= row_limit <= MAX_ROW_LIMIT:
         raise ValueError(f"row_limit {row_limit} is outside 1..{MAX_ROW_LIMIT} (Search Console's maximum)")
     return row_limit
-

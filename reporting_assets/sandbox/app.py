@@ -93,9 +93,7 @@ class SandboxApp:
 
     # --- entry point ---
 
-    def handle(
-        self, method: str, raw_path: str, body: bytes, headers: Mapping[str, str] | None = None
-    ) -> Response:
+    def handle(self, method: str, raw_path: str, body: bytes, headers: Mapping[str, str] | None = None) -> Response:
         path = raw_path.split("?", 1)[0]
         if path.startswith(ADMIN_PREFIX):
             return self._admin(method, path, body)
@@ -106,8 +104,10 @@ class SandboxApp:
             self.stop_event.wait(config.latency_s)
         if config.require_auth and not self._authorized(headers or {}):
             response = responses.google_error(
-                401, "Request is missing required authentication credential.",
-                reason="required", status="UNAUTHENTICATED",
+                401,
+                "Request is missing required authentication credential.",
+                reason="required",
+                status="UNAUTHENTICATED",
             )
             self._stats.record(CallRecord("unauthenticated", response.status))
             return response

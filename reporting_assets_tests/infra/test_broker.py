@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ from reporting_assets.infra.kafka import (
 from reporting_assets.infra.maven import ensure_jars
 from reporting_assets.infra.ports import free_ports
 from reporting_assets.resources.kafka import KafkaResource, KafkaTopicError, KafkaUnavailableError
+from reporting_assets_tests import helpers
+
+wait_until = functools.partial(helpers.wait_for, every_s=0.1)
 
 CLI = [sys.executable, "-m", "reporting_assets.infra.kafka"]
 
@@ -47,14 +51,6 @@ def broker(settings: BrokerSettings, broker_jars: Path) -> Iterator[LocalKafkaBr
         yield broker
     finally:
         broker.stop()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def cli(*args: str, settings: BrokerSettings) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets import runner
+from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.reports import get_report
 from reporting_assets.sandbox import expected_rows
 
@@ -27,9 +27,18 @@ def truth(config, accounts, dates, report="search_analytics") -> set[tuple]:
     for account in accounts:
         for date in dates:
             for row in expected_rows(config, account, date, date, list(spec.dimensions)):
-                keys = dict(zip(spec.dimensions, row["keys"]))
-                rows.add((account, keys["date"], keys["query"], keys["page"], keys["country"], keys["device"],
-                          *(float(row[m]) for m in METRICS)))
+                keys = dict(zip(spec.dimensions, row["keys"], strict=True))
+                rows.add(
+                    (
+                        account,
+                        keys["date"],
+                        keys["query"],
+                        keys["page"],
+                        keys["country"],
+                        keys["device"],
+                        *(float(row[m]) for m in METRICS),
+                    )
+                )
     return rows
 
 
@@ -70,11 +79,20 @@ def test_pipeline_exports_exactly_the_partner_truth_and_a_rerun_changes_nothing(
     assert summary.rows_loaded == len(expected)
 
     with duckdb.connect(str(Path(pipeline_env["REPORTING_DATA_DIR"]) / "warehouse.duckdb"), read_only=True) as db:
-        per_site = dict(db.execute(
-            "SELECT account, count(*) FROM search_analytics WHERE date = '2026-11-01' GROUP BY account").fetchall())
+        per_site = dict(
+            db.execute(
+                "SELECT account, count(*) FROM search_analytics WHERE date = '2026-11-01' GROUP BY account"
+            ).fetchall()
+        )
         assert per_site["https://shop.example.com/"] == len(
-            expected_rows(sandbox_config, "https://shop.example.com/", "2026-11-01", "2026-11-01",
-                          list(get_report("search_analytics").dimensions)))
+            expected_rows(
+                sandbox_config,
+                "https://shop.example.com/",
+                "2026-11-01",
+                "2026-11-01",
+                list(get_report("search_analytics").dimensions),
+            )
+        )
         assert db.execute("SELECT count(*) FROM export_search_analytics").fetchone()[0] == len(expected)
 
     before = digests(summary.exports.values())

@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets import runner
+from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.sandbox import SandboxConfig, SiteSpec
 
 HOSTILE = [
@@ -17,7 +17,7 @@ HOSTILE = [
     "https://a.example.com/x?y=1&z=/../",
     "https://exämple.com/ü/页面",
     "sc-domain:" + "x" * 300 + ".com",
-    "https://quote.example.com/it's \"quoted\"; DROP TABLE accounts;--",
+    'https://quote.example.com/it\'s "quoted"; DROP TABLE accounts;--',
 ]
 UNPARTITIONABLE = "https://pipe.example.com/a|b"
 
@@ -29,7 +29,9 @@ def sandbox_config() -> SandboxConfig:
 
 
 def test_hostile_account_ids_round_trip_and_stay_inside(instance, resources, sandbox, pipeline_env, tmp_path):
-    summary = runner.run_pipeline(instance, resources, ["2026-11-01"], ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0))
+    summary = runner.run_pipeline(
+        instance, resources, ["2026-11-01"], ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0)
+    )
     assert sorted(summary.accounts) == sorted(HOSTILE)  # the '|' account is reported, not a partition
     assert summary.dead_lettered == 0 and summary.rows_loaded == 7 * len(HOSTILE)
 

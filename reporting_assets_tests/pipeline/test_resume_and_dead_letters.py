@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from reporting_assets import runner
+from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.keys import COMPLETE_CHECK
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.defs.downloads.jobs import redrive_dead_letters
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
+from reporting_assets_tests import helpers
 from reporting_assets_tests.pipeline.test_end_to_end import exported, truth
 
+wait_for = functools.partial(helpers.wait_for, every_s=0.1)
+
 DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
-SITES = [SiteSpec("https://a.example.com/", 260), SiteSpec("https://b.example.com/", 180),
-         SiteSpec("https://c.example.com/", 90)]
+SITES = [
+    SiteSpec("https://a.example.com/", 260),
+    SiteSpec("https://b.example.com/", 180),
+    SiteSpec("https://c.example.com/", 90),
+]
 ROW_LIMIT = {"ops": {"report_requests": {"config": {"row_limit": 100}}}}
 CONSUMERS = {"idle_timeout_s": 2.0, "qps_per_account": 4.0, "retry_backoff_s": 0.01}
 
@@ -29,14 +36,6 @@ CONSUMERS = {"idle_timeout_s": 2.0, "qps_per_account": 4.0, "retry_backoff_s": 0
 @pytest.fixture
 def sandbox_config() -> SandboxConfig:
     return SandboxConfig(seed=11, sites=SITES, per_site_qps=None, global_qps=None, faults=[], latency_s=0.1)
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def landed_files(data_dir: Path) -> int:
@@ -58,8 +57,13 @@ def test_a_killed_download_run_resumes_to_the_same_exports(instance, resources, 
     total_pages = 3 * 3 + 2 * 3 + 1 * 3  # 260 rows -> 3 pages, 180 -> 2, 90 -> 1; per date
 
     env = {**os.environ, "DAGSTER_HOME": instance.root_directory}
-    process = subprocess.Popen([sys.executable, "-c", DOWNLOAD_SCRIPT.format(config=CONSUMERS)], env=env,
-                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", DOWNLOAD_SCRIPT.format(config=CONSUMERS)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: landed_files(data_dir) >= 5, 120, "the first landed pages")
     finally:
@@ -72,8 +76,10 @@ def test_a_killed_download_run_resumes_to_the_same_exports(instance, resources, 
     kafka = resources["kafka"]
     zone = LandingZone(data_dir / "landing")
     state = {(d, s.url): zone.completeness("search_analytics", d, s.url) for d in DATES for s in SITES}
-    assert landed_files(data_dir) == total_pages, (kafka.lag(kafka.request_topic), {
-        k: (len(v.pages), v.missing_start_rows) for k, v in state.items() if not v.complete})
+    assert landed_files(data_dir) == total_pages, (
+        kafka.lag(kafka.request_topic),
+        {k: (len(v.pages), v.missing_start_rows) for k, v in state.items() if not v.complete},
+    )
     rows, dead, files = runner.load_and_export(instance, resources, DATES, accounts)
     urls = [site.url for site in SITES]
     expected = truth(sandbox_config, urls, DATES)
@@ -94,7 +100,9 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
     assert summary["dead_lettered"] == 1
 
     result = dg.materialize(
-        [runner.downloaded_reports], resources=resources, instance=instance,
+        [runner.downloaded_reports],
+        resources=resources,
+        instance=instance,
         tags=runner.range_tags(DATES[:1], accounts),
     )
     checks = result.get_asset_check_evaluations()
@@ -116,4 +124,3 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
     rows, dead, files = runner.load_and_export(instance, resources, DATES[:1], accounts)
     assert dead == 0
     assert rows == len(truth(sandbox_config, [s.url for s in SITES], DATES[:1]))
-

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kafka import KafkaConsumer
 
-from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets import runner
+from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets.settings import build_resources
 
@@ -21,27 +21,43 @@ KEY_ID = "PLANTED-KEY-ID-7f3a9c"
 
 @pytest.fixture
 def sandbox_config() -> SandboxConfig:
-    return SandboxConfig(seed=2, sites=SITES, per_site_qps=None, global_qps=None, require_auth=True, rows_jitter=0.0,
-                         faults=[FaultSpec("http_500", site_url="https://broken.example.com/")])
+    return SandboxConfig(
+        seed=2,
+        sites=SITES,
+        per_site_qps=None,
+        global_qps=None,
+        require_auth=True,
+        rows_jitter=0.0,
+        faults=[FaultSpec("http_500", site_url="https://broken.example.com/")],
+    )
 
 
 def service_account_file(tmp_path: Path, token_uri: str) -> tuple[Path, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     path = tmp_path / "secrets" / "service-account.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "sandbox", "private_key_id": KEY_ID, "private_key": pem,
-        "client_email": "robot@sandbox.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "sandbox",
+                "private_key_id": KEY_ID,
+                "private_key": pem,
+                "client_email": "robot@sandbox.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
     key_fragment = pem.splitlines()[5]  # a line from the middle of the key material
     return path, key_fragment
 
 
 def topic_values(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=2000)
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=2000)
     try:
         return [(record.key or b"") + b"\n" + (record.value or b"") for record in consumer]
     finally:
@@ -53,7 +69,9 @@ def test_planted_secrets_appear_nowhere(instance, sandbox, pipeline_env, monkeyp
     monkeypatch.setenv("PARTNER_CREDENTIALS_FILE", str(credentials))
     resources = build_resources({**pipeline_env, "PARTNER_CREDENTIALS_FILE": str(credentials)})
 
-    summary = runner.run_pipeline(instance, resources, ["2026-11-01"], ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0))
+    summary = runner.run_pipeline(
+        instance, resources, ["2026-11-01"], ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0)
+    )
     assert summary.dead_lettered == 1 and summary.rows_loaded == 60  # the pipeline really ran, authenticated
     stats = sandbox.stats()
     assert stats["status_counts"].get("401", 0) == 0

@@ -38,8 +38,11 @@ def test_a_consumer_joining_and_one_leaving_mid_run(trials_env: trials.TrialEnv,
     joiner_stats = next(e for e in joiner if e["event"] == "exit")["stats"]
     assert joiner_stats["landed"] > 0 or joiner_stats["stopped_because"].startswith("topic drained"), joiner_stats
     # The leaver stopped because it was asked to, after downloading pages, with everything committed.
-    leaver = next(events for events in names.values()
-                  if any(e["event"] == "exit" and e["stats"]["stopped_because"] == "asked to stop" for e in events))
+    leaver = next(
+        events
+        for events in names.values()
+        if any(e["event"] == "exit" and e["stats"]["stopped_because"] == "asked to stop" for e in events)
+    )
     leaver_exit = next(e for e in leaver if e["event"] == "exit")
     assert leaver_exit["stats"]["landed"] > 0
     # Someone took over the leaver's partitions.

@@ -49,11 +49,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import ReportRequest
-from reporting_assets.defs.partitions import account_partitions
 from reporting_assets.core.reports import get_report
+from reporting_assets.defs.partitions import account_partitions
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_row_count, expected_rows
+from reporting_assets_tests import helpers
 from reporting_assets_tests.reliability import worker
 
 REPORT = get_report("search_analytics")
@@ -102,7 +103,9 @@ class Workload:
         return sorted(url for url, _ in self.sites)
 
     def first_requests(self) -> list[ReportRequest]:
-        return [REPORT.first_request(url, date, row_limit=self.row_limit) for date in self.dates for url, _ in self.sites]
+        return [
+            REPORT.first_request(url, date, row_limit=self.row_limit) for date in self.dates for url, _ in self.sites
+        ]
 
     def pages(self) -> int:
         """API calls of a perfect run: a chain ends at its first page with fewer than row_limit rows."""
@@ -277,11 +280,7 @@ def landed_count(landing_dir: Path) -> int:
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TrialError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(every_s)
+    helpers.wait_for(condition, timeout_s, what, every_s, error=TrialError)
 
 
 # ---- one trial -----------------------------------------------------------------------------------
@@ -346,8 +345,13 @@ class TrialResult:
     @property
     def faults(self) -> int:
         """Faults injected: SIGKILLed consumers, broker restarts, joins, leaves, 429s served."""
-        return (sum(kill.victims for kill in self.kills) + len(self.broker_restarts) + self.joins + self.leaves
-                + self.throttled)
+        return (
+            sum(kill.victims for kill in self.kills)
+            + len(self.broker_restarts)
+            + self.joins
+            + self.leaves
+            + self.throttled
+        )
 
 
 ACTIONS = ("kill_one", "kill_all", "join", "leave", "broker_stop", "broker_kill")
@@ -374,14 +378,17 @@ class Plan:
         rng = random.Random(seed)
         count = rng.randint(1, workload.max_kills)
         targets = sorted(rng.sample(range(1, pages), min(count, pages - 1)))
-        return cls(tuple(Step(target, rng.choice(("kill_one", "kill_all")), rng.randrange(1 << 30)) for target in targets))
+        return cls(
+            tuple(Step(target, rng.choice(("kill_one", "kill_all")), rng.randrange(1 << 30)) for target in targets)
+        )
 
 
 class TrialEnv:
     """What trials share: the broker, a scratch folder, the fork server, a Dagster instance for exports."""
 
-    def __init__(self, bootstrap: str, root: Path, instance: dg.DagsterInstance | None = None,
-                 broker: Any = None) -> None:
+    def __init__(
+        self, bootstrap: str, root: Path, instance: dg.DagsterInstance | None = None, broker: Any = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.root = root
         self.instance = instance
@@ -437,15 +444,25 @@ def drained(kafka: KafkaResource, topic: str) -> bool:
 
 def complete(landing: LandingZone, workload: Workload) -> bool:
     return all(
-        landing.completeness(REPORT.name, date, account).complete for date in workload.dates for account in workload.accounts
+        landing.completeness(REPORT.name, date, account).complete
+        for date in workload.dates
+        for account in workload.accounts
     )
 
 
 class Trial:
     """One run of a workload through a plan of attacks; `run()` returns what happened."""
 
-    def __init__(self, env: TrialEnv, workload: Workload, seed: int | None, plan: Plan,
-                 timeout_s: float, exports: bool, first: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        env: TrialEnv,
+        workload: Workload,
+        seed: int | None,
+        plan: Plan,
+        timeout_s: float,
+        exports: bool,
+        first: dict[str, Any] | None = None,
+    ) -> None:
         self.env = env
         self.first = first  # spec overrides for the very first consumer (e.g. die_after_landing)
         self.workload = workload
@@ -478,8 +495,11 @@ class Trial:
                 self.fleet.start(1, **self.first)
             self.fleet.top_up()
             for step in self.plan.steps:
-                wait_for(lambda: landed_count(self.landing_dir) >= step.at_landed or not self.fleet.alive(),
-                         self.remaining(), f"{step.at_landed} landed pages")
+                wait_for(
+                    lambda step=step: landed_count(self.landing_dir) >= step.at_landed or not self.fleet.alive(),
+                    self.remaining(),
+                    f"{step.at_landed} landed pages",
+                )
                 if not self.fleet.alive():
                     self.result.notes.append(f"the topic drained before step {step}")
                     break
@@ -510,11 +530,17 @@ class Trial:
         records = self.topic_log.catch_up(self.remaining())
         landed = landed_ids(self.landing_dir)
         done_uncommitted = sum(1 for (p, o), rid in records.items() if o >= committed[p] and rid in landed)
-        self.result.kills.append(Kill(
-            mode=mode, at_landed=at_landed, consumers_alive=alive, victims=len(victims),
-            landed_uncommitted=done_uncommitted, bound=done_uncommitted + len(victims) * self.workload.concurrency,
-            repeat_successes_before=repeats_before,
-        ))
+        self.result.kills.append(
+            Kill(
+                mode=mode,
+                at_landed=at_landed,
+                consumers_alive=alive,
+                victims=len(victims),
+                landed_uncommitted=done_uncommitted,
+                bound=done_uncommitted + len(victims) * self.workload.concurrency,
+                repeat_successes_before=repeats_before,
+            )
+        )
         self.result.restarts += len(self.fleet.top_up())
 
     def join(self, step: Step) -> None:
@@ -546,10 +572,14 @@ class Trial:
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not broker.is_running(), self.remaining(), "the broker JVM to die")
         broker.start(timeout_s=max(self.remaining(), 1))
-        self.result.broker_restarts.append(BrokerRestart(
-            how=how, at_landed=at_landed, outage_s=time.monotonic() - down,
-            consumers_alive_after=len(self.fleet.alive()),
-        ))
+        self.result.broker_restarts.append(
+            BrokerRestart(
+                how=how,
+                at_landed=at_landed,
+                outage_s=time.monotonic() - down,
+                consumers_alive_after=len(self.fleet.alive()),
+            )
+        )
 
     # ---- the end ----
 
@@ -607,9 +637,22 @@ def truth_rows(workload: Workload) -> Counter[tuple]:
     for account in workload.accounts:
         for date in workload.dates:
             for number, row in enumerate(expected_rows(config, account, date, date, list(REPORT.dimensions))):
-                keys = dict(zip(REPORT.dimensions, row["keys"]))
-                rows[(account, keys["date"], number, keys["query"], keys["page"], keys["country"], keys["device"],
-                      int(row["clicks"]), int(row["impressions"]), float(row["ctr"]), float(row["position"]))] += 1
+                keys = dict(zip(REPORT.dimensions, row["keys"], strict=True))
+                rows[
+                    (
+                        account,
+                        keys["date"],
+                        number,
+                        keys["query"],
+                        keys["page"],
+                        keys["country"],
+                        keys["device"],
+                        int(row["clicks"]),
+                        int(row["impressions"]),
+                        float(row["ctr"]),
+                        float(row["position"]),
+                    )
+                ] += 1
     return rows
 
 
@@ -623,14 +666,18 @@ def count_rows(result: TrialResult, landing: LandingZone, workload: Workload) ->
                 result.notes.append(f"incomplete: {date} {account}: {state.missing_start_rows} {state.dead_letters}")
             files.extend(str(page.path) for page in state.pages)
     with duckdb.connect() as db:
-        got = Counter(
-            (account, str(date), number, query, page, country, device, clicks, impressions, ctr, position)
-            for account, date, number, query, page, country, device, clicks, impressions, ctr, position in db.execute(
-                "SELECT account, date, row_number, query, page, country, device, clicks, impressions, ctr, position "
-                "FROM read_parquet(?)",
-                [files],
-            ).fetchall()
-        ) if files else Counter()
+        got = (
+            Counter(
+                (account, str(date), number, query, page, country, device, clicks, impressions, ctr, position)
+                for account, date, number, query, page, country, device, clicks, impressions, ctr, position in db.execute(
+                    "SELECT account, date, row_number, query, page, country, device, clicks, impressions, ctr, position "
+                    "FROM read_parquet(?)",
+                    [files],
+                ).fetchall()
+            )
+            if files
+            else Counter()
+        )
     expected = truth_rows(workload)
     result.rows_expected = sum(expected.values())
     result.rows_lost = sum((expected - got).values())
@@ -649,15 +696,21 @@ def export_digests(env: TrialEnv, data_dir: Path, workload: Workload) -> dict[st
         instance.add_dynamic_partitions(account_partitions.name, missing)
     resources = {"warehouse": WarehouseResource(data_dir=str(data_dir))}
     loaded = dg.materialize(
-        [runner.downloaded_reports], resources=resources, instance=instance,
-        tags=runner.range_tags(list(workload.dates), workload.accounts), run_config=runner.quiet(None, "ERROR"),
+        [runner.downloaded_reports],
+        resources=resources,
+        instance=instance,
+        tags=runner.range_tags(list(workload.dates), workload.accounts),
+        run_config=runner.quiet(None, "ERROR"),
     )
     if not loaded.success:
         raise TrialError("downloaded_reports failed")
     digests = {}
     for date in workload.dates:
         exported = dg.materialize(
-            [runner.exported_reports], resources=resources, instance=instance, partition_key=date,
+            [runner.exported_reports],
+            resources=resources,
+            instance=instance,
+            partition_key=date,
             run_config=runner.quiet(None, "ERROR"),
         )
         if not exported.success:
@@ -684,7 +737,8 @@ def problems(result: TrialResult, reference: TrialResult | None) -> list[str]:
         )
     if reference is not None and result.export_digests and result.export_digests != reference.export_digests:
         differing = sorted(
-            name for name in set(result.export_digests) | set(reference.export_digests)
+            name
+            for name in set(result.export_digests) | set(reference.export_digests)
             if result.export_digests.get(name) != reference.export_digests.get(name)
         )
         found.append(f"exports differ from the clean run's: {differing}")
@@ -725,7 +779,9 @@ def summary_rows(results: list[TrialResult], reference: TrialResult | None) -> d
         "rows_lost": sum(max(r.rows_lost, 0) for r in results),
         "rows_doubled": sum(max(r.rows_doubled, 0) for r in results),
         "exports_identical": sum(
-            1 for r in results if reference is not None and r.export_digests and r.export_digests == reference.export_digests
+            1
+            for r in results
+            if reference is not None and r.export_digests and r.export_digests == reference.export_digests
         ),
         "exports_checked": sum(1 for r in results if r.export_digests),
         "reissued": sum(r.repeat_successes for r in results),
@@ -768,12 +824,19 @@ def trial_markdown(results: list[TrialResult], reference: TrialResult | None) ->
     ]
     for r in results:
         kills = ", ".join(f"{k.mode}@{k.at_landed}" for k in r.kills) or "-"
-        other = ", ".join(
-            [f"broker {b.how}@{b.at_landed}" for b in r.broker_restarts]
-            + ([f"{r.joins} join"] if r.joins else []) + ([f"{r.leaves} leave"] if r.leaves else [])
-        ) or "-"
-        identical = "-" if not r.export_digests or reference is None else (
-            "yes" if r.export_digests == reference.export_digests else "**no**")
+        other = (
+            ", ".join(
+                [f"broker {b.how}@{b.at_landed}" for b in r.broker_restarts]
+                + ([f"{r.joins} join"] if r.joins else [])
+                + ([f"{r.leaves} leave"] if r.leaves else [])
+            )
+            or "-"
+        )
+        identical = (
+            "-"
+            if not r.export_digests or reference is None
+            else ("yes" if r.export_digests == reference.export_digests else "**no**")
+        )
         lines.append(
             f"| {r.seed} | {r.pages} | {kills} | {other} | {r.throttled} | {r.handovers} | {r.repeat_successes} "
             f"| {r.in_flight_bound} | {r.rows_lost} | {r.rows_doubled} | {identical} | {r.elapsed_s:.1f} |"
@@ -797,7 +860,23 @@ def trial_env(bootstrap: str, root: Path, exports: bool = True, broker: Any = No
 
 
 __all__ = [
-    "BIG", "SMALL", "Fleet", "Plan", "Step", "TopicLog", "TrialEnv", "TrialError", "TrialResult", "Workload",
-    "cleanup", "describe", "landed_count", "problems", "run_trial", "summary_markdown", "trial_env",
-    "trial_markdown", "wait_for",
+    "BIG",
+    "SMALL",
+    "Fleet",
+    "Plan",
+    "Step",
+    "TopicLog",
+    "TrialEnv",
+    "TrialError",
+    "TrialResult",
+    "Workload",
+    "cleanup",
+    "describe",
+    "landed_count",
+    "problems",
+    "run_trial",
+    "summary_markdown",
+    "trial_env",
+    "trial_markdown",
+    "wait_for",
 ]

@@ -19,15 +19,7 @@ from reporting_assets.resources.kafka import (
     KafkaUnavailableError,
     PartitionLag,
 )
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            # A callable describes the state at the timeout, not at the call.
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
+from reporting_assets_tests.helpers import wait_for as wait_until
 
 
 def produce(resource: KafkaResource, topic: str, messages: Iterable[tuple[int, bytes, int | None]]) -> None:

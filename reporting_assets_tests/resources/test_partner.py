@@ -8,8 +8,15 @@ import time
 import pytest
 from googleapiclient.errors import HttpError
 
+from reporting_assets.core.partner import (
+    MalformedResponseError,
+    PartnerConfigError,
+    http_error_reason,
+    http_error_summary,
+    retry_after_seconds,
+    validate_rows,
+)
 from reporting_assets.core.reports import get_report
-from reporting_assets.core.partner import MalformedResponseError, PartnerConfigError, http_error_reason, http_error_summary, retry_after_seconds, validate_rows
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
 
@@ -26,7 +33,10 @@ def sandbox():
 def test_lists_sites_and_queries_rows_exactly(sandbox):
     client = PartnerResource(api_endpoint=sandbox.url).client()
     sites = client.list_sites()
-    assert [(s.url, s.readable) for s in sites] == [("https://locked.example.com/", False), ("https://www.example.com/", True)]
+    assert [(s.url, s.readable) for s in sites] == [
+        ("https://locked.example.com/", False),
+        ("https://www.example.com/", True),
+    ]
     rows = client.query(REQUEST)
     assert rows == expected_rows(sandbox.config, REQUEST.account, REQUEST.date, REQUEST.date, list(REQUEST.dimensions))
 

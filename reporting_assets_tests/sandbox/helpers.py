@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
-import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -14,6 +14,9 @@ from google.auth.credentials import AnonymousCredentials
 from googleapiclient.discovery import build
 
 from reporting_assets.sandbox import SandboxConfig, SiteSpec
+from reporting_assets_tests import helpers
+
+wait_for = functools.partial(helpers.wait_for, every_s=0.02)
 
 HOSTILE_SITE = "https://exämple.com/a b/?q=1&x=%2F#frag"
 FORBIDDEN_SITE = "https://private.example.com/"
@@ -87,12 +90,3 @@ def raw_query(url: str, site_url: str, body: dict[str, Any] | bytes) -> RawRespo
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     path = f"/webmasters/v3/sites/{quote(site_url, safe='')}/searchAnalytics/query?alt=json"
     return raw_request(url, "POST", path, payload)
-
-
-def wait_for(condition: Any, timeout_s: float = 10.0, interval_s: float = 0.02) -> None:
-    """Poll `condition()` until it is truthy; AssertionError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(interval_s)

@@ -13,8 +13,8 @@ from kafka.structs import OffsetAndMetadata
 
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import ReportRequest
-from reporting_assets.defs.partitions import account_partitions, partition_key
 from reporting_assets.core.reports import get_report
+from reporting_assets.defs.partitions import account_partitions, partition_key
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
 
@@ -118,7 +118,13 @@ class Pipeline:
 
 
 def _row(request: ReportRequest, index: int) -> dict:
-    keys = {"date": request.date, "query": f"q{request.start_row + index}", "page": "/p", "country": "usa", "device": "DESKTOP"}
+    keys = {
+        "date": request.date,
+        "query": f"q{request.start_row + index}",
+        "page": "/p",
+        "country": "usa",
+        "device": "DESKTOP",
+    }
     return {"keys": [keys[d] for d in request.dimensions], "clicks": 1, "impressions": 2, "ctr": 0.5, "position": 1.0}
 
 

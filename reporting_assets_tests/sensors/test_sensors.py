@@ -14,14 +14,22 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from reporting_assets.settings import Settings
-from reporting_assets.core.keys import DEAD_LETTER_CHECK, LAG_CHECK
-from reporting_assets.defs.partitions import account_date_partitions, partition_key
-from reporting_assets.core.keys import ENQUEUE_SCHEDULE
-from reporting_assets.defs.requests.schedules import build_enqueue_schedule, enqueue_request
-from reporting_assets.core.automation.ranges import missing_blocks
-from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR, RANGE_END_TAG, RANGE_START_TAG, key_str, parse_key
 from reporting_assets.core.automation.downloads import DownloadState, PendingDate, done_partitions
+from reporting_assets.core.automation.ranges import missing_blocks, rectangles
+from reporting_assets.core.downloads import partition_settled
+from reporting_assets.core.keys import (
+    CONSUMER_SENSOR,
+    DEAD_LETTER_CHECK,
+    DOWNLOAD_SENSOR,
+    ENQUEUE_SCHEDULE,
+    EXPORT_SENSOR,
+    LAG_CHECK,
+    LAG_SENSOR,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    key_str,
+    parse_key,
+)
 from reporting_assets.defs.downloads.sensors import (
     build_consumer_sensor,
     build_download_sensor,
@@ -29,9 +37,10 @@ from reporting_assets.defs.downloads.sensors import (
     evaluate_downloads,
 )
 from reporting_assets.defs.exports.sensors import build_export_sensor, evaluate_exports
+from reporting_assets.defs.partitions import account_date_partitions, partition_key
+from reporting_assets.defs.requests.schedules import build_enqueue_schedule, enqueue_request
 from reporting_assets.defs.requests.sensors import build_lag_sensor
-from reporting_assets.core.downloads import partition_settled
-from reporting_assets.core.automation.ranges import rectangles
+from reporting_assets.settings import Settings
 from reporting_assets_tests.sensors.conftest import ACCOUNTS, DATES
 
 SETTINGS = Settings(lag_max_messages=0, lag_max_age_s=3600, landing_check_budget_s=5.0)
@@ -284,7 +293,9 @@ def test_consumers_launch_on_lag_once_and_after_a_failed_run(pipeline):
 def test_consumer_sensor_definition_targets_the_download_job(pipeline):
     pipeline.enqueue(DATES[:1], ACCOUNTS[:1], record=False)
     consumers = sensor(CONSUMER_SENSOR)
-    result = consumers.evaluate_tick(dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": pipeline.kafka}))
+    result = consumers.evaluate_tick(
+        dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": pipeline.kafka})
+    )
     assert [r.job_name for r in result.run_requests] == ["download_requests"]
 
 
@@ -321,17 +332,21 @@ def test_dead_letter_check_fails_until_redriven(pipeline):
         producer.send(kafka.dead_letter_topic, key=b"x", value=b"{}").get(timeout=30)
     finally:
         producer.close()
-    checks = _evaluations(sensor(LAG_SENSOR).evaluate_tick(
-        dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": kafka})
-    ))
+    checks = _evaluations(
+        sensor(LAG_SENSOR).evaluate_tick(
+            dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": kafka})
+        )
+    )
     assert not checks[DEAD_LETTER_CHECK].passed
     assert "redrive_dead_letters" in checks[DEAD_LETTER_CHECK].description
     from reporting_assets.core.consumer.redrive import redrive
 
     redrive(kafka)
-    checks = _evaluations(sensor(LAG_SENSOR).evaluate_tick(
-        dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": kafka})
-    ))
+    checks = _evaluations(
+        sensor(LAG_SENSOR).evaluate_tick(
+            dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": kafka})
+        )
+    )
     assert checks[DEAD_LETTER_CHECK].passed
 
 
@@ -340,9 +355,11 @@ def test_lag_age_threshold(pipeline):
     lag_sensor = next(s for s in build_sensors(settings) if s.name == LAG_SENSOR)
     pipeline.enqueue(DATES[:1], ACCOUNTS[:1], record=False)
     time.sleep(0.01)
-    checks = _evaluations(lag_sensor.evaluate_tick(
-        dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": pipeline.kafka})
-    ))
+    checks = _evaluations(
+        lag_sensor.evaluate_tick(
+            dg.build_sensor_context(instance=pipeline.instance, resources={"kafka": pipeline.kafka})
+        )
+    )
     assert not checks[LAG_CHECK].passed and "old" in checks[LAG_CHECK].description
 
 
@@ -351,7 +368,7 @@ def test_lag_age_threshold(pipeline):
 
 def test_schedule_enqueues_the_latest_complete_day_for_every_account_in_one_range_run(instance):
     schedule = build_enqueue_schedule(Settings(lateness_days=3))
-    tick = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.timezone.utc)
+    tick = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.UTC)
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
     (request,) = schedule.evaluate_tick(context).run_requests
     assert keys_of(request, instance) == all_keys(["2026-11-17"], ACCOUNTS)
@@ -363,8 +380,9 @@ def test_schedule_never_enqueues_an_account_day_twice(instance):
     day = "2026-11-17"
     (first,) = enqueue_request(instance, day)
     # The first run is under way: a second tick the same day (an hourly cron, a restart) waits for it.
-    run = dg.DagsterRun(job_name="__ASSET_JOB", run_id=make_new_run_id(), tags=first.tags,
-                        status=dg.DagsterRunStatus.STARTED)
+    run = dg.DagsterRun(
+        job_name="__ASSET_JOB", run_id=make_new_run_id(), tags=first.tags, status=dg.DagsterRunStatus.STARTED
+    )
     instance.add_run(run)
     skip = enqueue_request(instance, day)
     assert isinstance(skip, dg.SkipReason) and "in progress" in skip.skip_message
@@ -372,11 +390,13 @@ def test_schedule_never_enqueues_an_account_day_twice(instance):
     for account in ACCOUNTS:
         if account != ACCOUNTS[1]:
             instance.report_runless_asset_event(
-                dg.AssetMaterialization("report_requests", partition=str(partition_key(day, account))))
+                dg.AssetMaterialization("report_requests", partition=str(partition_key(day, account)))
+            )
     (again,) = enqueue_request(instance, day)  # only the account left out
     assert keys_of(again, instance) == all_keys([day], [ACCOUNTS[1]])
     instance.report_runless_asset_event(
-        dg.AssetMaterialization("report_requests", partition=str(partition_key(day, ACCOUNTS[1]))))
+        dg.AssetMaterialization("report_requests", partition=str(partition_key(day, ACCOUNTS[1])))
+    )
     done = enqueue_request(instance, day)
     assert isinstance(done, dg.SkipReason) and "already" in done.skip_message
 

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reporting_assets_tests import helpers
+
 T = TypeVar("T")
+
+# The UI is polled through GraphQL: twice a second is plenty.
+wait_for = functools.partial(helpers.wait_for, every_s=0.5)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 LOCATION = "reporting_assets"
 REPOSITORY = "__repository__"
-
-
-def wait_for(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.5) -> T:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def descendants(pid: int) -> list[int]:
@@ -86,7 +79,16 @@ class DagsterDev:
     def start(self, timeout_s: float = 90) -> None:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(REPO_ROOT / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+            [
+                str(REPO_ROOT / ".venv" / "bin" / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,
@@ -166,7 +168,8 @@ class DagsterDev:
     def ticks(self, kind: str, name: str, limit: int = 20) -> list[dict[str, Any]]:
         """The latest ticks of a sensor or schedule (`kind`), newest first: timestamp, status, run ids."""
         field, selector_type, state = (
-            ("sensorOrError", "SensorSelector", "sensorState") if kind == "sensor"
+            ("sensorOrError", "SensorSelector", "sensorState")
+            if kind == "sensor"
             else ("scheduleOrError", "ScheduleSelector", "scheduleState")
         )
         selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, f"{kind}Name": name}
@@ -296,9 +299,7 @@ class Chromium:
         return done.stdout.decode(errors="replace")
 
     def dump_dom(self, url: str, timeout_s: float = 90) -> str:
-        done = subprocess.run(
-            [*self._args(), "--dump-dom", url], capture_output=True, timeout=timeout_s, check=False
-        )
+        done = subprocess.run([*self._args(), "--dump-dom", url], capture_output=True, timeout=timeout_s, check=False)
         if done.returncode != 0:
             raise AssertionError(f"chromium --dump-dom {url} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
         return done.stdout.decode(errors="replace")
@@ -309,7 +310,9 @@ class Chromium:
             [*self._args(), f"--screenshot={path}", url], capture_output=True, timeout=timeout_s, check=False
         )
         if done.returncode != 0 or not path.exists():
-            raise AssertionError(f"chromium --screenshot {url} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+            raise AssertionError(
+                f"chromium --screenshot {url} exited {done.returncode}: {done.stderr.decode()[-2000:]}"
+            )
         return path
 
 
@@ -318,4 +321,3 @@ def visible_text(dom: str) -> str:
     dom = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", dom)
     text = re.sub(r"(?s)<[^>]+>", " ", dom)
     return re.sub(r"\s+", " ", text.replace("&nbsp;", " "))
-

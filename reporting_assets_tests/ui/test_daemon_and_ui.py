@@ -22,13 +22,12 @@ import pytest
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
 
-from reporting_assets.infra.ports import free_port
-from reporting_assets.core.keys import LAG_CHECK
-from reporting_assets.defs.partitions import daily_partitions, partition_key
+from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_CHECK, LAG_SENSOR
 from reporting_assets.core.reports import get_report
+from reporting_assets.defs.partitions import daily_partitions, partition_key
+from reporting_assets.infra.ports import free_port
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
-from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR
 from reporting_assets_tests.ui.helpers import REPO_ROOT, Chromium, DagsterDev, kill_tree, visible_text, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -58,7 +57,9 @@ def sandbox_config() -> SandboxConfig:
 
 
 @pytest.fixture
-def env(kafka_broker: str, unique_name: Callable[[str], str], tmp_path: Path, sandbox_config: SandboxConfig) -> Iterator[dict]:
+def env(
+    kafka_broker: str, unique_name: Callable[[str], str], tmp_path: Path, sandbox_config: SandboxConfig
+) -> Iterator[dict]:
     with SandboxServer(sandbox_config) as sandbox:
         topic = unique_name("ui-requests")
         yield {
@@ -140,7 +141,9 @@ class Watch:
         """Pid of the run worker (the parent of the consumer step processes), from its engine events."""
         for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
             message = entry.user_message or (entry.dagster_event.message if entry.dagster_event else "") or ""
-            match = re.search(r"(?:Started process for run|multiprocess executor: parent process) \(pid: (\d+)\)", message)
+            match = re.search(
+                r"(?:Started process for run|multiprocess executor: parent process) \(pid: (\d+)\)", message
+            )
             if match:
                 return int(match.group(1))
         return None
@@ -155,9 +158,18 @@ def truth(config: SandboxConfig, date: str) -> list[tuple]:
     rows = []
     for account in ACCOUNTS:
         for row in expected_rows(config, account, date, date, list(spec.dimensions)):
-            keys = dict(zip(spec.dimensions, row["keys"]))
-            rows.append((account, keys["date"], keys["query"], keys["page"], keys["country"], keys["device"],
-                         *(float(row[m]) for m in METRICS)))
+            keys = dict(zip(spec.dimensions, row["keys"], strict=True))
+            rows.append(
+                (
+                    account,
+                    keys["date"],
+                    keys["query"],
+                    keys["page"],
+                    keys["country"],
+                    keys["device"],
+                    *(float(row[m]) for m in METRICS),
+                )
+            )
     return sorted(rows)
 
 
@@ -204,9 +216,7 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
         60,
         "a lag observation of the 6 enqueued requests",
     )
-    failing = watch.until(
-        lambda: (c := watch.latest_lag_check()) and not c[1] and c, 60, "the lag check to fail"
-    )
+    failing = watch.until(lambda: (c := watch.latest_lag_check()) and not c[1] and c, 60, "the lag check to fail")
     assert "launch_consumers_on_lag" in failing[2]
     assert watch.download_runs() == []  # held off indeed
 
@@ -249,8 +259,11 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
     runs = [r.dagster_run for r in watch.instance.get_run_records()]
     failed = [r.run_id for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
     assert failed == [first.run_id], f"only the killed run may fail: {failed}"
-    sensor_runs = [r for r in runs if r.tags.get("reporting_assets/sensor") in ("download_when_requests_done",
-                                                                               "export_when_date_downloaded")]
+    sensor_runs = [
+        r
+        for r in runs
+        if r.tags.get("reporting_assets/sensor") in ("download_when_requests_done", "export_when_date_downloaded")
+    ]
     assert len(sensor_runs) >= 3  # at least one download range run, and one export per date
 
     # The UI, in a real browser: the asset graph, the catalog, the partitions and the lag check pages.
@@ -259,18 +272,22 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
         assert asset in graph, f"{asset} not on the asset graph page: {graph[:1500]}"
     catalog = visible_text(chromium.page(f"{dev.url}/assets", SCREENSHOTS / "catalog.png"))
     days = len(daily_partitions.get_partition_keys())  # grows by one every day (and maybe at midnight)
-    assert any(f"{3 * d} partitions" in catalog and f"{d} partitions" in catalog for d in (days, days + 1)), catalog[:3000]
+    assert any(f"{3 * d} partitions" in catalog and f"{d} partitions" in catalog for d in (days, days + 1)), catalog[
+        :3000
+    ]
     page = visible_text(
         chromium.page(f"{dev.url}/assets/downloaded_reports?view=partitions", SCREENSHOTS / "partitions.png")
     )
     assert "Materialized (6)" in page and "Failed (0)" in page, page[:3000]
     # both dimensions listed: the accounts, and the dates
     assert all(account in page for account in ACCOUNTS) and "2026-11-0" in page, page[:3000]
-    check_page = visible_text(chromium.page(
-        f"{dev.url}/assets/report_requests?view=checks&checkDetail={LAG_CHECK}",
-        SCREENSHOTS / "lag_check.png",
-        window="1400,1250",  # down to the lag plot
-    ))
+    check_page = visible_text(
+        chromium.page(
+            f"{dev.url}/assets/report_requests?view=checks&checkDetail={LAG_CHECK}",
+            SCREENSHOTS / "lag_check.png",
+            window="1400,1250",  # down to the lag plot
+        )
+    )
     assert LAG_CHECK in check_page and "lag_total" in check_page, check_page[:3000]
     for name in ("asset_graph", "catalog", "partitions", "lag_check"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
@@ -306,24 +323,32 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
     dev.start()
     watch = Watch(dev)
     try:
+
         def schedule_runs(name: str) -> list[dg.DagsterRun]:
             records = watch.instance.get_run_records(dg.RunsFilter(tags={"dagster/schedule_name": name}))
             return [record.dagster_run for record in records]
 
         # The `accounts` Materialize button, then the launchpad: report_requests with a range of 2 dates x 3 accounts.
         accounts_run = dev.launch_assets(["accounts"])
-        assert watch.until(lambda: watch.finished(accounts_run), 120, "the accounts run").status == dg.DagsterRunStatus.SUCCESS
+        assert (
+            watch.until(lambda: watch.finished(accounts_run), 120, "the accounts run").status
+            == dg.DagsterRunStatus.SUCCESS
+        )
         accounts = list(watch.instance.get_dynamic_partitions("account"))
         assert sorted(accounts) == ACCOUNTS
-        range_run = dev.launch_assets(["report_requests"], tags={
-            "dagster/asset_partition_range_start": str(partition_key(DATES[0], accounts[0])),
-            "dagster/asset_partition_range_end": str(partition_key(DATES[1], accounts[-1])),
-        })
+        range_run = dev.launch_assets(
+            ["report_requests"],
+            tags={
+                "dagster/asset_partition_range_start": str(partition_key(DATES[0], accounts[0])),
+                "dagster/asset_partition_range_end": str(partition_key(DATES[1], accounts[-1])),
+            },
+        )
         run = watch.until(lambda: watch.finished(range_run), 240, "the launchpad's range run")
         assert run.status == dg.DagsterRunStatus.SUCCESS, dev.log_tail(80)
         materializations = watch.instance.fetch_materializations(dg.AssetKey("report_requests"), limit=100).records
         assert {r.partition_key for r in materializations if r.run_id == range_run} == {
-            str(partition_key(date, account)) for date in DATES for account in ACCOUNTS}
+            str(partition_key(date, account)) for date in DATES for account in ACCOUNTS
+        }
 
         enqueue = watch.until(
             lambda: (runs := schedule_runs("enqueue_latest_complete_day")) and watch.finished(runs[0].run_id),
@@ -332,43 +357,73 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
         )
         assert enqueue.status == dg.DagsterRunStatus.SUCCESS, dev.log_tail(80)
         day = enqueue.tags["dagster/run_key"].removeprefix("enqueue-")
-        assert day == (dt.date.fromisoformat(enqueue.tags[SCHEDULED_EXECUTION_TIME_TAG][:10])
-                       - dt.timedelta(days=2)).isoformat()
-        accounts_runs = watch.until(lambda: schedule_runs("discover_accounts_daily"), 120, "the accounts schedule's run")
+        assert (
+            day
+            == (
+                dt.date.fromisoformat(enqueue.tags[SCHEDULED_EXECUTION_TIME_TAG][:10]) - dt.timedelta(days=2)
+            ).isoformat()
+        )
+        accounts_runs = watch.until(
+            lambda: schedule_runs("discover_accounts_daily"), 120, "the accounts schedule's run"
+        )
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in accounts_runs if r.is_finished)
         keys = {str(partition_key(day, account)) for account in ACCOUNTS}
         # One run enqueued the day for every account (one Spark job).
         materializations = watch.instance.fetch_materializations(dg.AssetKey("report_requests"), limit=100).records
         assert {r.partition_key for r in materializations if r.run_id == enqueue.run_id} == keys
 
-        watch.until(lambda: watch.materialized("exported_reports") >= {day, *DATES}, 300,
-                    f"{day} and {', '.join(DATES)} exported by the sensors")
+        watch.until(
+            lambda: watch.materialized("exported_reports") >= {day, *DATES},
+            300,
+            f"{day} and {', '.join(DATES)} exported by the sensors",
+        )
         assert watch.materialized("downloaded_reports") == keys | {
-            str(partition_key(date, account)) for date in DATES for account in ACCOUNTS}
+            str(partition_key(date, account)) for date in DATES for account in ACCOUNTS
+        }
         for date in (day, *DATES):
             assert exported(data_dir / "exports" / "search_analytics" / f"{date}.csv") == truth(sandbox_config, date)
 
         # Restart on the same instance, once every run has ended.
-        watch.until(lambda: all(r.dagster_run.is_finished for r in watch.instance.get_run_records()), 120,
-                    "every run to end before the restart")
+        watch.until(
+            lambda: all(r.dagster_run.is_finished for r in watch.instance.get_run_records()),
+            120,
+            "every run to end before the restart",
+        )
         before = {r.dagster_run.run_id for r in watch.instance.get_run_records()}
         dev.stop(timeout_s=30)
         restarted_at = time.time()
         dev.start()
         sensors = (CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR)
         for name in sensors:
-            watch.until(lambda: len([t for t in dev.ticks("sensor", name) if t["timestamp"] > restarted_at]) >= 3,
-                        120, f"3 ticks of {name} after the restart")
+            watch.until(
+                lambda name=name: len([t for t in dev.ticks("sensor", name) if t["timestamp"] > restarted_at]) >= 3,
+                120,
+                f"3 ticks of {name} after the restart",
+            )
         schedule_tick = watch.until(
-            lambda: next((t for t in dev.ticks("schedule", "enqueue_latest_complete_day")
-                          if t["timestamp"] > restarted_at and t["status"] != "STARTED"), None),
+            lambda: next(
+                (
+                    t
+                    for t in dev.ticks("schedule", "enqueue_latest_complete_day")
+                    if t["timestamp"] > restarted_at and t["status"] != "STARTED"
+                ),
+                None,
+            ),
             150,
             "a tick of the enqueue schedule after the restart",
         )
         after = {r.dagster_run.run_id for r in watch.instance.get_run_records()}
         new_runs = [watch.run(run_id) for run_id in after - before]
-        assert len([r for r in schedule_runs("enqueue_latest_complete_day")
-                    if r.tags["dagster/run_key"] == f"enqueue-{day}"]) == 1
+        assert (
+            len(
+                [
+                    r
+                    for r in schedule_runs("enqueue_latest_complete_day")
+                    if r.tags["dagster/run_key"] == f"enqueue-{day}"
+                ]
+            )
+            == 1
+        )
         next_day = [r for r in new_runs if r.tags.get("dagster/schedule_name") == "enqueue_latest_complete_day"]
         if not next_day:  # (unless midnight passed meanwhile, and the next day's work began)
             # The restarted daemon launched nothing but schedule ticks whose run keys dedupe them.

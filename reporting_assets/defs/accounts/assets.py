@@ -11,7 +11,9 @@ from reporting_assets.resources.warehouse import WarehouseResource
 
 
 @dg.asset(name=ACCOUNTS_ASSET, group_name="reporting", kinds={"duckdb", "googlesearchconsole"})
-def accounts(context: dg.AssetExecutionContext, partner: PartnerResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def accounts(
+    context: dg.AssetExecutionContext, partner: PartnerResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """Sites the credentials can read, stored in DuckDB and added as `account` partitions."""
     sites = partner.client().list_sites()
     readable = [site.url for site in sites if site.readable and partitionable(site.url)]
@@ -25,7 +27,7 @@ def accounts(context: dg.AssetExecutionContext, partner: PartnerResource, wareho
     new = [url for url in readable if url not in known]
     if new:
         context.instance.add_dynamic_partitions(account_partitions.name, new)
-    seen_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    seen_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with warehouse.connect() as db:
         db.execute(
             "CREATE TABLE IF NOT EXISTS accounts ("

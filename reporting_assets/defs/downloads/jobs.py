@@ -23,7 +23,10 @@ def _config_class(name: str, fields: list[str], doc: str) -> type[dg.Config]:
         name,
         __base__=dg.Config,
         __doc__=doc,
-        **{n: (declared[n].annotation, Field(default=declared[n].default, description=declared[n].description)) for n in fields},
+        **{
+            n: (declared[n].annotation, Field(default=declared[n].default, description=declared[n].description))
+            for n in fields
+        },
     )
 
 
@@ -110,7 +113,9 @@ def download_requests():
 
 class RedriveConfig(dg.Config):
     max_messages: int = Field(default=100_000, description="Stop after re-driving this many dead letters.")
-    timeout_s: float = Field(default=300.0, description="Give up if the dead-letter topic's end is not reached by then.")
+    timeout_s: float = Field(
+        default=300.0, description="Give up if the dead-letter topic's end is not reached by then."
+    )
 
 
 @dg.op

@@ -40,7 +40,7 @@ from reporting_assets.core.landing import LandingZone
 from reporting_assets.defs.downloads.assets import LoadConfig
 from reporting_assets.defs.downloads.jobs import consumer_run_config
 from reporting_assets.defs.partitions import account_partitions
-from reporting_assets.defs.runs import sensor_status, ACTIVE_STATUSES, latest_event_id, new_partition_events
+from reporting_assets.defs.runs import ACTIVE_STATUSES, latest_event_id, new_partition_events, sensor_status
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
 from reporting_assets.settings import Settings, load_settings
@@ -59,7 +59,9 @@ def recorded_watermarks(
     if expected > EXACT_WATERMARK_MAX_EVENTS:
         return None
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(REQUESTS_ASSET), after_storage_id=after, before_storage_id=upto + 1),
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(REQUESTS_ASSET), after_storage_id=after, before_storage_id=upto + 1
+        ),
         limit=EXACT_WATERMARK_MAX_EVENTS + 1,
         ascending=True,
     )

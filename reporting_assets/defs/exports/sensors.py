@@ -16,14 +16,16 @@ from reporting_assets.core.keys import (
     parse_key,
 )
 from reporting_assets.defs.partitions import account_partitions
-from reporting_assets.defs.runs import sensor_status, latest_event_id, new_partition_events
+from reporting_assets.defs.runs import latest_event_id, new_partition_events, sensor_status
 from reporting_assets.settings import Settings, load_settings
 
 PARTITION_QUERY_CHUNK = 2_000
 FULL_SCAN_PARTITIONS = 20_000  # above this many (date, account) keys to look up, read the asset's all at once
 
 
-def downloaded_by_date(instance: dg.DagsterInstance, dates: list[str], accounts: list[str]) -> dict[str, dict[str, int]]:
+def downloaded_by_date(
+    instance: dg.DagsterInstance, dates: list[str], accounts: list[str]
+) -> dict[str, dict[str, int]]:
     """Date -> {account: latest downloaded_reports storage id} over the given dates and current accounts.
 
     Few partitions: queries restricted to their keys. Many (a cold start after a big backfill): one
@@ -33,7 +35,9 @@ def downloaded_by_date(instance: dg.DagsterInstance, dates: list[str], accounts:
     known = set(accounts)
     found: dict[str, dict[str, int]] = {date: {} for date in dates}
     if len(dates) * len(accounts) > FULL_SCAN_PARTITIONS:
-        latest = instance.get_latest_storage_id_by_partition(dg.AssetKey(DOWNLOADS_ASSET), dg.DagsterEventType.ASSET_MATERIALIZATION)
+        latest = instance.get_latest_storage_id_by_partition(
+            dg.AssetKey(DOWNLOADS_ASSET), dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
         for key, sid in latest.items():
             date, account = parse_key(key)
             if date in wanted and account in known:

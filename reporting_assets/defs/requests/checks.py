@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from reporting_assets.core.keys import DEAD_LETTER_CHECK, LAG_CHECK, REQUESTS_ASSET
 from reporting_assets.core.kafka import KafkaTopicError
+from reporting_assets.core.keys import DEAD_LETTER_CHECK, LAG_CHECK, REQUESTS_ASSET
 from reporting_assets.core.lag import LagLimits, LagSnapshot, dead_letter_check, lag_check, measure
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.settings import Settings, load_settings
@@ -39,7 +39,10 @@ def check_evaluations(snapshot: LagSnapshot, limits: LagLimits) -> list[dg.Asset
             metadata=outcome.metadata,
             severity=dg.AssetCheckSeverity.ERROR,
         )
-        for name, outcome in ((LAG_CHECK, lag_check(snapshot, limits)), (DEAD_LETTER_CHECK, dead_letter_check(snapshot)))
+        for name, outcome in (
+            (LAG_CHECK, lag_check(snapshot, limits)),
+            (DEAD_LETTER_CHECK, dead_letter_check(snapshot)),
+        )
     ]
 
 
@@ -74,7 +77,10 @@ def build_request_topic_checks(settings: Settings) -> dg.AssetChecksDefinition:
         except KafkaTopicError as error:
             for spec in specs:
                 yield dg.AssetCheckResult(
-                    asset_key=REQUESTS_ASSET, check_name=spec.name, passed=True, description=f"nothing enqueued yet: {error}"
+                    asset_key=REQUESTS_ASSET,
+                    check_name=spec.name,
+                    passed=True,
+                    description=f"nothing enqueued yet: {error}",
                 )
             return
         for evaluation in check_evaluations(snapshot, limits):
