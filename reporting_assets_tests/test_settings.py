@@ -124,3 +124,14 @@ def test_the_consumer_tuning_has_one_home():
     assert settings.global_qps == pytest.approx(4.0) and settings.concurrency == 6 and settings.join_grace_s == 15.0
     with pytest.raises(ValueError, match="concurrency"):
         ConsumerTuning(concurrency=0)
+
+
+def test_run_config_bounds_are_declared_on_the_config():
+    from pydantic import ValidationError
+
+    from reporting_assets.defs.requests.assets import RequestConfig
+
+    assert RequestConfig(row_limit=25_000).row_limit == 25_000
+    for bad in (0, 25_001):
+        with pytest.raises(ValidationError, match="row_limit"):
+            RequestConfig(row_limit=bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reporting_assets.core.messages import MAX_ROW_LIMIT, ReportRequest
+from reporting_assets.core.messages import ReportRequest
 
 
 class UnknownReportError(ValueError):
@@ -59,9 +59,3 @@ def get_report(name: str) -> ReportSpec:
         return REPORTS[name]
     except KeyError:
         raise UnknownReportError(f"unknown report {name!r} (known: {', '.join(sorted(REPORTS))})") from None
-
-
-def validate_row_limit(row_limit: int) -> int:
-    if not 1 <= row_limit <= MAX_ROW_LIMIT:
-        raise ValueError(f"row_limit {row_limit} is outside 1..{MAX_ROW_LIMIT} (Search Console's maximum)")
-    return row_limit

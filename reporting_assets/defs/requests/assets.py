@@ -5,8 +5,8 @@ from pydantic import Field
 
 from reporting_assets.core.enqueue import request_frame, write_requests
 from reporting_assets.core.keys import ACCOUNTS_ASSET, REQUESTS_ASSET
-from reporting_assets.core.messages import DATA_STATES
-from reporting_assets.core.reports import DEFAULT_REPORTS, get_report, validate_row_limit
+from reporting_assets.core.messages import DATA_STATES, MAX_ROW_LIMIT
+from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
 from reporting_assets.defs.partitions import account_date_partitions, split_key
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.spark import KafkaSparkResource
@@ -14,7 +14,9 @@ from reporting_assets.resources.spark import KafkaSparkResource
 
 class RequestConfig(dg.Config):
     reports: list[str] = Field(default=list(DEFAULT_REPORTS), description="Reports to request per partition.")
-    row_limit: int = Field(default=1_000, description="Rows per page (Search Console allows up to 25 000).")
+    row_limit: int = Field(
+        default=1_000, ge=1, le=MAX_ROW_LIMIT, description="Rows per page (Search Console allows up to 25 000)."
+    )
     data_state: str = Field(default="final", description="final, all or hourly_all.")
 
 
@@ -31,7 +33,6 @@ def report_requests(
 ) -> dg.MaterializeResult:
     """First-page API calls for each (date, account) × report, on the request topic."""
     reports = [get_report(name) for name in config.reports]
-    validate_row_limit(config.row_limit)
     if config.data_state not in DATA_STATES:
         raise ValueError(f"RequestConfig.data_state {config.data_state!r} is not one of {', '.join(DATA_STATES)}")
     pairs = [(account, date) for date, account in map(split_key, context.partition_keys)]
