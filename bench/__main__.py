@@ -24,15 +24,20 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("throughput", "resume", "bookkeeping", "enqueue", "sensors", "quota")
 # The code the figures depend on: recorded with the results (commit, and whether they were edited).
-MEASURED_FILES = (
-    "reporting_assets/consumer/loop.py",
-    "reporting_assets/consumer/pacing.py",
-    "reporting_assets/consumer/landing.py",
-    "reporting_assets/resources/kafka.py",
-    "reporting_assets/resources/partner.py",
-    "reporting_assets/enqueue.py",
-    "reporting_assets/sensors.py",
+MEASURED_GLOBS = (
+    "reporting_assets/core/consumer/*.py",
+    "reporting_assets/core/landing.py",
+    "reporting_assets/core/kafka.py",
+    "reporting_assets/core/partner.py",
+    "reporting_assets/core/enqueue.py",
+    "reporting_assets/core/automation/*.py",
+    "reporting_assets/defs/*/sensors.py",
     "reporting_assets/sandbox/app.py",
+)
+MEASURED_FILES = tuple(
+    str(path.relative_to(BENCH_DIR.parent))
+    for pattern in MEASURED_GLOBS
+    for path in sorted(BENCH_DIR.parent.glob(pattern))
 )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.common import SPAWN, Bench, site_urls
 
-SENSORS_MODULE = "reporting_assets/sensors.py"
+SENSORS_MODULE = "reporting_assets/defs/downloads/sensors.py"
 STEADY = "5 steady: nothing new"
 TRACED = "6 steady, tracemalloc on (not timed)"
 
@@ -244,7 +244,7 @@ def run(bench: Bench) -> dict[str, Any]:
         return {
             "title": "5. Scale of the bookkeeping (sensors)",
             "settings": config,
-            "skipped": "reporting_assets/sensors.py does not exist: not run.",
+            "skipped": f"{SENSORS_MODULE} does not exist: not run.",
             "targets": [{"target": "<= 5 s a tick, memory flat across ticks", "value": "not run", "met": None}],
         }
     accounts = site_urls(config["accounts"])

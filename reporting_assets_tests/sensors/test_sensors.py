@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import uuid
 
 import dagster as dg
 import pytest
-from dagster._core.utils import make_new_run_id
 
 from reporting_assets.core.automation.downloads import DownloadState, PendingDate, done_partitions
 from reporting_assets.core.automation.ranges import missing_blocks, rectangles
@@ -20,6 +20,8 @@ from reporting_assets.core.downloads import partition_settled
 from reporting_assets.core.keys import (
     CONSUMER_SENSOR,
     DEAD_LETTER_CHECK,
+    DOWNLOAD_JOB,
+    DOWNLOAD_ROLE,
     DOWNLOAD_SENSOR,
     ENQUEUE_SCHEDULE,
     EXPORT_SENSOR,
@@ -27,6 +29,7 @@ from reporting_assets.core.keys import (
     LAG_SENSOR,
     RANGE_END_TAG,
     RANGE_START_TAG,
+    ROLE_TAG,
     key_str,
     parse_key,
 )
@@ -263,9 +266,7 @@ def test_export_cold_start_skips_dates_exported_after_their_downloads(pipeline):
 
 
 def _add_download_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus) -> str:
-    from dagster._core.storage.dagster_run import DagsterRun
-
-    run = DagsterRun(job_name="download_requests", status=status, tags={"reporting_assets/role": "download"})
+    run = dg.DagsterRun(job_name=DOWNLOAD_JOB, status=status, tags={ROLE_TAG: DOWNLOAD_ROLE})
     instance.add_run(run)
     return run.run_id
 
@@ -381,7 +382,7 @@ def test_schedule_never_enqueues_an_account_day_twice(instance):
     (first,) = enqueue_request(instance, day)
     # The first run is under way: a second tick the same day (an hourly cron, a restart) waits for it.
     run = dg.DagsterRun(
-        job_name="__ASSET_JOB", run_id=make_new_run_id(), tags=first.tags, status=dg.DagsterRunStatus.STARTED
+        job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), tags=first.tags, status=dg.DagsterRunStatus.STARTED
     )
     instance.add_run(run)
     skip = enqueue_request(instance, day)

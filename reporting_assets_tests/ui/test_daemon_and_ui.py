@@ -19,8 +19,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEventType
-from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
 
 from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_CHECK, LAG_SENSOR
 from reporting_assets.core.reports import get_report
@@ -139,7 +137,7 @@ class Watch:
 
     def worker_pid(self, run_id: str) -> int | None:
         """Pid of the run worker (the parent of the consumer step processes), from its engine events."""
-        for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        for entry in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
             message = entry.user_message or (entry.dagster_event.message if entry.dagster_event else "") or ""
             match = re.search(
                 r"(?:Started process for run|multiprocess executor: parent process) \(pid: (\d+)\)", message
@@ -360,7 +358,7 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
         assert (
             day
             == (
-                dt.date.fromisoformat(enqueue.tags[SCHEDULED_EXECUTION_TIME_TAG][:10]) - dt.timedelta(days=2)
+                dt.date.fromisoformat(enqueue.tags["dagster/scheduled_execution_time"][:10]) - dt.timedelta(days=2)
             ).isoformat()
         )
         accounts_runs = watch.until(
