@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.tuning import ConsumerSettings
+from reporting_assets.core.landing import LandingZone
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 

@@ -6,8 +6,13 @@ from reporting_assets.core.landing import LandingZone, safe_id
 from reporting_assets.core.messages import DeadLetter
 from reporting_assets.core.reports import get_report
 
-ROW = {"keys": ["2026-11-02", "q", "https://x/p", "usa", "MOBILE"], "clicks": 3, "impressions": 10, "ctr": 0.3,
-       "position": 1.5}
+ROW = {
+    "keys": ["2026-11-02", "q", "https://x/p", "usa", "MOBILE"],
+    "clicks": 3,
+    "impressions": 10,
+    "ctr": 0.3,
+    "position": 1.5,
+}
 
 
 def request(account="https://www.example.com/", row_limit=2, start_row=0):
@@ -19,10 +24,19 @@ def request(account="https://www.example.com/", row_limit=2, start_row=0):
 
 def test_hostile_account_ids_stay_inside_and_are_distinct(tmp_path):
     zone = LandingZone(tmp_path / "landing")
-    hostile = ["../../etc", "..", ".", "https://a.com/x?y=1&z=/../", "a" * 2000, "sc-domain:exämple.com", "a/b", "a%2Fb"]
+    hostile = [
+        "../../etc",
+        "..",
+        ".",
+        "https://a.com/x?y=1&z=/../",
+        "a" * 2000,
+        "sc-domain:exämple.com",
+        "a/b",
+        "a%2Fb",
+    ]
     paths = [zone.land_page(request(account=a), [ROW]) for a in hostile]
     assert len({p.parent for p in paths}) == len(hostile)
-    for account, path in zip(hostile, paths):
+    for account, path in zip(hostile, paths, strict=True):
         assert path.resolve().is_relative_to((tmp_path / "landing").resolve())
         assert len(path.parent.name) < 255
         assert pq.read_table(path).column("account").to_pylist() == [account]
@@ -53,12 +67,24 @@ def test_completeness_follows_the_page_chain(tmp_path):
 def test_dead_letter_marker_blocks_completeness_until_redriven(tmp_path):
     zone = LandingZone(tmp_path)
     first = request()
-    letter = DeadLetter(reason="server_error", error="HTTP 500", attempts=6, source_topic="t", source_partition=0,
-                        source_offset=0, request=first.to_json(), raw_value=None, failed_at="now", status=500)
+    letter = DeadLetter(
+        reason="server_error",
+        error="HTTP 500",
+        attempts=6,
+        source_topic="t",
+        source_partition=0,
+        source_offset=0,
+        request=first.to_json(),
+        raw_value=None,
+        failed_at="now",
+        status=500,
+    )
     zone.mark_dead_letter(first, letter)
     state = zone.completeness(first.report, first.date, first.account)
     assert not state.complete and state.dead_letters == (letter,)
     zone.land_page(first, [ROW])
     state = zone.completeness(first.report, first.date, first.account)
     assert state.complete and not state.dead_letters
-    assert not any(name.endswith(".dead.json") for name in os.listdir(zone.account_dir(first.report, first.date, first.account)))
+    assert not any(
+        name.endswith(".dead.json") for name in os.listdir(zone.account_dir(first.report, first.date, first.account))
+    )

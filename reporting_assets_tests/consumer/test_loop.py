@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.consumer.loop import DownloadLoop
-from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.core.consumer.redrive import redrive
+from reporting_assets.core.consumer.tuning import ConsumerSettings
+from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DeadLetter, DelayedRequest
 from reporting_assets.core.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
@@ -21,7 +21,13 @@ from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, Si
 
 REPORT = get_report("search_analytics")
 DATE = "2026-11-02"
-SITES = [SiteSpec("https://small.example.com/", 30), SiteSpec("https://paging.example.com/", 250, )]
+SITES = [
+    SiteSpec("https://small.example.com/", 30),
+    SiteSpec(
+        "https://paging.example.com/",
+        250,
+    ),
+]
 
 
 @pytest.fixture
@@ -54,15 +60,24 @@ def enqueue(kafka: KafkaResource, requests=(), raw: list[bytes] = ()) -> None:
 
 
 def run_loop(
-    kafka: KafkaResource, sandbox: SandboxServer, landing: LandingZone, partner_timeout_s: float = 5,
-    partner_retries: int = 2, **overrides
+    kafka: KafkaResource,
+    sandbox: SandboxServer,
+    landing: LandingZone,
+    partner_timeout_s: float = 5,
+    partner_retries: int = 2,
+    **overrides,
 ) -> DownloadLoop:
     settings = ConsumerSettings(
         request_topic=kafka.request_topic,
         dead_letter_topic=kafka.dead_letter_topic,
         delay_topic=delay_topic(kafka),
-        **{"idle_timeout_s": 1.5, "qps_per_account": 500.0, "retry_backoff_s": 0.01, "client_retries": partner_retries,
-           **overrides},
+        **{
+            "idle_timeout_s": 1.5,
+            "qps_per_account": 500.0,
+            "retry_backoff_s": 0.01,
+            "client_retries": partner_retries,
+            **overrides,
+        },
     )
     partner = PartnerResource(api_endpoint=sandbox.url, num_retries=partner_retries, timeout_s=partner_timeout_s)
     consumer = kafka.consumer([])
@@ -78,8 +93,12 @@ def run_loop(
 
 
 def dead_letters(kafka: KafkaResource) -> list[DeadLetter]:
-    consumer = KafkaConsumer(kafka.dead_letter_topic, bootstrap_servers=kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    consumer = KafkaConsumer(
+        kafka.dead_letter_topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=2000,
+    )
     try:
         return [DeadLetter.decode(record.value) for record in consumer]
     finally:
@@ -114,8 +133,12 @@ def test_poison_messages_are_dead_lettered_with_a_reason_and_the_rest_lands(kafk
     landing = LandingZone(tmp_path)
     good = REPORT.first_request(SITES[0].url, DATE, row_limit=100)
     unknown_site = REPORT.first_request("https://unknown.example.com/", DATE, row_limit=100)
-    poison = [b"not json", b'{"v": 7}', b'{"v": 1, "report": "x"}',
-              json.dumps({**good.to_json(), "date": "1970-13-45", "request_id": ""}).encode()]
+    poison = [
+        b"not json",
+        b'{"v": 7}',
+        b'{"v": 1, "report": "x"}',
+        json.dumps({**good.to_json(), "date": "1970-13-45", "request_id": ""}).encode(),
+    ]
     enqueue(kafka, [good, unknown_site], raw=poison)
     loop = run_loop(kafka, sandbox, landing)
 
@@ -148,8 +171,10 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
     """429s, passing 503s and broken bodies, and faults that never pass (wrong schema, slower than the
     timeout, 403 on one account), all in one run: nothing crashes, good data is complete, the rest is in
     the dead-letter topic with its error; once the faults are gone, a re-drive completes all but the 403."""
-    fine, paging, broken, slow = (SiteSpec(f"https://{name}.example.com/", rows)
-                                  for name, rows in (("fine", 60), ("paging", 250), ("broken", 40), ("slow", 40)))
+    fine, paging, broken, slow = (
+        SiteSpec(f"https://{name}.example.com/", rows)
+        for name, rows in (("fine", 60), ("paging", 250), ("broken", 40), ("slow", 40))
+    )
     forbidden = SiteSpec("https://forbidden.example.com/", 40, forbidden=True)
     faults = [
         # Passing faults. The client's retries (3) are shared by 503s and 429s, so the 503 goes on a late page,
@@ -160,8 +185,15 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
         FaultSpec("wrong_schema", site_url=broken.url),  # never passes
         FaultSpec("slow", site_url=slow.url, slow_s=6.0),  # never within the 2 s timeout (ample on a busy machine)
     ]
-    config = SandboxConfig(seed=5, sites=[fine, paging, broken, slow, forbidden], per_site_qps=4.0, burst=1.0,
-                           global_qps=None, faults=faults, rows_jitter=0.0)
+    config = SandboxConfig(
+        seed=5,
+        sites=[fine, paging, broken, slow, forbidden],
+        per_site_qps=4.0,
+        burst=1.0,
+        global_qps=None,
+        faults=faults,
+        rows_jitter=0.0,
+    )
     days = [f"2026-10-{day:02d}" for day in (1, 2, 3)]
     sites = [fine, paging, broken, slow, forbidden]
     landing = LandingZone(tmp_path)
@@ -176,10 +208,12 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
             for day in days:
                 state = landing.completeness(REPORT.name, day, site.url)
                 assert state.complete and state.rows == len(
-                    expected_rows(config, site.url, day, day, list(REPORT.dimensions))), (site.url, day, state)
+                    expected_rows(config, site.url, day, day, list(REPORT.dimensions))
+                ), (site.url, day, state)
         letters = dead_letters(kafka)
         assert sorted((letter.original_request().account, letter.reason) for letter in letters) == sorted(
-            [(broken.url, "malformed_response")] * 3 + [(slow.url, "transport_error")] * 3
+            [(broken.url, "malformed_response")] * 3
+            + [(slow.url, "transport_error")] * 3
             + [(forbidden.url, "client_error")] * 3
         )
         assert {letter.status for letter in letters if letter.reason == "client_error"} == {403}
@@ -194,15 +228,20 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
         for site in (broken, slow):
             for day in days:
                 assert landing.completeness(REPORT.name, day, site.url).complete, (site.url, day)
-        again = dead_letters(kafka)[len(letters):]
+        again = dead_letters(kafka)[len(letters) :]
         assert [(letter.original_request().account, letter.original_request().attempt) for letter in again] == [
-            (forbidden.url, 1)] * 3  # the re-driven copies, refused again
+            (forbidden.url, 1)
+        ] * 3  # the re-driven copies, refused again
 
 
 def test_malformed_answers_are_retried_then_land(kafka, sandbox, tmp_path):
     landing = LandingZone(tmp_path)
-    sandbox.update_config(faults=[FaultSpec("truncated", site_url=SITES[0].url, times=1),
-                                  FaultSpec("wrong_schema", site_url=SITES[1].url, start_row=0, times=1)])
+    sandbox.update_config(
+        faults=[
+            FaultSpec("truncated", site_url=SITES[0].url, times=1),
+            FaultSpec("wrong_schema", site_url=SITES[1].url, start_row=0, times=1),
+        ]
+    )
     enqueue(kafka, [REPORT.first_request(site.url, DATE, row_limit=100) for site in SITES])
     loop = run_loop(kafka, sandbox, landing)
 
@@ -229,8 +268,11 @@ def test_load_quota_refusals_wait_on_the_delay_topic_without_blocking_others(kaf
     landing = LandingZone(tmp_path)
     quota_site, other = SITES[1].url, SITES[0].url
     sandbox.update_config(load_quota=1, load_quota_window_s=2.0)
-    requests = [REPORT.first_request(site, f"2026-10-{day:02d}", row_limit=100)
-                for day in range(1, 4) for site in (quota_site, other)]
+    requests = [
+        REPORT.first_request(site, f"2026-10-{day:02d}", row_limit=100)
+        for day in range(1, 4)
+        for site in (quota_site, other)
+    ]
     enqueue(kafka, requests)
     loop = run_loop(kafka, sandbox, landing, quota_wait_s=2.5)
 
@@ -242,10 +284,12 @@ def test_load_quota_refusals_wait_on_the_delay_topic_without_blocking_others(kaf
             state = landing.completeness(REPORT.name, f"2026-10-{day:02d}", site)
             assert state.complete, (site, day, state)
     # The other site did not wait behind the refused one: all its pages landed before any quota-site retry.
-    other_done = max(p.path.stat().st_mtime for d in range(1, 4)
-                     for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", other))
-    quota_last = max(p.path.stat().st_mtime for d in range(1, 4)
-                     for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", quota_site))
+    other_done = max(
+        p.path.stat().st_mtime for d in range(1, 4) for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", other)
+    )
+    quota_last = max(
+        p.path.stat().st_mtime for d in range(1, 4) for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", quota_site)
+    )
     assert other_done < quota_last
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
 
@@ -264,8 +308,11 @@ def test_pacing_settles_below_an_unknown_lower_limit(kafka, sandbox, tmp_path):
     landing = LandingZone(tmp_path)
     sandbox.update_config(per_site_qps=8.0, burst=2.0)
     site = SITES[0].url
-    requests = [REPORT.first_request(site, f"2026-{month:02d}-{day:02d}", row_limit=100)
-                for month in (7, 8, 9, 10) for day in range(1, 31)][:100]
+    requests = [
+        REPORT.first_request(site, f"2026-{month:02d}-{day:02d}", row_limit=100)
+        for month in (7, 8, 9, 10)
+        for day in range(1, 31)
+    ][:100]
     enqueue(kafka, requests)
     snapshot: dict = {}
     first_call = threading.Event()

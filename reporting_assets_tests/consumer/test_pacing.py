@@ -42,8 +42,13 @@ def test_pacer_keeps_accounts_apart_and_rejects_bad_rates():
 
 
 def simulate(
-    pace: float, limit: float, seconds: float, latency: float = 0.03, limit_after: float | None = None,
-    burst: float | None = None, settle_s: float | None = None,
+    pace: float,
+    limit: float,
+    seconds: float,
+    latency: float = 0.03,
+    limit_after: float | None = None,
+    burst: float | None = None,
+    settle_s: float | None = None,
 ):
     """One account called as fast as the pacer allows against a partner's token bucket (fake time).
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.tuning import ConsumerSettings
+from reporting_assets.core.landing import LandingZone
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 
@@ -118,8 +118,12 @@ class TracedLoop(DownloadLoop):
     def _work(self, work: Any) -> Any:
         outcome = super()._work(work)
         self.events.write(
-            event="call", tp=f"{work.tp.topic}:{work.tp.partition}", offset=work.offset,
-            request=work.request.request_id, start_row=work.request.start_row, outcome=outcome.kind,
+            event="call",
+            tp=f"{work.tp.topic}:{work.tp.partition}",
+            offset=work.offset,
+            request=work.request.request_id,
+            start_row=work.request.start_row,
+            outcome=outcome.kind,
         )
         return outcome
 
@@ -132,8 +136,11 @@ class TracedLoop(DownloadLoop):
             if state is None or base is None or state.next_offset < 0 or tp.topic != self.settings.request_topic:
                 continue
             in_flight = {work.offset for work in self._in_flight.values() if work.tp == tp}
-            found.update((tp, offset) for offset in range(base, state.next_offset)
-                         if offset in in_flight or offset not in state.open)
+            found.update(
+                (tp, offset)
+                for offset in range(base, state.next_offset)
+                if offset in in_flight or offset not in state.open
+            )
         return found
 
     def hand_over(self, partitions: set[TopicPartition]) -> int:
@@ -146,7 +153,8 @@ class TracedLoop(DownloadLoop):
     def release_partitions(self, revoked: set[TopicPartition]) -> None:
         if revoked:
             self.events.write(
-                event="handover", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
+                event="handover",
+                partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
                 exposure=self.hand_over(revoked),
             )
             for tp in revoked:
@@ -185,8 +193,14 @@ def run_consumer(spec: dict[str, Any]) -> None:
 
     try:
         loop = TracedLoop(
-            consumer, producer, partner.client, LandingZone(spec["landing_dir"]), settings,
-            should_stop=should_stop, events=events, die_after_landing=spec.get("die_after_landing"),
+            consumer,
+            producer,
+            partner.client,
+            LandingZone(spec["landing_dir"]),
+            settings,
+            should_stop=should_stop,
+            events=events,
+            die_after_landing=spec.get("die_after_landing"),
         )
         loop.subscribe()
         stats = loop.run()

@@ -107,7 +107,11 @@ class AccountPacer:
             raise ValueError(f"qps_per_account must be > 0, got {qps_per_account}")
         if global_qps is not None and not global_qps > 0:
             raise ValueError(f"global_qps must be > 0, got {global_qps}")
-        for name, factor in (("first_cut", first_cut), ("decrease_factor", decrease_factor), ("recut_factor", recut_factor)):
+        for name, factor in (
+            ("first_cut", first_cut),
+            ("decrease_factor", decrease_factor),
+            ("recut_factor", recut_factor),
+        ):
             if not 0 < factor < 1:
                 raise ValueError(f"{name} must be within (0, 1), got {factor}")
         if not 0 <= ceiling_margin < 1:

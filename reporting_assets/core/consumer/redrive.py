@@ -28,7 +28,8 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
     outcome: Counter[str] = Counter()
     try:
         partitions = [
-            TopicPartition(kafka.dead_letter_topic, p) for p in consumer.partitions_for_topic(kafka.dead_letter_topic) or ()
+            TopicPartition(kafka.dead_letter_topic, p)
+            for p in consumer.partitions_for_topic(kafka.dead_letter_topic) or ()
         ]
         consumer.assign(partitions)
         ends = consumer.end_offsets(partitions)
@@ -54,7 +55,9 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
                     outcome["redriven"] += 1
             if batch:
                 producer.flush(timeout=30)  # on the request topic before the letters are marked done
-                consumer.commit({tp: OffsetAndMetadata(min(consumer.position(tp), ends[tp]), "", -1) for tp in partitions})
+                consumer.commit(
+                    {tp: OffsetAndMetadata(min(consumer.position(tp), ends[tp]), "", -1) for tp in partitions}
+                )
     finally:
         producer.close(timeout=10)
         consumer.close()

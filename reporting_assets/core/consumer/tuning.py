@@ -20,7 +20,9 @@ class ConsumerTuning(BaseModel):
     )
     session_timeout_s: float = Field(default=10.0, gt=0, description="Group session timeout (6..1800 s on the broker).")
     max_runtime_s: float = Field(default=3000.0, gt=0, description="Stop after this long; the next run continues.")
-    qps_per_account: float = Field(default=10.0, gt=0, description="Starting calls/s per account (adapts down on 429s).")
+    qps_per_account: float = Field(
+        default=10.0, gt=0, description="Starting calls/s per account (adapts down on 429s)."
+    )
     global_qps: float | None = Field(
         default=None, gt=0, description="Project-wide calls/s budget, split evenly among the run's consumers."
     )
@@ -43,7 +45,9 @@ class ConsumerTuning(BaseModel):
         ),
     )
     commit_interval_s: float = Field(default=0.2, ge=0, description="Commit at least this often while requests finish.")
-    poll_timeout_ms: int = Field(default=200, gt=0, description="Longest poll of the broker while nothing is in flight.")
+    poll_timeout_ms: int = Field(
+        default=200, gt=0, description="Longest poll of the broker while nothing is in flight."
+    )
 
     def overrides(self) -> dict[str, object]:
         """The fields that differ from the defaults (what a run config needs to say)."""
@@ -56,8 +60,12 @@ class ConsumerSettings(ConsumerTuning):
     request_topic: str
     dead_letter_topic: str
     delay_topic: str | None = None
-    join_grace_s: float = Field(default=15.0, ge=0, description="How long to wait for partitions (a killed predecessor's session must expire).")
-    client_retries: int = Field(default=5, ge=0, description="The partner client's num_retries, recorded in dead letters.")
+    join_grace_s: float = Field(
+        default=15.0, ge=0, description="How long to wait for partitions (a killed predecessor's session must expire)."
+    )
+    client_retries: int = Field(
+        default=5, ge=0, description="The partner client's num_retries, recorded in dead letters."
+    )
 
     @classmethod
     def for_topics(

@@ -1,0 +1,139 @@
+"""Which fetched request starts next: per account, so an account that waits holds up no other.
+
+Requests wait in one queue per account, in offset order. Accounts with requests take turns
+(round-robin); an account drops out of the turns while it waits (its pace, its partition's window,
+its calls in flight) and comes back when the wait is over, so the requests of other accounts on the
+same Kafka partition keep going.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+
+from kafka import TopicPartition
+
+from reporting_assets.core.consumer.pacing import AccountPacer
+from reporting_assets.core.consumer.work import Work
+
+
+class AccountScheduler:
+    """The requests fetched and not yet started, and the turns of their accounts.
+
+    Runs on the polling thread only, except `hold`, which worker threads call.
+    """
+
+    def __init__(
+        self,
+        pacer: AccountPacer,
+        *,
+        window: int,
+        max_in_flight_per_account: int,
+        commit_point: Callable[[TopicPartition], int],
+        has_room: Callable[[], bool],
+    ) -> None:
+        self._pacer = pacer
+        self._window = window
+        self._max_in_flight = max_in_flight_per_account
+        self._commit_point = commit_point  # of a partition, where its window starts
+        self._has_room = has_room  # whether the pool may take one more call
+        self.pending: dict[str, deque[Work]] = {}  # account -> requests not yet started
+        self.buffered = 0  # requests in `pending`, all accounts: fetching pauses at max_buffered
+        self._runnable: deque[str] = deque()  # accounts whose turn comes, in turn order
+        self._queued: set[str] = set()  # accounts in `_runnable` or `_sleeping`: each in one, once
+        self._sleeping: list[tuple[float, str]] = []  # heap of (monotonic time, account) waiting on their pace
+        # Per partition, accounts whose next request is `window` offsets past its commit point.
+        self._window_parked: dict[TopicPartition, set[str]] = {}
+        self.in_flight: Counter[str] = Counter()  # account -> calls started, not yet reaped
+        self._quota_until_ms: dict[str, int] = {}  # account -> epoch ms its load quota refills
+
+    def add(self, work: Work) -> None:
+        """A fetched request, behind its account's others."""
+        account = work.request.account
+        self.pending.setdefault(account, deque()).append(work)
+        self.buffered += 1
+        self.make_runnable(account)
+
+    def put_back(self, work: Work) -> None:
+        """A request to run again (throttled): first in its account's line."""
+        self.pending.setdefault(work.request.account, deque()).appendleft(work)
+        self.buffered += 1
+
+    def make_runnable(self, account: str) -> None:
+        if account not in self._queued and self.pending.get(account):
+            self._queued.add(account)
+            self._runnable.append(account)
+
+    def hold(self, account: str, until_ms: int) -> None:
+        """The account's load quota is spent until then: its requests go to the delay topic meanwhile."""
+        self._quota_until_ms[account] = until_ms
+
+    def due(self, now: float) -> Iterator[tuple[Work, int | None]]:
+        """Requests to start now, at most one per account and turn, while the pool has room.
+
+        Each comes with None (call the partner) or the epoch ms to defer it to (its account's load
+        quota is spent). The caller starts each before asking for the next (`started`).
+        """
+        while self._sleeping and self._sleeping[0][0] <= now:
+            _, account = heapq.heappop(self._sleeping)
+            self._queued.discard(account)
+            self.make_runnable(account)
+        for _ in range(len(self._runnable)):
+            if not self._has_room():
+                return
+            account = self._runnable.popleft()
+            self._queued.discard(account)
+            queue = self.pending.get(account)
+            if not queue:
+                continue
+            if self.in_flight[account] >= self._max_in_flight:
+                continue  # re-queued when one of its calls finishes
+            work = queue[0]
+            if work.offset - self._commit_point(work.tp) >= self._window:
+                self._window_parked.setdefault(work.tp, set()).add(account)
+                continue  # re-queued when the partition's commit point moves
+            if account in self._quota_until_ms and self._quota_until_ms[account] > epoch_ms():
+                queue.popleft()
+                self.buffered -= 1
+                yield work, self._quota_until_ms[account]
+                self.make_runnable(account)
+                continue
+            wait_s = self._pacer.try_acquire(account)
+            if wait_s > 0:
+                self._queued.add(account)
+                heapq.heappush(self._sleeping, (now + wait_s, account))
+                continue
+            queue.popleft()
+            self.buffered -= 1
+            yield work, None
+            self.make_runnable(account)
+
+    def started(self, account: str) -> None:
+        self.in_flight[account] += 1
+
+    def finished(self, account: str) -> None:
+        self.in_flight[account] -= 1
+
+    def unpark(self, tp: TopicPartition) -> None:
+        """The partition's commit point moved: its parked accounts take turns again."""
+        for account in self._window_parked.pop(tp, ()):
+            self.make_runnable(account)
+
+    def next_wake(self) -> float | None:
+        """When the next account waiting on its pace is due (monotonic), if any."""
+        return self._sleeping[0][0] if self._sleeping else None
+
+    def release(self, revoked: set[TopicPartition]) -> None:
+        """Drop the requests of partitions another consumer now owns."""
+        for account, queue in self.pending.items():
+            kept = deque(work for work in queue if work.tp not in revoked)
+            self.buffered -= len(queue) - len(kept)
+            self.pending[account] = kept
+        for tp in revoked:
+            self._window_parked.pop(tp, None)
+
+
+def epoch_ms() -> int:
+    return int(time.time() * 1000)
