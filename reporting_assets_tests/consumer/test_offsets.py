@@ -220,21 +220,43 @@ def test_a_retriable_failure_keeps_the_points_and_retries():
     assert consumer.sent == [points((TP, 1)), points((TP, 1))]
 
 
-def test_a_rebalance_error_is_skipped_and_not_retried():
+def test_a_commit_refused_during_a_rebalance_is_sent_again_without_new_work():
+    # Before: the refused points waited for another request to finish; a consumer whose last
+    # requests finished inside the rebalance never committed them, and the group waited for its
+    # partitions to be committed to their end until max_runtime_s.
     consumer, clock = FakeConsumer(), FakeClock()
     commits, answers = tracker(consumer, clock)
     receive(commits, TP, 0, 1)
     commits.finish(TP, 0)
+    commits.finish(TP, 1)
     commits.maybe_commit()
     error = kafka_errors.CommitFailedError("generation moved on")
     consumer.answer(error)  # does not raise
     assert answers == [error]
+    commits.maybe_commit()
+    assert len(consumer.sent) == 1  # not at once: the rebalance is still under way
+    clock.now += COMMIT_RETRY_S
+    commits.maybe_commit()
+    assert consumer.sent[1:] == [points((TP, 2))]  # the same points again, nothing new finished
+    consumer.answer(None)
     clock.now += 60
     commits.maybe_commit()
-    assert len(consumer.sent) == 1
-    commits.finish(TP, 1)
+    assert len(consumer.sent) == 2  # answered: nothing more to send
+
+
+def test_after_a_refused_commit_only_the_partitions_still_held_are_sent_again():
+    consumer, clock = FakeConsumer(), FakeClock()
+    commits, _ = tracker(consumer, clock)
+    receive(commits, TP, 0)
+    receive(commits, OTHER, 0)
+    commits.finish(TP, 0)
+    commits.finish(OTHER, 0)
     commits.maybe_commit()
-    assert consumer.sent[1:] == [points((TP, 2))]
+    consumer.answer(kafka_errors.RebalanceInProgressError("rebalancing"))
+    commits.reset(TP)  # the new assignment took TP away
+    clock.now += COMMIT_RETRY_S
+    commits.maybe_commit()
+    assert consumer.sent[1:] == [points((OTHER, 1))]
 
 
 def test_a_non_retriable_failure_raises():
@@ -429,10 +451,10 @@ def test_release_drops_the_revoked_partitions_requests():
     assert [item.tp for item in harness.in_flight] == [OTHER, OTHER]
 
 
-@pytest.mark.xfail(strict=True, reason="as in the loop before the split: release_partitions forgets the window-parked")
 def test_an_account_parked_on_a_revoked_partition_runs_its_other_requests():
-    # B's next request is parked on TP's window; TP goes to another consumer. Nothing makes B
-    # runnable again (no call of its in flight, no new record of it): its request on OTHER waits.
+    # B's next request is parked on TP's window; TP goes to another consumer. B's request on OTHER
+    # must run (before the fix nothing made B runnable again: no call of its in flight, no new record
+    # of it, so OTHER's commit point stalled and the run never drained).
     harness = Harness(window=1)
     harness.scheduler.add(work(TP, 0, A))
     harness.scheduler.add(work(TP, 3, B))

@@ -153,8 +153,12 @@ class CommitTracker:
         if error is None:
             return
         if isinstance(error, REBALANCE_ERRORS):
-            # Lost the partitions meanwhile; their new owner continues from the last good commit.
-            log.info("commit skipped during a rebalance: %s", error)
+            # The group is rebalancing. Partitions lost meanwhile are reset by the loop (their new
+            # owner continues from the last good commit); those kept must still be committed, even
+            # if no further request finishes here, or the group waits on them until max_runtime_s.
+            log.info("commit refused during a rebalance, sending again in %gs: %s", COMMIT_RETRY_S, error)
+            self.retry_at = self._clock() + COMMIT_RETRY_S
+            self.finished_since_commit = max(1, self.finished_since_commit)
         elif isinstance(error, kafka_errors.KafkaError) and error.retriable:
             # The broker is unreachable (restarting, say): keep working and commit again in a
             # moment; the commit points are kept, so the next commit covers these offsets too.

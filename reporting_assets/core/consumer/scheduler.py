@@ -132,7 +132,10 @@ class AccountScheduler:
             self.buffered -= len(queue) - len(kept)
             self.pending[account] = kept
         for tp in revoked:
-            self._window_parked.pop(tp, None)
+            # An account parked on a lost partition may still have requests on kept ones: its turn
+            # comes again (make_runnable skips it when nothing of it is left).
+            for account in self._window_parked.pop(tp, ()):
+                self.make_runnable(account)
 
 
 def epoch_ms() -> int:
