@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from reporting_assets.core.consumer.tuning import ConsumerTuning
-from reporting_assets.core.messages import InvalidRequestError, parse_date
+from reporting_assets.core.messages import MAX_ROW_LIMIT, InvalidRequestError, parse_date
 from reporting_assets.core.reports import UnknownReportError, get_report
 
 EXIT_BAD_SETTING = 2
@@ -30,6 +30,7 @@ class RunPlan:
     reports: list[str]
     accounts: list[str] | None
     tuning: ConsumerTuning
+    row_limit: int
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -39,6 +40,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
     run.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
     run.add_argument("--reports", default="search_analytics", help="comma-separated report names")
+    run.add_argument(
+        "--row-limit",
+        type=int,
+        default=None,
+        help=f"rows per page (default: REPORTING_ROW_LIMIT, else {MAX_ROW_LIMIT})",
+    )
     run.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
     for flag, field in TUNING_FIELDS.items():
         declared = ConsumerTuning.model_fields[field]
@@ -49,7 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan(args: argparse.Namespace, first_partition_date: str) -> RunPlan:
+def plan(args: argparse.Namespace, first_partition_date: str, default_row_limit: int = MAX_ROW_LIMIT) -> RunPlan:
     try:
         start = parse_date(args.start_date, "--start-date")
         end = parse_date(args.end_date, "--end-date")
@@ -75,7 +82,12 @@ def plan(args: argparse.Namespace, first_partition_date: str) -> RunPlan:
     days = (end - start).days + 1
     dates = [(start + dt.timedelta(days=offset)).isoformat() for offset in range(days)]
     accounts = [a.strip() for a in args.accounts.split(",") if a.strip()] or None
-    return RunPlan(dates, reports, accounts, tuning)
+    row_limit = default_row_limit if args.row_limit is None else args.row_limit
+    if not 1 <= row_limit <= MAX_ROW_LIMIT:
+        raise SettingProblem(
+            f"--row-limit must be within 1..{MAX_ROW_LIMIT} (Search Console's maximum), got {row_limit}"
+        )
+    return RunPlan(dates, reports, accounts, tuning, row_limit)
 
 
 # CLI flag -> the ConsumerTuning field it sets.
@@ -138,11 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         try:
-            first_date = Settings.from_env().start_date.isoformat()
+            settings = Settings.from_env()
             resources = build_resources()
         except (SettingError, PartnerConfigError, ValueError) as exc:
             raise SettingProblem(str(exc).splitlines()[0]) from None
-        run_plan = plan(args, first_date)
+        run_plan = plan(args, settings.start_date.isoformat(), settings.row_limit)
         preflight(resources, run_plan)
     except SettingProblem as problem:
         print(f"reporting_assets: error: {problem}", file=sys.stderr)
@@ -153,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reporting_assets import runner
 
     instance = dg.DagsterInstance.get()
-    request_config = {"ops": {"report_requests": {"config": {"reports": run_plan.reports}}}}
+    request_config = {
+        "ops": {"report_requests": {"config": {"reports": run_plan.reports, "row_limit": run_plan.row_limit}}}
+    }
     accounts = runner.discover_accounts(instance, resources, args.log_level)
     chosen = run_plan.accounts or accounts
     enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)

@@ -18,6 +18,7 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.kafka import KafkaCluster
+from reporting_assets.core.messages import MAX_ROW_LIMIT
 from reporting_assets.core.partner import Partner
 from reporting_assets.core.warehouse import Warehouse
 
@@ -71,6 +72,13 @@ class Settings(BaseModel):
     )
     partner_num_retries: int = _env("PARTNER_NUM_RETRIES", 5, "google-api-python-client num_retries.", ge=0)
     data_dir: str = _env("REPORTING_DATA_DIR", "data", "Landing zone, exports and warehouse.duckdb.")
+    row_limit: int = _env(
+        "REPORTING_ROW_LIMIT",
+        MAX_ROW_LIMIT,
+        "Rows per Search Console page: 25 000, the most Google allows, makes the fewest calls.",
+        ge=1,
+        le=MAX_ROW_LIMIT,
+    )
     # Definitions
     start_date: dt.date = _env("REPORTING_START_DATE", dt.date(2026, 10, 1), "First daily partition.")
     sensors_running: Flag = _env("REPORTING_SENSORS_RUNNING", True, "Default status of the sensors.")
@@ -237,6 +245,8 @@ def _setting_error(
         return SettingError(f"{variable}={value} must be >= {context['ge']}")
     elif kind == "greater_than":
         return SettingError(f"{variable}={value} must be > {context['gt']}")
+    elif kind == "less_than_equal":
+        return SettingError(f"{variable}={value} must be <= {context['le']}")
     elif kind in ("date_parsing", "date_from_datetime_parsing", "date_from_datetime_inexact"):
         what = "is not a YYYY-MM-DD date"
     else:

@@ -76,6 +76,8 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         ({}, ["--start-date", "2020-01-01"], "before the first daily partition"),
         ({}, ["--reports", "search_analytics,nope"], "--reports: unknown report 'nope'"),
         ({}, ["--qps", "-1"], "--qps must be > 0"),
+        ({}, ["--row-limit", "0"], "--row-limit must be within 1..25000"),
+        ({"REPORTING_ROW_LIMIT": "30000"}, [], "REPORTING_ROW_LIMIT=30000 must be <= 25000"),
         ({}, ["--accounts", "https://unknown.example.com/"], "--accounts: unknown or unreadable"),
     ],
 )

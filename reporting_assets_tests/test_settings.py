@@ -44,12 +44,14 @@ def test_defaults_and_values_from_the_environment():
             "REPORTING_CONSUMER_CONCURRENCY": "8",
             "REPORTING_CONSUMER_QPS_PER_ACCOUNT": "2.5",
             "REPORTING_LAG_MAX_MESSAGES": " ",  # blank: the default
+            "REPORTING_ROW_LIMIT": "5000",
         }
     )
     assert settings.topic_partitions == 8 and settings.start_date == dt.date(2026, 1, 2)
     assert settings.sensors_running is False and settings.landing_check_budget_s == 0.5
     assert settings.consumer == ConsumerTuning(consumers=3, concurrency=8, qps_per_account=2.5)
     assert settings.lag_max_messages == Settings().lag_max_messages
+    assert settings.row_limit == 5000 and Settings().row_limit == 25_000
     assert Settings(lateness_days=5).lateness_days == 5  # by field name too (tests, callers)
 
 
@@ -68,6 +70,7 @@ def test_an_empty_partner_endpoint_means_google_itself():
         ({"REPORTING_SENSORS_RUNNING": "maybe"}, "REPORTING_SENSORS_RUNNING='maybe' is not one of"),
         ({"REPORTING_ENQUEUE_CRON": "daily"}, "REPORTING_ENQUEUE_CRON='daily' is not a cron expression"),
         ({"REPORTING_START_DATE": "2026-13-01"}, "REPORTING_START_DATE='2026-13-01' is not a YYYY-MM-DD date"),
+        ({"REPORTING_ROW_LIMIT": "25001"}, "REPORTING_ROW_LIMIT=25001 must be <= 25000"),
         ({"REPORTING_CONSUMERS": "0"}, "REPORTING_CONSUMERS=0 must be >= 1"),
         ({"REPORTING_CONSUMER_QPS_PER_ACCOUNT": "0"}, "REPORTING_CONSUMER_QPS_PER_ACCOUNT=0 must be > 0"),
         ({"REPORTING_CONSUMER_WINDOW": "wide"}, "REPORTING_CONSUMER_WINDOW='wide' is not an integer"),
@@ -131,7 +134,8 @@ def test_run_config_bounds_are_declared_on_the_config():
 
     from reporting_assets.defs.requests.assets import RequestConfig
 
-    assert RequestConfig(row_limit=25_000).row_limit == 25_000
+    assert RequestConfig().row_limit == 25_000  # Google's maximum by default: the fewest calls
+    assert RequestConfig(row_limit=1_000).row_limit == 1_000
     for bad in (0, 25_001):
         with pytest.raises(ValidationError, match="row_limit"):
             RequestConfig(row_limit=bad)

@@ -16,6 +16,8 @@ from reporting_assets.core.reports import get_report
 from reporting_assets.sandbox import expected_rows
 
 DATES = ["2026-11-01", "2026-11-02"]
+# 1 000 rows a page (not the default 25 000) so that the sites' days take several pages: continuations.
+PAGES_OF_1000 = {"ops": {"report_requests": {"config": {"row_limit": 1000}}}}
 FAST_CONSUMERS = {"idle_timeout_s": 2.0, "qps_per_account": 200.0, "retry_backoff_s": 0.01}
 METRICS = ("clicks", "impressions", "ctr", "position")
 
@@ -57,7 +59,9 @@ def digests(paths) -> dict[str, str]:
 def test_pipeline_exports_exactly_the_partner_truth_and_a_rerun_changes_nothing(
     instance, resources, sandbox, sandbox_config, pipeline_env
 ):
-    summary = runner.run_pipeline(instance, resources, DATES, ConsumerTuning(consumers=2, **FAST_CONSUMERS))
+    summary = runner.run_pipeline(
+        instance, resources, DATES, ConsumerTuning(consumers=2, **FAST_CONSUMERS), request_config=PAGES_OF_1000
+    )
 
     readable = sorted(s.url for s in sandbox_config.sites if not s.forbidden)
     assert sorted(summary.accounts) == readable  # the forbidden site is not a partition
@@ -96,6 +100,8 @@ def test_pipeline_exports_exactly_the_partner_truth_and_a_rerun_changes_nothing(
         assert db.execute("SELECT count(*) FROM export_search_analytics").fetchone()[0] == len(expected)
 
     before = digests(summary.exports.values())
-    again = runner.run_pipeline(instance, resources, DATES, ConsumerTuning(consumers=2, **FAST_CONSUMERS))
+    again = runner.run_pipeline(
+        instance, resources, DATES, ConsumerTuning(consumers=2, **FAST_CONSUMERS), request_config=PAGES_OF_1000
+    )
     assert again.rows_loaded == summary.rows_loaded
     assert digests(again.exports.values()) == before

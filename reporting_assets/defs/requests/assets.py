@@ -10,12 +10,16 @@ from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
 from reporting_assets.defs.partitions import account_date_partitions, split_key
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.spark import KafkaSparkResource
+from reporting_assets.settings import load_settings
 
 
 class RequestConfig(dg.Config):
     reports: list[str] = Field(default=list(DEFAULT_REPORTS), description="Reports to request per partition.")
     row_limit: int = Field(
-        default=1_000, ge=1, le=MAX_ROW_LIMIT, description="Rows per page (Search Console allows up to 25 000)."
+        default=load_settings().row_limit,
+        ge=1,
+        le=MAX_ROW_LIMIT,
+        description="Rows per page (REPORTING_ROW_LIMIT; Search Console allows up to 25 000, the fewest calls).",
     )
     data_state: str = Field(default="final", description="final, all or hourly_all.")
 
