@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG  # a hidden tag: no public name
 
 from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_CHECK, LAG_SENSOR
 from reporting_assets.core.reports import get_report
@@ -358,7 +359,7 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
         assert (
             day
             == (
-                dt.date.fromisoformat(enqueue.tags["dagster/scheduled_execution_time"][:10]) - dt.timedelta(days=2)
+                dt.date.fromisoformat(enqueue.tags[SCHEDULED_EXECUTION_TIME_TAG][:10]) - dt.timedelta(days=2)
             ).isoformat()
         )
         accounts_runs = watch.until(
