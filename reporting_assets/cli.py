@@ -112,9 +112,10 @@ def consumer_tuning(args: argparse.Namespace) -> ConsumerTuning:
 
 def preflight(resources: dict, plan_: RunPlan) -> list[str]:
     """Reach the broker and the partner, read the credentials; returns the readable accounts."""
+    import google.auth.exceptions
     from googleapiclient.errors import HttpError
 
-    from reporting_assets.core.partner import PartnerConfigError
+    from reporting_assets.core.partner import PartnerConfigError, credentials_refused
     from reporting_assets.resources.kafka import KafkaUnavailableError
 
     try:
@@ -127,7 +128,11 @@ def preflight(resources: dict, plan_: RunPlan) -> list[str]:
         sites = partner.client().list_sites()
     except PartnerConfigError as exc:
         raise SettingProblem(str(exc)) from None
+    except (google.auth.exceptions.RefreshError, google.auth.exceptions.InvalidOperation) as exc:
+        raise SettingProblem(credentials_refused(f"{type(exc).__name__}: {exc}")) from None
     except HttpError as exc:
+        if exc.status_code == 401:
+            raise SettingProblem(credentials_refused(f"HTTP 401 from {where}")) from None
         raise SettingProblem(
             f"partner at {where} (PARTNER_API_ENDPOINT) refused sites.list: HTTP {exc.status_code}"
         ) from None

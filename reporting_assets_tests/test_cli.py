@@ -12,6 +12,7 @@ import pytest
 from reporting_assets import cli
 from reporting_assets.infra.ports import free_port
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
+from reporting_assets_tests.helpers import KEY_ID, service_account_file
 
 SITES = [SiteSpec("https://www.example.com/", 40), SiteSpec("https://shop.example.com/", 30)]
 
@@ -94,6 +95,18 @@ def test_bad_settings_fail_with_one_line_and_write_nothing(
     assert len(lines) == 1 and lines[0].startswith("reporting_assets: error: "), lines
     assert message in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+def test_credentials_the_partner_refuses_are_one_line_naming_the_setting(env, sandbox, tmp_path, monkeypatch, capsys):
+    # Before: the token refresh's RefreshError ended the command with a traceback.
+    sandbox.update_config(refuse_tokens=True)
+    key, fragment = service_account_file(tmp_path, f"{sandbox.url}token")
+    for name, value in {**env, "PARTNER_CREDENTIALS_FILE": str(key)}.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run", "--start-date", "2026-11-01", "--end-date", "2026-11-01"]) == cli.EXIT_BAD_SETTING
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "refused the credentials" in lines[0] and "PARTNER_CREDENTIALS_FILE" in lines[0], lines
+    assert fragment not in lines[0] and KEY_ID not in lines[0]
 
 
 def test_a_run_for_one_account_and_day_exports_it(env, tmp_path):

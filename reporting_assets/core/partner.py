@@ -7,6 +7,7 @@ not do is honour Retry-After, which `RetryAfterHttp` adds underneath it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import google.auth
 import google.auth.exceptions
@@ -28,6 +30,11 @@ from reporting_assets.core.messages import ReportRequest
 
 SCOPES = ["https://www.googleapis.com/auth/webmasters.readonly"]
 READABLE_PERMISSIONS = frozenset({"siteOwner", "siteFullUser", "siteRestrictedUser"})
+# 403s that mean "too fast", not "not allowed": google-api-python-client retries them as throttling.
+THROTTLE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+LOAD_QUOTA_REASON = "quotaExceeded"  # Search Analytics load quota: Google asks to wait ~15 minutes
+DAILY_QUOTA_REASON = "dailyLimitExceeded"  # the project's queries per day: they refill at Pacific midnight
+QUOTA_DAY_ZONE = ZoneInfo("America/Los_Angeles")
 
 
 class PartnerConfigError(ValueError):
@@ -49,7 +56,8 @@ class Site:
 
 
 class RetryAfterHttp(httplib2.Http):
-    """httplib2 transport that waits out a 429's Retry-After before handing it back for a retry."""
+    """httplib2 transport that waits out a 429's Retry-After before handing it back for a retry, and
+    tells the pacer of every throttling answer (429, or 403 with a throttling reason)."""
 
     def __init__(self, *args: Any, max_retry_after_s: float = 60.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,13 +67,43 @@ class RetryAfterHttp(httplib2.Http):
 
     def request(self, *args: Any, **kwargs: Any) -> tuple[httplib2.Response, bytes]:
         response, content = super().request(*args, **kwargs)
-        if response.status == 429:
+        if is_throttling(response.status, content):
             wait_s = retry_after_seconds(response.get("retry-after"))
             if self.on_throttled is not None:
                 self.on_throttled(wait_s)
             if wait_s:
                 time.sleep(min(wait_s, self.max_retry_after_s))
         return response, content
+
+
+def is_throttling(status: int, content: bytes | None) -> bool:
+    """429, or 403 whose reason is throttling (`rateLimitExceeded`, `userRateLimitExceeded`)."""
+    return status == 429 or (status == 403 and error_reason(content) in THROTTLE_REASONS)
+
+
+def error_reason(content: bytes | None) -> str:
+    """Google's `errors[0].reason` of an error body (e.g. rateLimitExceeded, quotaExceeded), or ''."""
+    try:
+        body = json.loads((content or b"").decode("utf-8"))
+        return str(body["error"]["errors"][0].get("reason", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
+def next_quota_day_ms(now: dt.datetime | None = None) -> int:
+    """Epoch ms of the next midnight in Pacific time, when Google's daily quotas refill."""
+    local = (now or dt.datetime.now(dt.UTC)).astimezone(QUOTA_DAY_ZONE)
+    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=QUOTA_DAY_ZONE)
+    return int(midnight.timestamp() * 1000)
+
+
+def credentials_refused(detail: str) -> str:
+    """One line for credentials the partner refuses: what happened, and which setting to fix."""
+    first = " ".join(detail.split())[:300]
+    return (
+        f"the partner refused the credentials ({first}); check PARTNER_CREDENTIALS_FILE "
+        "(PartnerResource.credentials_file) or the application default credentials"
+    )
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -143,11 +181,7 @@ def validate_rows(answer: object, request: ReportRequest) -> list[dict[str, Any]
 
 def http_error_reason(error: HttpError) -> str:
     """Google's `errors[0].reason` (e.g. rateLimitExceeded, quotaExceeded, forbidden), or ''."""
-    try:
-        body = json.loads(error.content.decode("utf-8"))
-        return str(body["error"]["errors"][0].get("reason", ""))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return ""
+    return error_reason(error.content)
 
 
 def http_error_summary(error: HttpError) -> str:

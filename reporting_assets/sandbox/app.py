@@ -98,6 +98,10 @@ class SandboxApp:
         if path.startswith(ADMIN_PREFIX):
             return self._admin(method, path, body)
         if path == TOKEN_PATH and method == "POST":
+            if self._config.refuse_tokens:
+                return responses.json_response(
+                    {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, 400
+                )
             return self._issue_token(body)
         config = self._config
         if config.latency_s:
@@ -246,6 +250,12 @@ class SandboxApp:
             return responses.internal_error()
         if fault.kind == "http_503":
             return responses.unavailable()
+        if fault.kind == "rate_limit_403":
+            return responses.rate_limited_403("rateLimitExceeded")
+        if fault.kind == "user_rate_limit_403":
+            return responses.rate_limited_403("userRateLimitExceeded")
+        if fault.kind == "daily_limit":
+            return responses.daily_limit_exceeded()
         if fault.kind == "malformed":
             return Response(200, _MALFORMED_BODY, content_type="text/html; charset=UTF-8")
         if fault.kind == "truncated":

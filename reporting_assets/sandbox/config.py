@@ -20,6 +20,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "truncated",
     "slow",
     "wrong_schema",
+    "rate_limit_403",  # 403 rateLimitExceeded: throttling, as Google also sends it
+    "user_rate_limit_403",  # 403 userRateLimitExceeded: per-user throttling
+    "daily_limit",  # 403 dailyLimitExceeded: the project's daily quota is spent
 )
 
 
@@ -137,6 +140,7 @@ class SandboxConfig:
     load_quota_window_s: float = 60.0
     rows_jitter: float = 0.1
     require_auth: bool = False  # API calls need a bearer token from POST /token (service-account flow)
+    refuse_tokens: bool = False  # POST /token answers 400 invalid_grant (a revoked or wrong key)
 
     def __post_init__(self) -> None:
         # Stored as tuples so a config can be shared between threads safely.
@@ -158,6 +162,8 @@ class SandboxConfig:
             raise ValueError(f"rows_jitter must be within [0, 1] (got {self.rows_jitter!r})")
         if not isinstance(self.require_auth, bool):
             raise ValueError(f"require_auth must be true or false (got {self.require_auth!r})")
+        if not isinstance(self.refuse_tokens, bool):
+            raise ValueError(f"refuse_tokens must be true or false (got {self.refuse_tokens!r})")
 
     def _validate_sites(self) -> None:
         if not self.sites:

@@ -70,6 +70,17 @@ def rate_limited(retry_after_s: int, scope: str) -> Response:
     )
 
 
+def rate_limited_403(reason: str) -> Response:
+    """Throttling as a 403 (`rateLimitExceeded` / `userRateLimitExceeded`), which Google sends too."""
+    message = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user'."
+    return google_error(403, message, reason=reason, status="PERMISSION_DENIED", domain="usageLimits")
+
+
+def daily_limit_exceeded() -> Response:
+    message = "Quota exceeded for quota metric 'Queries' and limit 'Queries per day'."
+    return google_error(403, message, reason="dailyLimitExceeded", status="PERMISSION_DENIED", domain="usageLimits")
+
+
 def load_quota_exceeded(site_url: str) -> Response:
     message = f"Search Analytics load quota exceeded for site '{site_url}'."
     return google_error(403, message, reason="quotaExceeded", status="RESOURCE_EXHAUSTED", domain="usageLimits")

@@ -12,12 +12,15 @@ from kafka import KafkaConsumer
 from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.redrive import redrive
 from reporting_assets.core.consumer.tuning import ConsumerSettings
+from reporting_assets.core.consumer.work import PartnerAuthError
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DeadLetter, DelayedRequest
+from reporting_assets.core.partner import next_quota_day_ms
 from reporting_assets.core.reports import get_report
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec, expected_rows
+from reporting_assets_tests.helpers import KEY_ID, service_account_file
 
 REPORT = get_report("search_analytics")
 DATE = "2026-11-02"
@@ -65,6 +68,7 @@ def run_loop(
     landing: LandingZone,
     partner_timeout_s: float = 5,
     partner_retries: int = 2,
+    credentials_file: str | None = None,
     **overrides,
 ) -> DownloadLoop:
     settings = ConsumerSettings(
@@ -79,7 +83,12 @@ def run_loop(
             **overrides,
         },
     )
-    partner = PartnerResource(api_endpoint=sandbox.url, num_retries=partner_retries, timeout_s=partner_timeout_s)
+    partner = PartnerResource(
+        api_endpoint=sandbox.url,
+        num_retries=partner_retries,
+        timeout_s=partner_timeout_s,
+        credentials_file=credentials_file,
+    )
     consumer = kafka.consumer([])
     producer = kafka.producer()
     loop = DownloadLoop(consumer, producer, partner.client, landing, settings)
@@ -101,6 +110,19 @@ def dead_letters(kafka: KafkaResource) -> list[DeadLetter]:
     )
     try:
         return [DeadLetter.decode(record.value) for record in consumer]
+    finally:
+        consumer.close()
+
+
+def delayed_requests(kafka: KafkaResource) -> list[DelayedRequest]:
+    consumer = KafkaConsumer(
+        delay_topic(kafka),
+        bootstrap_servers=kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=2000,
+    )
+    try:
+        return [DelayedRequest.decode(record.value) for record in consumer]
     finally:
         consumer.close()
 
@@ -292,6 +314,63 @@ def test_load_quota_refusals_wait_on_the_delay_topic_without_blocking_others(kaf
     )
     assert other_done < quota_last
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
+
+
+@pytest.mark.parametrize("kind", ["rate_limit_403", "user_rate_limit_403"])
+def test_throttling_answered_as_403_is_paced_and_retried_not_dead_lettered(kafka, sandbox, tmp_path, kind):
+    # Google also throttles with 403 rateLimitExceeded / userRateLimitExceeded (its own client retries
+    # them as throttling); before, the consumer dead-lettered them as client errors.
+    landing = LandingZone(tmp_path)
+    site = SITES[0].url
+    refusals = 4  # more than the client's own tries (1 + partner_retries 2): the consumer sees them
+    sandbox.update_config(faults=[FaultSpec(kind, site_url=site, times=refusals)])
+    enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100)])
+    loop = run_loop(kafka, sandbox, landing)
+
+    assert sandbox.stats()["faults_served"] == {kind: refusals}
+    assert loop.stats.throttled == refusals  # the pacer heard each one
+    assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
+    assert landed_rows(landing, site) == truth(sandbox, site)
+
+
+def test_a_spent_daily_quota_parks_the_request_until_pacific_midnight_and_the_others_flow(kafka, sandbox, tmp_path):
+    landing = LandingZone(tmp_path)
+    spent, other = SITES[0].url, SITES[1].url
+    sandbox.update_config(faults=[FaultSpec("daily_limit", site_url=spent)])
+    enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100) for site in (spent, other)])
+    earliest = next_quota_day_ms()
+    # The parked request keeps the consumer waiting for it (work not done): it stops at max_runtime_s.
+    loop = run_loop(kafka, sandbox, landing, max_runtime_s=8.0)
+    latest = next_quota_day_ms()
+
+    assert sandbox.stats()["faults_served"] == {"daily_limit": 1}  # asked once, not hammered
+    assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
+    assert landed_rows(landing, other) == truth(sandbox, other)
+    (parked,) = delayed_requests(kafka)
+    assert parked.reason == "daily_quota_exceeded" and parked.original_request().account == spent
+    assert earliest <= parked.due_at_ms <= latest
+    assert kafka.lag(kafka.request_topic).total == 0  # the request itself is done: it waits on the delay topic
+
+
+@pytest.mark.parametrize("refusal", ["token refresh", "missing credentials"])
+def test_refused_credentials_stop_the_run_with_one_line_and_nothing_is_dead_lettered(kafka, tmp_path, refusal):
+    # Before: the token refresh's RefreshError crashed the consumer with a traceback, and a 401 was
+    # dead-lettered as a client error (a request that could succeed with the credentials fixed).
+    config = SandboxConfig(
+        seed=3, sites=SITES, faults=[], rows_jitter=0.0, require_auth=True, refuse_tokens=refusal == "token refresh"
+    )
+    with SandboxServer(config) as sandbox:
+        key = None
+        if refusal == "token refresh":
+            key, _ = service_account_file(tmp_path, f"{sandbox.url}token")
+        enqueue(kafka, [REPORT.first_request(site.url, DATE, row_limit=100) for site in SITES])
+        with pytest.raises(PartnerAuthError) as raised:
+            run_loop(kafka, sandbox, LandingZone(tmp_path / "landing"), credentials_file=key and str(key))
+    message = str(raised.value)
+    assert "PARTNER_CREDENTIALS_FILE" in message and "\n" not in message
+    assert KEY_ID not in message and "PRIVATE KEY" not in message
+    assert dead_letters(kafka) == []
+    assert kafka.lag(kafka.request_topic).total == len(SITES)  # left for the next run, with good credentials
 
 
 def test_delayed_request_round_trip():

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from kafka import KafkaConsumer
 
 from reporting_assets import runner
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets.settings import build_resources
+from reporting_assets_tests.helpers import KEY_ID, service_account_file
 
 SITES = [SiteSpec("https://www.example.com/", 60), SiteSpec("https://broken.example.com/", 20)]
-KEY_ID = "PLANTED-KEY-ID-7f3a9c"
 
 
 @pytest.fixture
@@ -30,30 +25,6 @@ def sandbox_config() -> SandboxConfig:
         rows_jitter=0.0,
         faults=[FaultSpec("http_500", site_url="https://broken.example.com/")],
     )
-
-
-def service_account_file(tmp_path: Path, token_uri: str) -> tuple[Path, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    path = tmp_path / "secrets" / "service-account.json"
-    path.parent.mkdir()
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "sandbox",
-                "private_key_id": KEY_ID,
-                "private_key": pem,
-                "client_email": "robot@sandbox.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": token_uri,
-            }
-        )
-    )
-    key_fragment = pem.splitlines()[5]  # a line from the middle of the key material
-    return path, key_fragment
 
 
 def topic_values(bootstrap: str, topic: str) -> list[bytes]:

@@ -104,3 +104,42 @@ def test_malformed_answers_are_rejected(answer, message):
 def test_retry_after_parsing():
     assert retry_after_seconds("3") == 3 and retry_after_seconds(None) is None
     assert retry_after_seconds("soon") is None and retry_after_seconds("-1") is None
+
+
+@pytest.mark.parametrize(
+    ("now_utc", "midnight_utc"),
+    [
+        ("2026-12-01T07:59:00", "2026-12-01T08:00:00"),  # 23:59 PST: one minute to go
+        ("2026-12-01T08:00:00", "2026-12-02T08:00:00"),  # just refilled: the next day's
+        ("2026-07-01T06:59:30", "2026-07-01T07:00:00"),  # summer: PDT, UTC-7
+        ("2026-03-08T09:30:00", "2026-03-09T07:00:00"),  # the day clocks go forward
+    ],
+)
+def test_daily_quotas_refill_at_the_next_pacific_midnight(now_utc: str, midnight_utc: str):
+    import datetime as dt
+
+    from reporting_assets.core.partner import next_quota_day_ms
+
+    now = dt.datetime.fromisoformat(now_utc).replace(tzinfo=dt.UTC)
+    expected = dt.datetime.fromisoformat(midnight_utc).replace(tzinfo=dt.UTC)
+    assert next_quota_day_ms(now) == int(expected.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "throttling"),
+    [
+        (429, "rateLimitExceeded", True),
+        (403, "rateLimitExceeded", True),
+        (403, "userRateLimitExceeded", True),
+        (403, "quotaExceeded", False),  # the load quota: a wait of its own, not a pace
+        (403, "dailyLimitExceeded", False),
+        (403, "forbidden", False),
+        (500, "backendError", False),
+    ],
+)
+def test_throttling_answers_are_told_from_quota_and_permission_refusals(status: int, reason: str, throttling: bool):
+    from reporting_assets.core.partner import is_throttling
+
+    body = json.dumps({"error": {"code": status, "errors": [{"reason": reason}]}}).encode()
+    assert is_throttling(status, body) is throttling
+    assert is_throttling(403, b"not json") is False

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+import google.auth.exceptions
+import httplib2
 from googleapiclient.errors import HttpError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -39,6 +41,7 @@ from reporting_assets.core.consumer.work import (
     ConsumerStats,
     Failure,
     Outcome,
+    PartnerAuthError,
     PartnerClient,
     QuotaExhausted,
     Throttled,
@@ -48,7 +51,16 @@ from reporting_assets.core.consumer.work import (
 from reporting_assets.core.kafka import subscribe
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DeadLetter, DelayedRequest, InvalidRequestError, ReportRequest
-from reporting_assets.core.partner import MalformedResponseError, http_error_reason, http_error_summary
+from reporting_assets.core.partner import (
+    DAILY_QUOTA_REASON,
+    LOAD_QUOTA_REASON,
+    THROTTLE_REASONS,
+    MalformedResponseError,
+    credentials_refused,
+    http_error_reason,
+    http_error_summary,
+    next_quota_day_ms,
+)
 
 __all__ = ["ConsumerStats", "DownloadLoop", "PartnerClient"]
 
@@ -120,6 +132,7 @@ class DownloadLoop:
         self._last_poll = clock()
         self.assignments: deque[set[TopicPartition]] = deque()  # appended by the rebalance listener
         self.rebalancing_since: float | None = None  # set by the listener between revocation and assignment
+        self._fatal: PartnerAuthError | None = None  # why the run must stop: raised once it has committed
 
     @property
     def _offsets(self) -> dict[TopicPartition, PartitionOffsets]:
@@ -141,6 +154,9 @@ class DownloadLoop:
                 now = self._clock()
                 if self._should_stop():
                     self.stats.stopped_because = "asked to stop"
+                    break
+                if self._fatal is not None:
+                    self.stats.stopped_because = str(self._fatal)
                     break
                 if now - started >= self.settings.max_runtime_s:
                     self.stats.stopped_because = f"max runtime {self.settings.max_runtime_s:g}s reached"
@@ -176,6 +192,8 @@ class DownloadLoop:
             self._finish_in_flight()
             self.commit()
             self._pool.shutdown(wait=True)
+        if self._fatal is not None:
+            raise self._fatal
         return self.stats
 
     def _caught_up(self) -> bool:
@@ -327,6 +345,9 @@ class DownloadLoop:
             elif outcome.kind == "retry":
                 work.throttled += 1
                 self._scheduler.put_back(work)
+            elif outcome.kind == "auth_failed":
+                # Left open (uncommitted, not dead-lettered): the next run downloads it.
+                self._fatal = self._fatal or PartnerAuthError(outcome.reason)
             else:
                 if outcome.kind == "delayed":
                     # Its copy comes back from the delay topic later: that one must run.
@@ -368,22 +389,24 @@ class DownloadLoop:
                 self.dead_letter(work.record, request, failure)
                 return Outcome("dead_lettered", calls=throttled.calls, reason=failure.reason)
             return Outcome("retry", calls=throttled.calls)
-        except QuotaExhausted:
-            until = epoch_ms() + int(self.settings.quota_wait_s * 1000)
+        except PartnerAuthError as refused:
+            return Outcome("auth_failed", calls=1, reason=str(refused))
+        except QuotaExhausted as exhausted:
+            until = exhausted.until_ms or epoch_ms() + int(self.settings.quota_wait_s * 1000)
             self._scheduler.hold(request.account, until)
             if self.settings.delay_topic is None:
-                failure = Failure("quota_exceeded", "load quota exceeded and no delay topic configured", 1, 403)
+                failure = Failure(exhausted.reason, "quota exceeded and no delay topic configured", 1, 403)
                 self.dead_letter(work.record, request, failure)
                 return Outcome("dead_lettered", calls=1, reason=failure.reason)
-            return self._defer(work, until, calls=1)
+            return self._defer(work, until, calls=1, reason=exhausted.reason)
         self.pacer.on_success(request.account)
         continued = self.land(request, rows)
         return Outcome("landed", rows=len(rows), continued=continued, calls=calls)
 
-    def _defer(self, work: Work, until_ms: int, calls: int = 0) -> Outcome:
+    def _defer(self, work: Work, until_ms: int, calls: int = 0, reason: str = "quota_exceeded") -> Outcome:
         """Park the request on the delay topic; the partition moves on without waiting."""
         assert self.settings.delay_topic is not None
-        delayed = DelayedRequest(request=work.request.to_json(), due_at_ms=until_ms, reason="quota_exceeded")
+        delayed = DelayedRequest(request=work.request.to_json(), due_at_ms=until_ms, reason=reason)
         self.producer.send(self.settings.delay_topic, key=work.request.key(), value=delayed.encode()).get(timeout=30)
         return Outcome("delayed", calls=calls)
 
@@ -399,16 +422,31 @@ class DownloadLoop:
             attempts += 1
             try:
                 return client.query(request, on_throttled=throttled), attempts
+            except (google.auth.exceptions.RefreshError, google.auth.exceptions.InvalidOperation) as exc:
+                # A token refresh the partner refused, or credentials that cannot get one at all.
+                raise PartnerAuthError(credentials_refused(f"{type(exc).__name__}: {exc}")) from None
             except HttpError as exc:
-                if exc.status_code == 403 and http_error_reason(exc) == "quotaExceeded":
+                if exc.status_code == 401:
+                    raise PartnerAuthError(credentials_refused(http_error_summary(exc))) from None
+                reason = http_error_reason(exc) if exc.status_code == 403 else ""
+                if reason == LOAD_QUOTA_REASON:
                     raise QuotaExhausted() from None
-                if exc.status_code == 429:
+                if reason == DAILY_QUOTA_REASON:
+                    raise QuotaExhausted("daily_quota_exceeded", next_quota_day_ms()) from None
+                if exc.status_code == 429 or reason in THROTTLE_REASONS:
                     raise Throttled(self.settings.client_retries + 1, http_error_summary(exc)) from None
                 raise classify_http_error(exc, self.settings.client_retries) from None
             except (MalformedResponseError, ValueError) as exc:
                 if attempts >= self.settings.max_attempts:
                     raise Failure("malformed_response", f"{type(exc).__name__}: {exc}", attempts) from None
-            except (TimeoutError, ConnectionError, OSError) as exc:
+            except (
+                TimeoutError,
+                ConnectionError,
+                OSError,
+                httplib2.HttpLib2Error,
+                google.auth.exceptions.TransportError,
+            ) as exc:
+                # The network, the partner's host or its token endpoint did not answer (DNS included).
                 raise Failure(
                     "transport_error", f"{type(exc).__name__}: {exc}", self.settings.client_retries + 1
                 ) from None

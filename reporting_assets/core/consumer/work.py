@@ -63,8 +63,25 @@ class Throttled(Exception):
         self.error = error
 
 
+class PartnerAuthError(RuntimeError):
+    """The partner refused the credentials (a failed token refresh, HTTP 401): nothing can succeed.
+
+    The run stops with this one line, naming the setting to fix; the request stays uncommitted and
+    nothing is dead-lettered, so the next run with good credentials downloads it.
+    """
+
+
 class QuotaExhausted(Exception):
-    """The partner's load quota refused the account: wait, do not hammer, do not dead-letter."""
+    """A partner quota refused the account: wait, do not hammer, do not dead-letter.
+
+    `until_ms` is when it refills, where the partner says so (the daily quota, at Pacific midnight);
+    None: the consumer's `quota_wait_s` (the load quota's ~15 minutes).
+    """
+
+    def __init__(self, reason: str = "quota_exceeded", until_ms: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.until_ms = until_ms
 
 
 def classify_http_error(error: HttpError, client_retries: int) -> Failure:
@@ -100,8 +117,8 @@ class ConsumerStats:
             self.continued += int(outcome.continued)
         elif outcome.kind == "delayed":
             self.delayed += 1
-        elif outcome.kind == "retry":
-            pass
+        elif outcome.kind in ("retry", "auth_failed"):
+            pass  # neither done nor failed: back in line, or left for the next run
         elif outcome.kind == "duplicate":
             self.duplicates += 1
         else:
