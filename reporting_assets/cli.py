@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.messages import MAX_ROW_LIMIT, InvalidRequestError, parse_date
 from reporting_assets.core.reports import UnknownReportError, get_report
+from reporting_assets.settings import Settings, consumer_variables
 
 EXIT_BAD_SETTING = 2
 
@@ -50,13 +51,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag, field in TUNING_FIELDS.items():
         declared = ConsumerTuning.model_fields[field]
         run.add_argument(
-            TUNING_FLAGS[flag], type=declared.annotation, default=declared.default, help=declared.description
+            TUNING_FLAGS[flag],
+            type=declared.annotation,
+            default=None,
+            help=f"{declared.description} (default: {consumer_variables()[field]}, else {declared.default})",
         )
     run.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
-def plan(args: argparse.Namespace, first_partition_date: str, default_row_limit: int = MAX_ROW_LIMIT) -> RunPlan:
+def plan(args: argparse.Namespace, settings: Settings) -> RunPlan:
+    """The run the flags ask for, on top of the environment's settings; SettingProblem names a bad flag."""
+    first_partition_date = settings.start_date.isoformat()
     try:
         start = parse_date(args.start_date, "--start-date")
         end = parse_date(args.end_date, "--end-date")
@@ -78,11 +84,11 @@ def plan(args: argparse.Namespace, first_partition_date: str, default_row_limit:
         raise SettingProblem(f"--reports: {exc}") from None
     if not reports:
         raise SettingProblem("--reports is empty")
-    tuning = consumer_tuning(args)
+    tuning = consumer_tuning(args, settings.consumer)
     days = (end - start).days + 1
     dates = [(start + dt.timedelta(days=offset)).isoformat() for offset in range(days)]
     accounts = [a.strip() for a in args.accounts.split(",") if a.strip()] or None
-    row_limit = default_row_limit if args.row_limit is None else args.row_limit
+    row_limit = settings.row_limit if args.row_limit is None else args.row_limit
     if not 1 <= row_limit <= MAX_ROW_LIMIT:
         raise SettingProblem(
             f"--row-limit must be within 1..{MAX_ROW_LIMIT} (Search Console's maximum), got {row_limit}"
@@ -95,11 +101,12 @@ TUNING_FLAGS = {"consumers": "--consumers", "qps": "--qps"}
 TUNING_FIELDS = {"consumers": "consumers", "qps": "qps_per_account"}
 
 
-def consumer_tuning(args: argparse.Namespace) -> ConsumerTuning:
-    """The run's consumer tuning from the flags, checked by ConsumerTuning; the error names the flag."""
-    values = {TUNING_FIELDS[flag]: getattr(args, flag) for flag in TUNING_FLAGS}
+def consumer_tuning(args: argparse.Namespace, base: ConsumerTuning) -> ConsumerTuning:
+    """The environment's consumer tuning (REPORTING_CONSUMER_*) with the flags given on top, checked by
+    ConsumerTuning; the error names the flag."""
+    values = {TUNING_FIELDS[flag]: getattr(args, flag) for flag in TUNING_FLAGS if getattr(args, flag) is not None}
     try:
-        return ConsumerTuning(**values)
+        return ConsumerTuning(**{**base.model_dump(), **values})
     except ValidationError as error:
         problem = error.errors()[0]
         flag = {field: TUNING_FLAGS[f] for f, field in TUNING_FIELDS.items()}[str(problem["loc"][0])]
@@ -151,7 +158,7 @@ def preflight(resources: dict, plan_: RunPlan) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from reporting_assets.core.partner import PartnerConfigError
-    from reporting_assets.settings import SettingError, Settings, build_resources
+    from reporting_assets.settings import SettingError, build_resources
 
     try:
         try:
@@ -159,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             resources = build_resources()
         except (SettingError, PartnerConfigError, ValueError) as exc:
             raise SettingProblem(str(exc).splitlines()[0]) from None
-        run_plan = plan(args, settings.start_date.isoformat(), settings.row_limit)
+        run_plan = plan(args, settings)
         preflight(resources, run_plan)
     except SettingProblem as problem:
         print(f"reporting_assets: error: {problem}", file=sys.stderr)

@@ -139,3 +139,17 @@ def test_run_config_bounds_are_declared_on_the_config():
     for bad in (0, 25_001):
         with pytest.raises(ValidationError, match="row_limit"):
             RequestConfig(row_limit=bad)
+
+
+def test_the_cli_takes_the_environments_tuning_and_its_flags_win():
+    from reporting_assets import cli
+
+    settings = Settings.from_env(
+        {"REPORTING_CONSUMERS": "3", "REPORTING_CONSUMER_QUOTA_WAIT_S": "60", "REPORTING_ROW_LIMIT": "5000"}
+    )
+    dates = ["run", "--start-date", "2026-11-01", "--end-date", "2026-11-02"]
+    from_env = cli.plan(cli.parse_args(dates), settings)
+    assert from_env.tuning == ConsumerTuning(consumers=3, quota_wait_s=60.0) and from_env.row_limit == 5000
+    flagged = cli.plan(cli.parse_args([*dates, "--consumers", "1", "--qps", "2.5", "--row-limit", "100"]), settings)
+    assert flagged.tuning == ConsumerTuning(consumers=1, qps_per_account=2.5, quota_wait_s=60.0)
+    assert flagged.row_limit == 100 and flagged.dates == ["2026-11-01", "2026-11-02"]

@@ -211,7 +211,7 @@ def validate_request_fields(request: ReportRequest) -> None:
 class DeadLetter:
     """A request that could not be completed, with why: kept on the dead-letter topic for re-drive."""
 
-    reason: str  # invalid_message | client_error | server_error | malformed_response | ...
+    reason: str  # invalid_message | permission_denied | unknown_site | client_error | server_error | malformed_response | ...
     error: str
     attempts: int
     source_topic: str

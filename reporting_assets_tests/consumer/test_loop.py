@@ -167,8 +167,8 @@ def test_poison_messages_are_dead_lettered_with_a_reason_and_the_rest_lands(kafk
     assert landed_rows(landing, good.account) == truth(sandbox, good.account)
     letters = dead_letters(kafka)
     reasons = sorted(letter.reason for letter in letters)
-    assert reasons == ["client_error"] + ["invalid_message"] * 4
-    unknown = next(letter for letter in letters if letter.reason == "client_error")
+    assert reasons == ["invalid_message"] * 4 + ["unknown_site"]
+    unknown = next(letter for letter in letters if letter.reason == "unknown_site")
     assert unknown.status == 404 and unknown.original_request() == unknown_site
     assert {letter.raw_value for letter in letters if letter.reason == "invalid_message"} >= {"not json", '{"v": 7}'}
     assert kafka.lag(kafka.request_topic).total == 0
@@ -236,9 +236,9 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
         assert sorted((letter.original_request().account, letter.reason) for letter in letters) == sorted(
             [(broken.url, "malformed_response")] * 3
             + [(slow.url, "transport_error")] * 3
-            + [(forbidden.url, "client_error")] * 3
+            + [(forbidden.url, "permission_denied")] * 3
         )
-        assert {letter.status for letter in letters if letter.reason == "client_error"} == {403}
+        assert {letter.status for letter in letters if letter.reason == "permission_denied"} == {403}
         assert all(letter.error for letter in letters)
         for site in (broken, slow, forbidden):
             assert not any(landing.completeness(REPORT.name, day, site.url).complete for day in days)

@@ -16,7 +16,7 @@ from googleapiclient.errors import HttpError
 from kafka import TopicPartition
 
 from reporting_assets.core.messages import ReportRequest
-from reporting_assets.core.partner import http_error_summary
+from reporting_assets.core.partner import http_error_reason, http_error_summary
 
 
 class PartnerClient(Protocol):
@@ -84,11 +84,19 @@ class QuotaExhausted(Exception):
         self.until_ms = until_ms
 
 
+PERMISSION_REASONS = frozenset({"forbidden", "insufficientPermissions"})
+
+
 def classify_http_error(error: HttpError, client_retries: int) -> Failure:
+    """What a dead letter says of an answer that cannot succeed as it is (or outlasted the retries)."""
     status = error.status_code
     summary = http_error_summary(error)
     if status >= 500:
         return Failure("server_error", summary, client_retries + 1, status)
+    if status == 403 and http_error_reason(error) in PERMISSION_REASONS:
+        return Failure("permission_denied", summary, 1, status)  # add the account to the property, re-drive
+    if status == 404:
+        return Failure("unknown_site", summary, 1, status)  # the property does not exist (any more)
     return Failure("client_error", summary, 1, status)
 
 
