@@ -56,13 +56,15 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True)
 
     # Resources (read again at launch through dg.EnvVar when set)
-    kafka_bootstrap_servers: str = _env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "The Kafka cluster.")
-    request_topic: str = _env("REPORTING_REQUEST_TOPIC", "report-requests", "One message per API call.")
-    dead_letter_topic: str = _env("REPORTING_DEAD_LETTER_TOPIC", "report-requests.dead-letter", "Failed requests.")
-    delay_topic: str = _env("REPORTING_DELAY_TOPIC", "report-requests.delayed", "Requests waiting for the load quota.")
-    topic_partitions: int = _env("REPORTING_TOPIC_PARTITIONS", 4, "Partitions of new topics.", ge=1)
+    kafka_bootstrap_servers: str = _env("KAFKA_BOOTSTRAP_SERVERS", KafkaCluster.bootstrap_servers, "The Kafka cluster.")
+    request_topic: str = _env("REPORTING_REQUEST_TOPIC", KafkaCluster.request_topic, "One message per API call.")
+    dead_letter_topic: str = _env("REPORTING_DEAD_LETTER_TOPIC", KafkaCluster.dead_letter_topic, "Failed requests.")
+    delay_topic: str = _env("REPORTING_DELAY_TOPIC", KafkaCluster.delay_topic, "Requests waiting for the load quota.")
+    topic_partitions: int = _env(
+        "REPORTING_TOPIC_PARTITIONS", KafkaCluster.topic_partitions, "Partitions of new topics.", ge=1
+    )
     consumer_group: str = _env(
-        "REPORTING_CONSUMER_GROUP", "report-downloaders", "The group whose commits are the memory."
+        "REPORTING_CONSUMER_GROUP", KafkaCluster.consumer_group, "The group whose commits are the memory."
     )
     partner_api_endpoint: str = _env(
         "PARTNER_API_ENDPOINT", DEFAULT_SANDBOX_URL, "Partner API base URL; set it empty to call Google itself."
@@ -70,8 +72,10 @@ class Settings(BaseModel):
     partner_credentials_file: str = _env(
         "PARTNER_CREDENTIALS_FILE", "", "Service-account JSON key for Google (empty: application default credentials)."
     )
-    partner_num_retries: int = _env("PARTNER_NUM_RETRIES", 5, "google-api-python-client num_retries.", ge=0)
-    data_dir: str = _env("REPORTING_DATA_DIR", "data", "Landing zone, exports and warehouse.duckdb.")
+    partner_num_retries: int = _env(
+        "PARTNER_NUM_RETRIES", Partner.num_retries, "google-api-python-client num_retries.", ge=0
+    )
+    data_dir: str = _env("REPORTING_DATA_DIR", Warehouse.data_dir, "Landing zone, exports and warehouse.duckdb.")
     row_limit: int = _env(
         "REPORTING_ROW_LIMIT",
         MAX_ROW_LIMIT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,14 +32,15 @@ def _is_env_var(value: object) -> bool:
 class KafkaResource(dg.ConfigurableResource):
     """The Kafka cluster that remembers which API calls are done (see `KafkaCluster`)."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    request_topic: str = "report-requests"
-    dead_letter_topic: str = "report-requests.dead-letter"
-    delay_topic: str = "report-requests.delayed"
-    topic_partitions: int = 4
-    consumer_group: str = "report-downloaders"
-    client_id: str = "reporting-assets"
-    request_timeout_ms: int = 30000
+    # Defaults are KafkaCluster's (declared there once).
+    bootstrap_servers: str = KafkaCluster.bootstrap_servers
+    request_topic: str = KafkaCluster.request_topic
+    dead_letter_topic: str = KafkaCluster.dead_letter_topic
+    delay_topic: str = KafkaCluster.delay_topic
+    topic_partitions: int = KafkaCluster.topic_partitions
+    consumer_group: str = KafkaCluster.consumer_group
+    client_id: str = KafkaCluster.client_id
+    request_timeout_ms: int = KafkaCluster.request_timeout_ms
 
     # Wrap validators: pydantic turns a dg.EnvVar placeholder into a plain str/int before
     # an "after" validator sees it, and the placeholder must not be checked.
@@ -70,16 +72,7 @@ class KafkaResource(dg.ConfigurableResource):
         return result
 
     def cluster(self) -> KafkaCluster:
-        return KafkaCluster(
-            bootstrap_servers=self.bootstrap_servers,
-            request_topic=self.request_topic,
-            dead_letter_topic=self.dead_letter_topic,
-            delay_topic=self.delay_topic,
-            topic_partitions=self.topic_partitions,
-            consumer_group=self.consumer_group,
-            client_id=self.client_id,
-            request_timeout_ms=self.request_timeout_ms,
-        )
+        return KafkaCluster(**{field.name: getattr(self, field.name) for field in dataclasses.fields(KafkaCluster)})
 
     # The cluster's operations, for code that holds the resource.
     @property

@@ -17,9 +17,13 @@ class PartnerResource(dg.ConfigurableResource):
     credentials_file: str | None = Field(
         default=None, description="Service-account JSON key; empty: anonymous for the sandbox, ADC for Google."
     )
-    num_retries: int = Field(default=5, description="google-api-python-client retries of 429, 5xx, socket errors.")
-    timeout_s: float = Field(default=30.0, description="Socket timeout of one HTTP call.")
-    max_retry_after_s: float = Field(default=60.0, description="Longest Retry-After honoured per retry.")
+    num_retries: int = Field(
+        default=Partner.num_retries, description="google-api-python-client retries of 429, 5xx, socket errors."
+    )
+    timeout_s: float = Field(default=Partner.timeout_s, description="Socket timeout of one HTTP call.")
+    max_retry_after_s: float = Field(
+        default=Partner.max_retry_after_s, description="Longest Retry-After honoured per retry."
+    )
 
     def partner(self) -> Partner:
         return Partner(

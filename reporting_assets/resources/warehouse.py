@@ -17,10 +17,12 @@ from reporting_assets.core.warehouse import Warehouse
 class WarehouseResource(dg.ConfigurableResource):
     """Local data folder: `landing/`, `exports/` and the DuckDB database analysts query."""
 
-    data_dir: str = Field(default="data", description="Root folder of landing zone, exports and the database.")
-    database_file: str = Field(default="warehouse.duckdb", description="DuckDB file inside data_dir.")
+    data_dir: str = Field(
+        default=Warehouse.data_dir, description="Root folder of landing zone, exports and the database."
+    )
+    database_file: str = Field(default=Warehouse.database_file, description="DuckDB file inside data_dir.")
     lock_timeout_s: float = Field(
-        default=120.0, description="How long to wait for another process's DuckDB write lock."
+        default=Warehouse.lock_timeout_s, description="How long to wait for another process's DuckDB write lock."
     )
 
     def warehouse(self) -> Warehouse:
