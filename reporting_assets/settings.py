@@ -223,6 +223,8 @@ def env_example() -> str:
 def _text(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, list):
+        return ",".join(f"{item:g}" for item in value) or "none"
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)

@@ -110,3 +110,14 @@ def test_report_catalog():
     assert all(spec.first_request("a", "2026-01-01", 10).start_row == 0 for spec in REPORTS.values())
     with pytest.raises(UnknownReportError, match="unknown report 'nope'"):
         get_report("nope")
+
+
+def test_a_retried_copy_keeps_its_id_and_a_new_page_or_a_redrive_starts_afresh():
+    request = get_report("search_analytics").first_request("https://a.example.com/", "2026-11-01", 100)
+    waited = request.retried().retried()
+    assert waited.retries == 2 and waited.request_id == request.request_id
+    assert ReportRequest.decode(waited.encode()).retries == 2
+    assert "retries" not in request.to_json()  # first pages as enqueued (by Spark too) carry none
+    assert waited.next_page().retries == 0 and waited.with_attempt(1).retries == 0
+    with pytest.raises(InvalidRequestError, match="retries"):
+        ReportRequest.decode(json.dumps({**request.to_json(), "retries": -1}).encode())

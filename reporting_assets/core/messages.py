@@ -48,6 +48,9 @@ class ReportRequest:
     # request id: it tells a duplicate copy of a continuation (same id, same chain) from a fresh
     # download of the same call (same id, a newer chain), see `DownloadLoop`.
     chain: str = field(default="", compare=False)
+    # Tries already spent waiting out transient partner failures (5xx, timeouts, unreachable host) on
+    # the delay topic; a new page or a re-drive starts at 0. Not part of the request id either.
+    retries: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         validate_request_fields(self)
@@ -60,10 +63,14 @@ class ReportRequest:
 
     def next_page(self) -> ReportRequest:
         """The continuation request: same call, the following `row_limit` rows."""
-        return replace(self, start_row=self.start_row + self.row_limit, attempt=0, request_id="")
+        return replace(self, start_row=self.start_row + self.row_limit, attempt=0, retries=0, request_id="")
 
     def with_attempt(self, attempt: int) -> ReportRequest:
-        return replace(self, attempt=attempt)
+        return replace(self, attempt=attempt, retries=0)
+
+    def retried(self) -> ReportRequest:
+        """The copy that waits out a transient failure on the delay topic, one more try spent."""
+        return replace(self, retries=self.retries + 1)
 
     def in_chain(self, chain: str) -> ReportRequest:
         return replace(self, chain=chain)
@@ -85,6 +92,8 @@ class ReportRequest:
         data["dimensions"] = list(self.dimensions)
         if not self.chain:
             del data["chain"]  # first pages as enqueued carry none
+        if not self.retries:
+            del data["retries"]
         return {"v": REQUEST_VERSION, **data}
 
     def encode(self) -> bytes:
@@ -130,6 +139,7 @@ class ReportRequest:
                 start_row=data.get("start_row", 0),
                 attempt=data.get("attempt", 0),
                 chain=data.get("chain", ""),
+                retries=data.get("retries", 0),
             )
         except TypeError as exc:
             raise InvalidRequestError(str(exc)) from None
@@ -193,7 +203,7 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail(f"unknown search_type {request.search_type!r} (allowed: {', '.join(SEARCH_TYPES)})")
     if request.data_state not in DATA_STATES:
         fail(f"unknown data_state {request.data_state!r} (allowed: {', '.join(DATA_STATES)})")
-    for name in ("row_limit", "start_row", "attempt"):
+    for name in ("row_limit", "start_row", "attempt", "retries"):
         value = getattr(request, name)
         if not isinstance(value, int) or isinstance(value, bool):
             fail(f"{name} must be an integer, got {value!r}")
@@ -203,6 +213,8 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail(f"start_row {request.start_row} is not a non-negative multiple of row_limit {request.row_limit}")
     if request.attempt < 0:
         fail(f"attempt {request.attempt} is negative")
+    if request.retries < 0:
+        fail(f"retries {request.retries} is negative")
     if not isinstance(request.chain, str) or len(request.chain) > 200:
         fail(f"chain must be a string of at most 200 characters, got {request.chain!r}")
 

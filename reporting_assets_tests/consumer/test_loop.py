@@ -80,6 +80,7 @@ def run_loop(
             "qps_per_account": 500.0,
             "retry_backoff_s": 0.01,
             "client_retries": partner_retries,
+            "transient_waits_s": [],  # dead-letter transient failures at once, unless a test says otherwise
             **overrides,
         },
     )
@@ -371,6 +372,38 @@ def test_refused_credentials_stop_the_run_with_one_line_and_nothing_is_dead_lett
     assert KEY_ID not in message and "PRIVATE KEY" not in message
     assert dead_letters(kafka) == []
     assert kafka.lag(kafka.request_topic).total == len(SITES)  # left for the next run, with good credentials
+
+
+def test_a_partner_outage_is_waited_out_on_the_delay_topic_and_dead_letters_nothing(kafka, sandbox, tmp_path):
+    # Before: a 5xx that outlasted the client's own retries was dead-lettered at once, so an outage of
+    # a minute or two dead-lettered everything in flight.
+    landing = LandingZone(tmp_path)
+    down, fine = SITES[1].url, SITES[0].url
+    outage = 6  # answers of 503: two of the consumer's tries (1 + partner_retries 2 calls each)
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url=down, times=outage)])
+    enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100) for site in (down, fine)])
+    loop = run_loop(kafka, sandbox, landing, transient_waits_s=[0.2, 0.4, 0.8])
+
+    assert sandbox.stats()["faults_served"] == {"http_503": outage}
+    assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
+    assert loop.stats.delayed == 2 and loop.stats.released == 2  # waited twice, landed on the third try
+    for site in (down, fine):
+        assert landed_rows(landing, site) == truth(sandbox, site)
+    assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
+
+
+def test_a_failure_that_outlasts_every_wait_is_dead_lettered_once_they_are_used_up(kafka, sandbox, tmp_path):
+    landing = LandingZone(tmp_path)
+    site = SITES[0].url
+    sandbox.update_config(faults=[FaultSpec("http_500", site_url=site)])
+    enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100)])
+    loop = run_loop(kafka, sandbox, landing, transient_waits_s=[0.1, 0.1])
+
+    assert loop.stats.delayed == 2 and sandbox.stats()["faults_served"] == {"http_500": 3 * 3}
+    (letter,) = dead_letters(kafka)
+    assert (letter.reason, letter.status) == ("server_error", 500)
+    assert letter.original_request().retries == 2  # the copy that used up both waits
+    assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
 
 
 def test_delayed_request_round_trip():

@@ -30,7 +30,8 @@ SITES = [
     SiteSpec("https://c.example.com/", 90),
 ]
 ROW_LIMIT = {"ops": {"report_requests": {"config": {"row_limit": 100}}}}
-CONSUMERS = {"idle_timeout_s": 2.0, "qps_per_account": 4.0, "retry_backoff_s": 0.01}
+# No waits for transient failures: the dead-letter test's 503s go straight to the dead-letter topic.
+CONSUMERS = {"idle_timeout_s": 2.0, "qps_per_account": 4.0, "retry_backoff_s": 0.01, "transient_waits_s": []}
 
 
 @pytest.fixture

@@ -41,7 +41,10 @@ def test_planted_secrets_appear_nowhere(instance, sandbox, pipeline_env, monkeyp
     resources = build_resources({**pipeline_env, "PARTNER_CREDENTIALS_FILE": str(credentials)})
 
     summary = runner.run_pipeline(
-        instance, resources, ["2026-11-01"], ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0)
+        instance,
+        resources,
+        ["2026-11-01"],
+        ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0, transient_waits_s=[]),
     )
     assert summary.dead_lettered == 1 and summary.rows_loaded == 60  # the pipeline really ran, authenticated
     stats = sandbox.stats()

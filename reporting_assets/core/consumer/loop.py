@@ -38,6 +38,7 @@ from reporting_assets.core.consumer.pacing import AccountPacer
 from reporting_assets.core.consumer.scheduler import AccountScheduler, epoch_ms
 from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.core.consumer.work import (
+    TRANSIENT_REASONS,
     ConsumerStats,
     Failure,
     Outcome,
@@ -381,6 +382,13 @@ class DownloadLoop:
         try:
             rows, calls = self.download(request)
         except Failure as failure:
+            waits = self.settings.transient_waits_s
+            if failure.reason in TRANSIENT_REASONS and self.settings.delay_topic and request.retries < len(waits):
+                # The partner or the way to it is down: try again later, from the delay topic, so that
+                # an outage of a few minutes dead-letters nothing and holds up no other account.
+                until = epoch_ms() + int(waits[request.retries] * 1000)
+                reason = f"transient {failure.reason}"
+                return self._defer(work, until, calls=failure.attempts, reason=reason, request=request.retried())
             self.dead_letter(work.record, request, failure)
             return Outcome("dead_lettered", calls=failure.attempts, reason=failure.reason)
         except Throttled as throttled:
@@ -403,11 +411,19 @@ class DownloadLoop:
         continued = self.land(request, rows)
         return Outcome("landed", rows=len(rows), continued=continued, calls=calls)
 
-    def _defer(self, work: Work, until_ms: int, calls: int = 0, reason: str = "quota_exceeded") -> Outcome:
-        """Park the request on the delay topic; the partition moves on without waiting."""
+    def _defer(
+        self,
+        work: Work,
+        until_ms: int,
+        calls: int = 0,
+        reason: str = "quota_exceeded",
+        request: ReportRequest | None = None,
+    ) -> Outcome:
+        """Park the request (or `request`, its updated copy) on the delay topic; the partition moves on."""
         assert self.settings.delay_topic is not None
-        delayed = DelayedRequest(request=work.request.to_json(), due_at_ms=until_ms, reason=reason)
-        self.producer.send(self.settings.delay_topic, key=work.request.key(), value=delayed.encode()).get(timeout=30)
+        parked = request or work.request
+        delayed = DelayedRequest(request=parked.to_json(), due_at_ms=until_ms, reason=reason)
+        self.producer.send(self.settings.delay_topic, key=parked.key(), value=delayed.encode()).get(timeout=30)
         return Outcome("delayed", calls=calls)
 
     def download(self, request: ReportRequest) -> tuple[list[dict[str, Any]], int]:

@@ -4,7 +4,20 @@ run config, the environment settings (`REPORTING_CONSUMER_*`), the CLI and the r
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _waits(value: object) -> object:
+    """Waits from the environment: "30,300,1800", or "none" for no transient retries at all."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return [] if text in ("none", "[]") else [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+Waits = Annotated[list[Annotated[float, Field(ge=0)]], BeforeValidator(_waits)]
 
 
 class ConsumerTuning(BaseModel):
@@ -32,6 +45,14 @@ class ConsumerTuning(BaseModel):
     max_buffered: int = Field(default=2_000, ge=1, description="Records fetched and not yet started, per consumer.")
     quota_wait_s: float = Field(default=900.0, ge=0, description="Wait after a load-quota refusal (403 quotaExceeded).")
     max_attempts: int = Field(default=3, ge=1, description="Tries of a request whose answer is malformed.")
+    transient_waits_s: Waits = Field(
+        default=[30.0, 300.0, 1800.0],
+        description=(
+            "Waits on the delay topic before each new try of a request whose call failed transiently (5xx, "
+            "timeouts, unreachable host or token endpoint) after the client's own retries; once they are used "
+            "up, the request is dead-lettered. A partner outage of a few minutes dead-letters nothing."
+        ),
+    )
     max_throttled: int = Field(
         default=20, ge=1, description="Times a request still answered 429 after the client's retries goes back in line."
     )

@@ -85,6 +85,8 @@ class QuotaExhausted(Exception):
 
 
 PERMISSION_REASONS = frozenset({"forbidden", "insufficientPermissions"})
+# Failures that may pass by themselves: tried again from the delay topic before any dead letter.
+TRANSIENT_REASONS = frozenset({"server_error", "transport_error"})
 
 
 def classify_http_error(error: HttpError, client_retries: int) -> Failure:
