@@ -153,3 +153,14 @@ def test_the_cli_takes_the_environments_tuning_and_its_flags_win():
     flagged = cli.plan(cli.parse_args([*dates, "--consumers", "1", "--qps", "2.5", "--row-limit", "100"]), settings)
     assert flagged.tuning == ConsumerTuning(consumers=1, qps_per_account=2.5, quota_wait_s=60.0)
     assert flagged.row_limit == 100 and flagged.dates == ["2026-11-01", "2026-11-02"]
+
+
+def test_the_demo_takes_the_environments_tuning_over_its_own_defaults():
+    from reporting_assets.demo import DEMO_TUNING, demo_tuning
+
+    assert demo_tuning({}) == ConsumerTuning(**DEMO_TUNING)
+    env = {"REPORTING_CONSUMERS": "3", "REPORTING_CONSUMER_QPS_PER_ACCOUNT": "2", "REPORTING_CONSUMER_WINDOW": "8"}
+    tuned = demo_tuning(env)
+    assert (tuned.consumers, tuned.qps_per_account, tuned.window) == (3, 2.0, 8)
+    assert tuned.idle_timeout_s == DEMO_TUNING["idle_timeout_s"]  # unset: the demo's own
+    assert demo_tuning(env, consumers=1).consumers == 1  # --consumers wins
