@@ -148,7 +148,9 @@ class Settings(BaseModel):
         try:
             consumer = ConsumerTuning(**tuning)
         except ValidationError as error:
-            raise _setting_error(error, {f: v for v, f in _inverse(consumer_variables()).items()}, tuning) from None
+            variables = consumer_variables()
+            raw = {variables[field]: value for field, value in tuning.items()}
+            raise _setting_error(error, variables, raw) from None
         try:
             return cls.model_validate({**values, "consumer": consumer})
         except ValidationError as error:
@@ -160,28 +162,6 @@ class Settings(BaseModel):
             raise _setting_error(
                 error, aliases, {aliases.get(k, k): v for k, v in values.items()}, by_alias=True
             ) from None
-
-    # -- the engine's objects built from the settings ---------------------------------------------
-
-    def kafka(self) -> KafkaCluster:
-        return KafkaCluster(
-            bootstrap_servers=self.kafka_bootstrap_servers,
-            request_topic=self.request_topic,
-            dead_letter_topic=self.dead_letter_topic,
-            delay_topic=self.delay_topic,
-            topic_partitions=self.topic_partitions,
-            consumer_group=self.consumer_group,
-        )
-
-    def partner(self) -> Partner:
-        return Partner(
-            api_endpoint=self.partner_api_endpoint or None,  # empty: Google itself
-            credentials_file=self.partner_credentials_file or None,
-            num_retries=self.partner_num_retries,
-        )
-
-    def warehouse(self) -> Warehouse:
-        return Warehouse(data_dir=self.data_dir)
 
 
 def load_settings() -> Settings:
@@ -228,10 +208,6 @@ def _text(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
-
-
-def _inverse(mapping: Mapping[str, str]) -> dict[str, str]:
-    return {value: key for key, value in mapping.items()}
 
 
 def _setting_error(

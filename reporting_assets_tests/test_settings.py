@@ -56,8 +56,11 @@ def test_defaults_and_values_from_the_environment():
 
 
 def test_an_empty_partner_endpoint_means_google_itself():
-    assert Settings.from_env({}).partner().api_endpoint == "http://127.0.0.1:8085/"
-    assert Settings.from_env({"PARTNER_API_ENDPOINT": ""}).partner().api_endpoint is None
+    def endpoint(env: dict[str, str]) -> str | None:
+        return resources_from(Settings.from_env(env), env_vars=False)["partner"].partner().api_endpoint
+
+    assert endpoint({}) == "http://127.0.0.1:8085/"
+    assert endpoint({"PARTNER_API_ENDPOINT": ""}) is None
 
 
 @pytest.mark.parametrize(
