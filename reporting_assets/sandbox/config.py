@@ -87,7 +87,8 @@ class FaultSpec:
     A fault matches a searchAnalytics.query call when `site_url` and
     `start_row` match (None matches anything), it still has `times` left
     (None = unlimited) and, if `probability` is set, a seeded draw falls
-    under it. The first matching fault in the list is served.
+    under it, and, if `for_s` is set, less than that has passed since the faults were set (an outage of
+    a given length). The first matching fault in the list is served.
     """
 
     kind: str
@@ -96,6 +97,7 @@ class FaultSpec:
     start_row: int | None = None
     times: int | None = None
     slow_s: float = 5.0  # only for kind "slow": delay before the normal answer
+    for_s: float | None = None  # served only this long after the faults are set: an outage of a given length
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -109,6 +111,7 @@ class FaultSpec:
         _require_int("faults[].start_row", self.start_row, minimum=0, allow_none=True)
         _require_int("faults[].times", self.times, minimum=0, allow_none=True)
         _require_number("faults[].slow_s", self.slow_s, minimum=0.0)
+        _require_number("faults[].for_s", self.for_s, minimum=0.0, allow_none=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FaultSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -138,12 +139,14 @@ class FaultPicker:
         self._faults: tuple[FaultSpec, ...] = ()
         self._remaining: list[int | None] = []
         self._rng = random.Random(0)
+        self._configured_at = time.monotonic()  # `for_s` counts from here: an outage of a given length
 
     def configure(self, faults: Sequence[FaultSpec], seed: int) -> None:
         with self._lock:
             self._faults = tuple(faults)
             self._remaining = [f.times for f in self._faults]
             self._rng = random.Random(seed)
+            self._configured_at = time.monotonic()
 
     def pick(self, site_url: str, start_row: int) -> FaultSpec | None:
         with self._lock:
@@ -155,6 +158,8 @@ class FaultPicker:
                 remaining = self._remaining[i]
                 if remaining is not None and remaining <= 0:
                     continue
+                if fault.for_s is not None and time.monotonic() - self._configured_at >= fault.for_s:
+                    continue  # the outage is over
                 if fault.probability is not None and self._rng.random() >= fault.probability:
                     continue
                 if remaining is not None:

@@ -392,6 +392,22 @@ def test_a_partner_outage_is_waited_out_on_the_delay_topic_and_dead_letters_noth
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
 
 
+def test_an_outage_of_a_few_seconds_is_ridden_out_and_the_other_sites_flow(kafka, sandbox, tmp_path):
+    # The two-minute outage, scaled down with the waits: 503s for 2 s, waits of 1, 2 and 4 s.
+    landing = LandingZone(tmp_path)
+    down, fine = SITES[1].url, SITES[0].url
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url=down, for_s=2.0)])
+    enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100) for site in (down, fine)])
+    loop = run_loop(kafka, sandbox, landing, partner_retries=1, transient_waits_s=[1.0, 2.0, 4.0])
+
+    assert sandbox.stats()["faults_served"]["http_503"] >= 1
+    assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
+    assert loop.stats.delayed >= 1
+    for site in (down, fine):
+        assert landed_rows(landing, site) == truth(sandbox, site)
+    assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
+
+
 def test_a_failure_that_outlasts_every_wait_is_dead_lettered_once_they_are_used_up(kafka, sandbox, tmp_path):
     landing = LandingZone(tmp_path)
     site = SITES[0].url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -245,6 +246,24 @@ def test_faults_are_off_by_default(start_sandbox: StartSandbox) -> None:
         _query(client, SHOP, dimensions=["query"], startRow=(n % 3) * 1000)
     stats = server.stats()
     assert stats["faults_served"] == {} and stats["status_counts"] == {"200": 20}
+
+
+def test_an_outage_of_a_given_length_ends_by_itself(sandbox: SandboxServer, client: Any) -> None:
+    configured = time.monotonic()
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url=SHOP, for_s=1.0)])
+    with pytest.raises(HttpError) as info:
+        _query(client, SHOP)
+    assert info.value.status_code == 503
+
+    def answers() -> bool:
+        try:
+            return bool(_query(client, SHOP)["rows"])
+        except HttpError:
+            return False
+
+    wait_for(answers, timeout_s=15)
+    assert time.monotonic() - configured >= 1.0  # served for the whole outage, and only then normal
+    assert _query(client, "https://www.example.com/")["rows"]  # other sites were never down
 
 
 @pytest.mark.parametrize(("kind", "status"), [("http_500", 500), ("http_503", 503)])
