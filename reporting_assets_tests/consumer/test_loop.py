@@ -102,30 +102,26 @@ def run_loop(
     return loop
 
 
-def dead_letters(kafka: KafkaResource) -> list[DeadLetter]:
+def topic_values(kafka: KafkaResource, topic: str) -> list[bytes]:
+    """Every value on `topic`, from the beginning (no group)."""
     consumer = KafkaConsumer(
-        kafka.dead_letter_topic,
+        topic,
         bootstrap_servers=kafka.bootstrap_servers,
         auto_offset_reset="earliest",
         consumer_timeout_ms=2000,
     )
     try:
-        return [DeadLetter.decode(record.value) for record in consumer]
+        return [record.value for record in consumer]
     finally:
         consumer.close()
+
+
+def dead_letters(kafka: KafkaResource) -> list[DeadLetter]:
+    return [DeadLetter.decode(value) for value in topic_values(kafka, kafka.dead_letter_topic)]
 
 
 def delayed_requests(kafka: KafkaResource) -> list[DelayedRequest]:
-    consumer = KafkaConsumer(
-        delay_topic(kafka),
-        bootstrap_servers=kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=2000,
-    )
-    try:
-        return [DelayedRequest.decode(record.value) for record in consumer]
-    finally:
-        consumer.close()
+    return [DelayedRequest.decode(value) for value in topic_values(kafka, delay_topic(kafka))]
 
 
 def landed_rows(landing: LandingZone, site: str) -> int:

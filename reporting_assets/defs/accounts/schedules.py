@@ -5,11 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from reporting_assets.core.keys import ACCOUNTS_ASSET, ACCOUNTS_SCHEDULE
+from reporting_assets.defs.runs import schedule_status
 from reporting_assets.settings import Settings, load_settings
 
 
 def build_accounts_schedule(settings: Settings) -> dg.ScheduleDefinition:
-    status = dg.DefaultScheduleStatus.RUNNING if settings.schedules_running else dg.DefaultScheduleStatus.STOPPED
+    status = schedule_status(settings.schedules_running)
 
     @dg.schedule(
         name=ACCOUNTS_SCHEDULE,

@@ -23,7 +23,7 @@ from reporting_assets.core.keys import (
     key_str,
 )
 from reporting_assets.defs.partitions import account_partitions, daily_partitions
-from reporting_assets.defs.runs import ACTIVE_STATUSES
+from reporting_assets.defs.runs import ACTIVE_STATUSES, schedule_status
 from reporting_assets.settings import Settings, load_settings
 
 
@@ -65,7 +65,7 @@ def enqueue_request(instance: dg.DagsterInstance, day: str) -> list[dg.RunReques
 
 
 def build_enqueue_schedule(settings: Settings) -> dg.ScheduleDefinition:
-    status = dg.DefaultScheduleStatus.RUNNING if settings.schedules_running else dg.DefaultScheduleStatus.STOPPED
+    status = schedule_status(settings.schedules_running)
 
     @dg.schedule(
         name=ENQUEUE_SCHEDULE,
