@@ -87,8 +87,8 @@ class FaultSpec:
     A fault matches a searchAnalytics.query call when `site_url` and
     `start_row` match (None matches anything), it still has `times` left
     (None = unlimited) and, if `probability` is set, a seeded draw falls
-    under it, and, if `for_s` is set, less than that has passed since the faults were set (an outage of
-    a given length). The first matching fault in the list is served.
+    under it, and, if `for_s` is set, less than that has passed since it was first served (an outage
+    of a given length, from the first call that meets it). The first matching fault in the list is served.
     """
 
     kind: str
@@ -97,7 +97,7 @@ class FaultSpec:
     start_row: int | None = None
     times: int | None = None
     slow_s: float = 5.0  # only for kind "slow": delay before the normal answer
-    for_s: float | None = None  # served only this long after the faults are set: an outage of a given length
+    for_s: float | None = None  # served only this long after it is first served: an outage of a given length
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:

@@ -139,14 +139,16 @@ class FaultPicker:
         self._faults: tuple[FaultSpec, ...] = ()
         self._remaining: list[int | None] = []
         self._rng = random.Random(0)
-        self._configured_at = time.monotonic()  # `for_s` counts from here: an outage of a given length
+        # Per fault, when it was first served: `for_s` counts from there, so an outage lasts that long
+        # whenever the first call meets it (not from when it was set, which a slow start would eat up).
+        self._first_served: list[float | None] = []
 
     def configure(self, faults: Sequence[FaultSpec], seed: int) -> None:
         with self._lock:
             self._faults = tuple(faults)
             self._remaining = [f.times for f in self._faults]
             self._rng = random.Random(seed)
-            self._configured_at = time.monotonic()
+            self._first_served = [None] * len(self._faults)
 
     def pick(self, site_url: str, start_row: int) -> FaultSpec | None:
         with self._lock:
@@ -158,11 +160,14 @@ class FaultPicker:
                 remaining = self._remaining[i]
                 if remaining is not None and remaining <= 0:
                     continue
-                if fault.for_s is not None and time.monotonic() - self._configured_at >= fault.for_s:
+                first = self._first_served[i]
+                if fault.for_s is not None and first is not None and time.monotonic() - first >= fault.for_s:
                     continue  # the outage is over
                 if fault.probability is not None and self._rng.random() >= fault.probability:
                     continue
                 if remaining is not None:
                     self._remaining[i] = remaining - 1
+                if first is None:
+                    self._first_served[i] = time.monotonic()
                 return fault
             return None
