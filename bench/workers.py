@@ -50,7 +50,6 @@ def run_consumer(
         dead_letter_topic=resource.dead_letter_topic,
         delay_topic=resource.delay_topic,
         join_grace_s=session_timeout_s + 5.0,
-        client_retries=num_retries,
         **settings,
     )
     partner = PartnerResource(api_endpoint=sandbox_url, num_retries=num_retries, timeout_s=30)

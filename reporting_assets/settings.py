@@ -73,7 +73,10 @@ class Settings(BaseModel):
         "PARTNER_CREDENTIALS_FILE", "", "Service-account JSON key for Google (empty: application default credentials)."
     )
     partner_num_retries: int = _env(
-        "PARTNER_NUM_RETRIES", Partner.num_retries, "google-api-python-client num_retries.", ge=0
+        "PARTNER_NUM_RETRIES",
+        Partner.num_retries,
+        "google-api-python-client num_retries of sites.list (account discovery); report queries: the consumer's.",
+        ge=0,
     )
     data_dir: str = _env("REPORTING_DATA_DIR", Warehouse.data_dir, "Landing zone, exports and warehouse.duckdb.")
     row_limit: int = _env(

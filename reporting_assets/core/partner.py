@@ -1,8 +1,9 @@
 """The partner API (Google Search Console v1) through google-api-python-client.
 
 Offline the same client points at the partner sandbox through `api_endpoint`; in production it
-points at Google. The client's own `num_retries` retries 429s, 5xx and socket errors; what it does
-not do is honour Retry-After, which `RetryAfterHttp` adds underneath it.
+points at Google. A report query is one HTTP call: the consumer's scheduler is the one layer that
+retries it (pacing, Retry-After, backoff, the delay topic), so the client's own `num_retries` (blind
+random·2ⁿ sleeps in a worker thread) only serves account discovery's `sites.list`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import datetime as dt
 import json
 import math
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,27 +54,6 @@ class Site:
         return self.permission_level in READABLE_PERMISSIONS
 
 
-class RetryAfterHttp(httplib2.Http):
-    """httplib2 transport that waits out a 429's Retry-After before handing it back for a retry, and
-    tells the pacer of every throttling answer (429, or 403 with a throttling reason)."""
-
-    def __init__(self, *args: Any, max_retry_after_s: float = 60.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_retry_after_s = max_retry_after_s
-        # Told of every 429, including those the client retries by itself (pacing adapts to them).
-        self.on_throttled: Callable[[float | None], None] | None = None
-
-    def request(self, *args: Any, **kwargs: Any) -> tuple[httplib2.Response, bytes]:
-        response, content = super().request(*args, **kwargs)
-        if is_throttling(response.status, content):
-            wait_s = retry_after_seconds(response.get("retry-after"))
-            if self.on_throttled is not None:
-                self.on_throttled(wait_s)
-            if wait_s:
-                time.sleep(min(wait_s, self.max_retry_after_s))
-        return response, content
-
-
 def is_throttling(status: int, content: bytes | None) -> bool:
     """429, or 403 whose reason is throttling (`rateLimitExceeded`, `userRateLimitExceeded`)."""
     return status == 429 or (status == 403 and error_reason(content) in THROTTLE_REASONS)
@@ -106,6 +84,11 @@ def credentials_refused(detail: str) -> str:
     )
 
 
+def throttle_wait_s(error: HttpError) -> float | None:
+    """The Retry-After of a refused call, in seconds, if the partner gave one."""
+    return retry_after_seconds(error.resp.get("retry-after") if error.resp is not None else None)
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds form; HTTP dates are rare from Google)."""
     if not value:
@@ -120,10 +103,9 @@ def retry_after_seconds(value: str | None) -> float | None:
 class SearchConsoleClient:
     """A built Search Console service plus response validation. Not thread-safe (httplib2)."""
 
-    def __init__(self, service: Any, num_retries: int, transport: RetryAfterHttp | None = None) -> None:
+    def __init__(self, service: Any, num_retries: int) -> None:
         self._service = service
-        self._num_retries = num_retries
-        self._transport = transport
+        self._num_retries = num_retries  # of sites.list only: a query is retried by the consumer
 
     def list_sites(self) -> list[Site]:
         answer = self._service.sites().list().execute(num_retries=self._num_retries)
@@ -135,21 +117,16 @@ class SearchConsoleClient:
             key=lambda site: site.url,
         )
 
-    def query(
-        self, request: ReportRequest, on_throttled: Callable[[float | None], None] | None = None
-    ) -> list[dict[str, Any]]:
-        """One page of rows for the request, validated. Raises HttpError or MalformedResponseError."""
-        if self._transport is not None:
-            self._transport.on_throttled = on_throttled
-        try:
-            answer = (
-                self._service.searchanalytics()
-                .query(siteUrl=request.account, body=request.api_body())
-                .execute(num_retries=self._num_retries)
-            )
-        finally:
-            if self._transport is not None:
-                self._transport.on_throttled = None
+    def query(self, request: ReportRequest) -> list[dict[str, Any]]:
+        """One page of rows for the request, validated, in exactly one HTTP call (no retries here).
+
+        Raises HttpError, MalformedResponseError, or the transport's errors (timeouts, DNS, resets).
+        """
+        answer = (
+            self._service.searchanalytics()
+            .query(siteUrl=request.account, body=request.api_body())
+            .execute(num_retries=0)
+        )
         return validate_rows(answer, request)
 
 
@@ -201,17 +178,14 @@ class Partner:
 
     api_endpoint: str | None = None  # base URL; None: Google itself
     credentials_file: str | None = None  # service-account JSON key; None: anonymous (sandbox) or ADC (Google)
-    num_retries: int = 5  # google-api-python-client's retries of 429, 5xx and socket errors
+    num_retries: int = 5  # google-api-python-client's retries of sites.list (queries: the consumer's)
     timeout_s: float = 30.0  # socket timeout of one HTTP call
-    max_retry_after_s: float = 60.0  # longest Retry-After honoured per retry
 
     def validate(self) -> None:
         if self.num_retries < 0:
             raise PartnerConfigError(f"PartnerResource.num_retries must be >= 0, got {self.num_retries}")
         if not self.timeout_s > 0:
             raise PartnerConfigError(f"PartnerResource.timeout_s must be > 0, got {self.timeout_s}")
-        if self.max_retry_after_s < 0:
-            raise PartnerConfigError(f"PartnerResource.max_retry_after_s must be >= 0, got {self.max_retry_after_s}")
         if self.api_endpoint is not None and not self.api_endpoint.startswith(("http://", "https://")):
             raise PartnerConfigError(f"PartnerResource.api_endpoint must be an http(s) URL, got {self.api_endpoint!r}")
 
@@ -231,7 +205,7 @@ class Partner:
     def client(self) -> SearchConsoleClient:
         """Build the Search Console client from the discovery document the package ships (no network)."""
         self.validate()
-        transport = RetryAfterHttp(timeout=self.timeout_s, max_retry_after_s=self.max_retry_after_s)
+        transport = httplib2.Http(timeout=self.timeout_s)
         options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
         service = build(
             "searchconsole",
@@ -241,7 +215,7 @@ class Partner:
             cache_discovery=False,
             client_options=options,
         )
-        return SearchConsoleClient(service, self.num_retries, transport)
+        return SearchConsoleClient(service, self.num_retries)
 
 
 def load_service_account(path: str) -> Credentials:

@@ -18,12 +18,13 @@ class PartnerResource(dg.ConfigurableResource):
         default=None, description="Service-account JSON key; empty: anonymous for the sandbox, ADC for Google."
     )
     num_retries: int = Field(
-        default=Partner.num_retries, description="google-api-python-client retries of 429, 5xx, socket errors."
+        default=Partner.num_retries,
+        description=(
+            "google-api-python-client retries of sites.list (account discovery); a report query is one call, "
+            "retried by the consumer's scheduler only."
+        ),
     )
     timeout_s: float = Field(default=Partner.timeout_s, description="Socket timeout of one HTTP call.")
-    max_retry_after_s: float = Field(
-        default=Partner.max_retry_after_s, description="Longest Retry-After honoured per retry."
-    )
 
     def partner(self) -> Partner:
         return Partner(
@@ -31,7 +32,6 @@ class PartnerResource(dg.ConfigurableResource):
             credentials_file=self.credentials_file or None,
             num_retries=self.num_retries,
             timeout_s=self.timeout_s,
-            max_retry_after_s=self.max_retry_after_s,
         )
 
     def validate(self) -> None:

@@ -67,7 +67,6 @@ def run_loop(
     sandbox: SandboxServer,
     landing: LandingZone,
     partner_timeout_s: float = 5,
-    partner_retries: int = 2,
     credentials_file: str | None = None,
     **overrides,
 ) -> DownloadLoop:
@@ -79,14 +78,12 @@ def run_loop(
             "idle_timeout_s": 1.5,
             "qps_per_account": 500.0,
             "retry_backoff_s": 0.01,
-            "client_retries": partner_retries,
             "transient_waits_s": [],  # dead-letter transient failures at once, unless a test says otherwise
             **overrides,
         },
     )
     partner = PartnerResource(
         api_endpoint=sandbox.url,
-        num_retries=partner_retries,
         timeout_s=partner_timeout_s,
         credentials_file=credentials_file,
     )
@@ -196,10 +193,9 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
     )
     forbidden = SiteSpec("https://forbidden.example.com/", 40, forbidden=True)
     faults = [
-        # Passing faults. The client's retries (3) are shared by 503s and 429s, so the 503 goes on a late page,
-        # when the pacer has found the limit: a 503 after 3 429s would rightly be a dead letter.
-        FaultSpec("http_503", site_url=paging.url, start_row=200, times=1),  # retried by the client
-        FaultSpec("truncated", site_url=paging.url, start_row=100, times=1),  # retried by the loop
+        # Passing faults, asked again after a backoff by the scheduler.
+        FaultSpec("http_503", site_url=paging.url, start_row=200, times=1),
+        FaultSpec("truncated", site_url=paging.url, start_row=100, times=1),
         FaultSpec("malformed", site_url=fine.url, times=1),
         FaultSpec("wrong_schema", site_url=broken.url),  # never passes
         FaultSpec("slow", site_url=slow.url, slow_s=6.0),  # never within the 2 s timeout (ample on a busy machine)
@@ -218,10 +214,10 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
     landing = LandingZone(tmp_path)
     with SandboxServer(config) as sandbox:
         enqueue(kafka, [REPORT.first_request(site.url, day, row_limit=100) for site in sites for day in days])
-        loop = run_loop(kafka, sandbox, landing, partner_timeout_s=2.0, partner_retries=3, qps_per_account=40.0)
+        loop = run_loop(kafka, sandbox, landing, partner_timeout_s=2.0, qps_per_account=40.0)
 
-        # (A 429 answered after the client gave up waiting is not seen by it: no equality here.)
-        assert sandbox.stats()["rate_limited"] > 0 and loop.stats.throttled > 0
+        # Every 429 reaches the scheduler (the client retries none of them by itself).
+        assert sandbox.stats()["rate_limited"] > 0 and loop.stats.throttled == sandbox.stats()["rate_limited"]
         assert kafka.lag(kafka.request_topic).total == 0
         for site in (fine, paging):
             for day in days:
@@ -243,7 +239,7 @@ def test_a_partner_fault_storm_ends_with_good_data_complete_and_the_rest_redrive
         # The faults are gone (the 403 is not): re-drive, download again.
         sandbox.update_config(faults=[])
         assert redrive(kafka)["redriven"] == 9
-        run_loop(kafka, sandbox, landing, partner_timeout_s=2.0, partner_retries=3, qps_per_account=40.0)
+        run_loop(kafka, sandbox, landing, partner_timeout_s=2.0, qps_per_account=40.0)
         for site in (broken, slow):
             for day in days:
                 assert landing.completeness(REPORT.name, day, site.url).complete, (site.url, day)
@@ -283,6 +279,26 @@ def test_rate_limits_are_waited_out_with_retry_after(kafka, sandbox, tmp_path):
     assert loop.stats.landed == len(requests) and loop.stats.dead_lettered == 0
 
 
+def test_a_request_asked_again_waits_in_the_scheduler_not_in_a_worker(kafka, sandbox, tmp_path):
+    # One worker. A worker that slept the backoff before asking again (as the loop once did for a
+    # malformed answer, and the client's transport for a Retry-After) would hold up the other account
+    # all that time; the scheduler parks only the request to ask again, and the other account flows.
+    landing = LandingZone(tmp_path)
+    retried, other = SITES[0].url, SITES[1].url
+    sandbox.update_config(faults=[FaultSpec("truncated", site_url=retried, times=1)])
+    days = ("2026-10-01", "2026-10-02")
+    enqueue(kafka, [REPORT.first_request(retried, DATE, row_limit=1000)])
+    enqueue(kafka, [REPORT.first_request(other, day, row_limit=1000) for day in days])
+    loop = run_loop(kafka, sandbox, landing, concurrency=1, retry_backoff_s=3.0)
+
+    assert sandbox.stats()["faults_served"] == {"truncated": 1}
+    assert loop.stats.landed == 3 and loop.stats.dead_lettered == 0
+    (retried_page,) = landing.pages(REPORT.name, DATE, retried)
+    for day in days:
+        (page,) = landing.pages(REPORT.name, day, other)
+        assert page.path.stat().st_mtime < retried_page.path.stat().st_mtime, day
+
+
 def test_load_quota_refusals_wait_on_the_delay_topic_without_blocking_others(kafka, sandbox, tmp_path):
     landing = LandingZone(tmp_path)
     quota_site, other = SITES[1].url, SITES[0].url
@@ -319,7 +335,7 @@ def test_throttling_answered_as_403_is_paced_and_retried_not_dead_lettered(kafka
     # them as throttling); before, the consumer dead-lettered them as client errors.
     landing = LandingZone(tmp_path)
     site = SITES[0].url
-    refusals = 4  # more than the client's own tries (1 + partner_retries 2): the consumer sees them
+    refusals = 4
     sandbox.update_config(faults=[FaultSpec(kind, site_url=site, times=refusals)])
     enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100)])
     loop = run_loop(kafka, sandbox, landing)
@@ -375,7 +391,7 @@ def test_a_partner_outage_is_waited_out_on_the_delay_topic_and_dead_letters_noth
     # a minute or two dead-lettered everything in flight.
     landing = LandingZone(tmp_path)
     down, fine = SITES[1].url, SITES[0].url
-    outage = 6  # answers of 503: two of the consumer's tries (1 + partner_retries 2 calls each)
+    outage = 6  # answers of 503: two rounds of the consumer's tries (max_attempts 3 calls each)
     sandbox.update_config(faults=[FaultSpec("http_503", site_url=down, times=outage)])
     enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100) for site in (down, fine)])
     loop = run_loop(kafka, sandbox, landing, transient_waits_s=[0.2, 0.4, 0.8])
@@ -394,7 +410,7 @@ def test_an_outage_of_a_few_seconds_is_ridden_out_and_the_other_sites_flow(kafka
     down, fine = SITES[1].url, SITES[0].url
     sandbox.update_config(faults=[FaultSpec("http_503", site_url=down, for_s=2.0)])
     enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100) for site in (down, fine)])
-    loop = run_loop(kafka, sandbox, landing, partner_retries=0, transient_waits_s=[1.0, 2.0, 4.0])
+    loop = run_loop(kafka, sandbox, landing, transient_waits_s=[1.0, 2.0, 4.0])
 
     assert sandbox.stats()["faults_served"]["http_503"] >= 1
     assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []

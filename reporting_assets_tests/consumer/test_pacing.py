@@ -127,3 +127,16 @@ def test_a_burst_of_429s_cuts_the_rate_once():
     pacer.on_throttled("a", retry_after_s=1)  # ...a 429 there means the limit is just under: a small cut
     assert pacer.rate("a") == pytest.approx(near * 0.9)
     assert pacer.rate("b") == 8.0  # other accounts are untouched
+
+
+def test_backoff_doubles_with_jitter_within_its_bounds():
+    import random
+
+    from reporting_assets.core.consumer.pacing import backoff_s
+
+    rng = random.Random(7)
+    for tries in (1, 2, 3, 6):
+        full = 0.5 * 2 ** (tries - 1)
+        waits = [backoff_s(0.5, tries, rng) for _ in range(200)]
+        assert all(full / 2 <= wait <= full for wait in waits)
+        assert max(waits) - min(waits) > full / 4  # spread: calls refused together come back apart

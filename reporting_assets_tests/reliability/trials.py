@@ -124,7 +124,6 @@ class Workload:
             "qps_per_account": self.qps_per_account,
             "concurrency": self.concurrency,
             "retry_backoff_s": 0.01,
-            "client_retries": 3,
         }
 
 

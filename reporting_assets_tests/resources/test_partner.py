@@ -14,6 +14,7 @@ from reporting_assets.core.partner import (
     http_error_reason,
     http_error_summary,
     retry_after_seconds,
+    throttle_wait_s,
     validate_rows,
 )
 from reporting_assets.core.reports import get_report
@@ -41,17 +42,17 @@ def test_lists_sites_and_queries_rows_exactly(sandbox):
     assert rows == expected_rows(sandbox.config, REQUEST.account, REQUEST.date, REQUEST.date, list(REQUEST.dimensions))
 
 
-def test_retry_after_is_honoured_and_reported(sandbox):
-    sandbox.update_config(per_site_qps=0.5, burst=1.0)
+def test_a_query_is_one_http_call_and_a_429_comes_back_at_once_with_its_retry_after(sandbox):
+    # The consumer's scheduler is the one retry layer: the client neither retries nor sleeps.
+    sandbox.update_config(per_site_qps=0.1, burst=1.0)
     client = PartnerResource(api_endpoint=sandbox.url, num_retries=3).client()
-    client.query(REQUEST)  # takes the only token
-    waits: list[float | None] = []
+    client.query(REQUEST)  # takes the only token for the next 10 s
     started = time.monotonic()
-    client.query(REQUEST, on_throttled=waits.append)
-    elapsed = time.monotonic() - started
-    assert waits and all(w is not None and w >= 1 for w in waits)
-    assert elapsed >= waits[0]  # the client alone would have retried after random() * 2 s
-    assert sandbox.stats()["rate_limited"] == len(waits)
+    with pytest.raises(HttpError) as refused:
+        client.query(REQUEST)
+    assert time.monotonic() - started < 5  # no Retry-After slept (it says 10 s), no random·2ⁿ retries
+    assert refused.value.status_code == 429 and throttle_wait_s(refused.value) >= 5
+    assert sandbox.stats()["calls_by_method"].get("searchanalytics.query") == 2
 
 
 def test_errors_keep_googles_reason_and_never_the_uri(sandbox):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict, deque
@@ -34,34 +35,24 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from reporting_assets.core.consumer.drained import group_caught_up
 from reporting_assets.core.consumer.offsets import CommitTracker, Offsets, PartitionOffsets
-from reporting_assets.core.consumer.pacing import AccountPacer
+from reporting_assets.core.consumer.pacing import AccountPacer, backoff_s
 from reporting_assets.core.consumer.scheduler import AccountScheduler, epoch_ms
 from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.core.consumer.work import (
-    TRANSIENT_REASONS,
     ConsumerStats,
     Failure,
     Outcome,
     PartnerAuthError,
     PartnerClient,
     QuotaExhausted,
-    Throttled,
+    Retry,
     Work,
     classify_http_error,
 )
 from reporting_assets.core.kafka import subscribe
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DeadLetter, DelayedRequest, InvalidRequestError, ReportRequest
-from reporting_assets.core.partner import (
-    DAILY_QUOTA_REASON,
-    LOAD_QUOTA_REASON,
-    THROTTLE_REASONS,
-    MalformedResponseError,
-    credentials_refused,
-    http_error_reason,
-    http_error_summary,
-    next_quota_day_ms,
-)
+from reporting_assets.core.partner import MalformedResponseError, credentials_refused
 
 __all__ = ["ConsumerStats", "DownloadLoop", "PartnerClient"]
 
@@ -134,6 +125,7 @@ class DownloadLoop:
         self.assignments: deque[set[TopicPartition]] = deque()  # appended by the rebalance listener
         self.rebalancing_since: float | None = None  # set by the listener between revocation and assignment
         self._fatal: PartnerAuthError | None = None  # why the run must stop: raised once it has committed
+        self._random = random.Random()  # the jitter of backoffs (polling thread only)
 
     @property
     def _offsets(self) -> dict[TopicPartition, PartitionOffsets]:
@@ -344,8 +336,7 @@ class DownloadLoop:
             if outcome.kind == "retry" and work.offset not in self._commits.of(work.tp).open:
                 pass  # its partition went to another consumer meanwhile, which fetches it again
             elif outcome.kind == "retry":
-                work.throttled += 1
-                self._scheduler.put_back(work)
+                self._retry_later(work, outcome)
             elif outcome.kind == "auth_failed":
                 # Left open (uncommitted, not dead-lettered): the next run downloads it.
                 self._fatal = self._fatal or PartnerAuthError(outcome.reason)
@@ -357,6 +348,22 @@ class DownloadLoop:
                     )
                 self._finish(work.tp, work.offset)
             self._scheduler.make_runnable(account)
+
+    def _retry_later(self, work: Work, outcome: Outcome) -> None:
+        """Back first in its account's line, not to be called before its wait is over."""
+        if outcome.reason == "throttled":
+            work.throttled += 1
+            tries = work.throttled
+            self.stats.throttled += 1
+            self.pacer.on_throttled(work.request.account, outcome.wait_s)
+        else:
+            work.failed += 1
+            tries = work.failed
+        wait_s = outcome.wait_s
+        if wait_s is None:
+            wait_s = backoff_s(self.settings.retry_backoff_s, tries, self._random)
+        work.not_before = self._clock() + min(wait_s, self.settings.max_retry_wait_s)
+        self._scheduler.put_back(work)
 
     def _finish(self, tp: TopicPartition, offset: int) -> None:
         if self._commits.finish(tp, offset):
@@ -380,23 +387,12 @@ class DownloadLoop:
             # Another copy of this message already landed the page (and sent its continuation first).
             return Outcome("duplicate")
         try:
-            rows, calls = self.download(request)
+            rows = self.download(request)
+        except Retry as retry:
+            return self._retry_or_give_up(work, retry)
         except Failure as failure:
-            waits = self.settings.transient_waits_s
-            if failure.reason in TRANSIENT_REASONS and self.settings.delay_topic and request.retries < len(waits):
-                # The partner or the way to it is down: try again later, from the delay topic, so that
-                # an outage of a few minutes dead-letters nothing and holds up no other account.
-                until = epoch_ms() + int(waits[request.retries] * 1000)
-                reason = f"transient {failure.reason}"
-                return self._defer(work, until, calls=failure.attempts, reason=reason, request=request.retried())
             self.dead_letter(work.record, request, failure)
-            return Outcome("dead_lettered", calls=failure.attempts, reason=failure.reason)
-        except Throttled as throttled:
-            if work.throttled + 1 >= self.settings.max_throttled:
-                failure = Failure("rate_limited", throttled.error, throttled.calls, 429)
-                self.dead_letter(work.record, request, failure)
-                return Outcome("dead_lettered", calls=throttled.calls, reason=failure.reason)
-            return Outcome("retry", calls=throttled.calls)
+            return Outcome("dead_lettered", calls=1, reason=failure.reason)
         except PartnerAuthError as refused:
             return Outcome("auth_failed", calls=1, reason=str(refused))
         except QuotaExhausted as exhausted:
@@ -409,7 +405,27 @@ class DownloadLoop:
             return self._defer(work, until, calls=1, reason=exhausted.reason)
         self.pacer.on_success(request.account)
         continued = self.land(request, rows)
-        return Outcome("landed", rows=len(rows), continued=continued, calls=calls)
+        return Outcome("landed", rows=len(rows), continued=continued, calls=1)
+
+    def _retry_or_give_up(self, work: Work, retry: Retry) -> Outcome:
+        """Ask again from memory (the scheduler waits, no worker does), from the delay topic, or never."""
+        request, settings = work.request, self.settings
+        if retry.reason == "throttled":
+            if work.throttled + 1 < settings.max_throttled:
+                return Outcome("retry", calls=1, reason=retry.reason, wait_s=retry.wait_s)
+            tries = work.throttled + 1
+        elif work.failed + 1 < settings.max_attempts:
+            return Outcome("retry", calls=1, reason=retry.reason)
+        elif retry.reason == "transient" and settings.delay_topic and request.retries < len(settings.transient_waits_s):
+            # The partner or the way to it is down: try again later, from the delay topic, so that
+            # an outage of a few minutes dead-letters nothing and holds up no other account.
+            until = epoch_ms() + int(settings.transient_waits_s[request.retries] * 1000)
+            return self._defer(work, until, calls=1, reason=f"transient {retry.failure}", request=request.retried())
+        else:
+            tries = work.failed + 1
+        failure = Failure(retry.failure, retry.error, tries, retry.status)
+        self.dead_letter(work.record, request, failure)
+        return Outcome("dead_lettered", calls=1, reason=failure.reason)
 
     def _defer(
         self,
@@ -426,47 +442,26 @@ class DownloadLoop:
         self.producer.send(self.settings.delay_topic, key=parked.key(), value=delayed.encode()).get(timeout=30)
         return Outcome("delayed", calls=calls)
 
-    def download(self, request: ReportRequest) -> tuple[list[dict[str, Any]], int]:
-        attempts = 0
-        client = self._client()
-
-        def throttled(retry_after_s: float | None) -> None:
-            self.stats.throttled += 1
-            self.pacer.on_throttled(request.account, retry_after_s)
-
-        while True:
-            attempts += 1
-            try:
-                return client.query(request, on_throttled=throttled), attempts
-            except (google.auth.exceptions.RefreshError, google.auth.exceptions.InvalidOperation) as exc:
-                # A token refresh the partner refused, or credentials that cannot get one at all.
-                raise PartnerAuthError(credentials_refused(f"{type(exc).__name__}: {exc}")) from None
-            except HttpError as exc:
-                if exc.status_code == 401:
-                    raise PartnerAuthError(credentials_refused(http_error_summary(exc))) from None
-                reason = http_error_reason(exc) if exc.status_code == 403 else ""
-                if reason == LOAD_QUOTA_REASON:
-                    raise QuotaExhausted() from None
-                if reason == DAILY_QUOTA_REASON:
-                    raise QuotaExhausted("daily_quota_exceeded", next_quota_day_ms()) from None
-                if exc.status_code == 429 or reason in THROTTLE_REASONS:
-                    raise Throttled(self.settings.client_retries + 1, http_error_summary(exc)) from None
-                raise classify_http_error(exc, self.settings.client_retries) from None
-            except (MalformedResponseError, ValueError) as exc:
-                if attempts >= self.settings.max_attempts:
-                    raise Failure("malformed_response", f"{type(exc).__name__}: {exc}", attempts) from None
-            except (
-                TimeoutError,
-                ConnectionError,
-                OSError,
-                httplib2.HttpLib2Error,
-                google.auth.exceptions.TransportError,
-            ) as exc:
-                # The network, the partner's host or its token endpoint did not answer (DNS included).
-                raise Failure(
-                    "transport_error", f"{type(exc).__name__}: {exc}", self.settings.client_retries + 1
-                ) from None
-            time.sleep(self.settings.retry_backoff_s * 2 ** (attempts - 1))
+    def download(self, request: ReportRequest) -> list[dict[str, Any]]:
+        """One call to the partner and its answer, validated; a failure is raised already classified."""
+        try:
+            return self._client().query(request)
+        except (google.auth.exceptions.RefreshError, google.auth.exceptions.InvalidOperation) as exc:
+            # A token refresh the partner refused, or credentials that cannot get one at all.
+            raise PartnerAuthError(credentials_refused(f"{type(exc).__name__}: {exc}")) from None
+        except HttpError as exc:
+            raise classify_http_error(exc) from None
+        except (MalformedResponseError, ValueError) as exc:
+            raise Retry("malformed", f"{type(exc).__name__}: {exc}", "malformed_response") from None
+        except (
+            TimeoutError,
+            ConnectionError,
+            OSError,
+            httplib2.HttpLib2Error,
+            google.auth.exceptions.TransportError,
+        ) as exc:
+            # The network, the partner's host or its token endpoint did not answer (DNS included).
+            raise Retry("transient", f"{type(exc).__name__}: {exc}", "transport_error") from None
 
     def land(self, request: ReportRequest, rows: list[dict[str, Any]]) -> bool:
         # The next page goes on the topic before this page lands (and before this offset is

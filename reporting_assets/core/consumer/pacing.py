@@ -13,9 +13,17 @@ and count as one.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
+
+
+def backoff_s(first_s: float, tries: int, rng: random.Random) -> float:
+    """The wait before try `tries` + 1: `first_s` doubled each try, with equal jitter (half of it
+    fixed, half random), so calls refused together do not come back together."""
+    full = first_s * 2 ** max(0, tries - 1)
+    return full / 2 + rng.uniform(0, full / 2)
 
 
 class TokenBucket:

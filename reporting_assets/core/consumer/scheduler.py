@@ -2,8 +2,9 @@
 
 Requests wait in one queue per account, in offset order. Accounts with requests take turns
 (round-robin); an account drops out of the turns while it waits (its pace, its partition's window,
-its calls in flight) and comes back when the wait is over, so the requests of other accounts on the
-same Kafka partition keep going.
+its calls in flight, the backoff or Retry-After of a request to ask again) and comes back when the
+wait is over, so the requests of other accounts on the same Kafka partition keep going. This is the
+one place a retry waits: the partner client makes one call per request and no worker sleeps.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class AccountScheduler:
         self.make_runnable(account)
 
     def put_back(self, work: Work) -> None:
-        """A request to run again (throttled): first in its account's line."""
+        """A request to run again (throttled, failed transiently, malformed): first in its account's
+        line, which waits until its `not_before`."""
         self.pending.setdefault(work.request.account, deque()).appendleft(work)
         self.buffered += 1
 
@@ -94,6 +96,10 @@ class AccountScheduler:
             if work.offset - self._commit_point(work.tp) >= self._window:
                 self._window_parked.setdefault(work.tp, set()).add(account)
                 continue  # re-queued when the partition's commit point moves
+            if work.not_before > now:
+                self._queued.add(account)
+                heapq.heappush(self._sleeping, (work.not_before, account))
+                continue  # asked again once its backoff or Retry-After is over
             if account in self._quota_until_ms and self._quota_until_ms[account] > epoch_ms():
                 queue.popleft()
                 self.buffered -= 1

@@ -44,19 +44,36 @@ class ConsumerTuning(BaseModel):
     window: int = Field(default=64, ge=1, description="Offsets a Kafka partition may run ahead of its commit point.")
     max_buffered: int = Field(default=2_000, ge=1, description="Records fetched and not yet started, per consumer.")
     quota_wait_s: float = Field(default=900.0, ge=0, description="Wait after a load-quota refusal (403 quotaExceeded).")
-    max_attempts: int = Field(default=3, ge=1, description="Tries of a request whose answer is malformed.")
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Calls of a request, asked again from memory after a backoff, while they fail transiently (5xx, "
+            "timeouts, unreachable host) or answer malformed; then a malformed answer is dead-lettered and a "
+            "transient failure waits on the delay topic (transient_waits_s)."
+        ),
+    )
     transient_waits_s: Waits = Field(
         default=[30.0, 300.0, 1800.0],
         description=(
-            "Waits on the delay topic before each new try of a request whose call failed transiently (5xx, "
-            "timeouts, unreachable host or token endpoint) after the client's own retries; once they are used "
-            "up, the request is dead-lettered. A partner outage of a few minutes dead-letters nothing."
+            "Waits on the delay topic before each new round of tries of a request whose calls kept failing "
+            "transiently; once they are used up, the request is dead-lettered. A partner outage of a few "
+            "minutes dead-letters nothing."
         ),
     )
     max_throttled: int = Field(
-        default=20, ge=1, description="Times a request still answered 429 after the client's retries goes back in line."
+        default=20, ge=1, description="Throttled answers (429, 403 rate limit) a request may get before a dead letter."
     )
-    retry_backoff_s: float = Field(default=0.5, ge=0, description="First pause between malformed-answer tries.")
+    retry_backoff_s: float = Field(
+        default=0.5,
+        ge=0,
+        description=(
+            "First wait before a request is asked again (no Retry-After given): doubled each time, with jitter."
+        ),
+    )
+    max_retry_wait_s: float = Field(
+        default=60.0, ge=0, description="Longest wait before a request is asked again, a Retry-After included."
+    )
     commit_every: int = Field(
         default=1,
         ge=1,
@@ -84,9 +101,6 @@ class ConsumerSettings(ConsumerTuning):
     join_grace_s: float = Field(
         default=15.0, ge=0, description="How long to wait for partitions (a killed predecessor's session must expire)."
     )
-    client_retries: int = Field(
-        default=5, ge=0, description="The partner client's num_retries, recorded in dead letters."
-    )
 
     @classmethod
     def for_topics(
@@ -95,7 +109,6 @@ class ConsumerSettings(ConsumerTuning):
         request_topic: str,
         dead_letter_topic: str,
         delay_topic: str | None,
-        client_retries: int,
         consumers: int = 1,
     ) -> ConsumerSettings:
         """Settings of one of `consumers` consumers: the global budget is split among them."""
@@ -107,5 +120,4 @@ class ConsumerSettings(ConsumerTuning):
             request_topic=request_topic,
             dead_letter_topic=dead_letter_topic,
             delay_topic=delay_topic,
-            client_retries=client_retries,
         )

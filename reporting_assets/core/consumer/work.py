@@ -8,7 +8,6 @@ polling thread reads to decide whether the request's offset is finished and to c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,13 +15,20 @@ from googleapiclient.errors import HttpError
 from kafka import TopicPartition
 
 from reporting_assets.core.messages import ReportRequest
-from reporting_assets.core.partner import http_error_reason, http_error_summary
+from reporting_assets.core.partner import (
+    DAILY_QUOTA_REASON,
+    LOAD_QUOTA_REASON,
+    THROTTLE_REASONS,
+    credentials_refused,
+    http_error_reason,
+    http_error_summary,
+    next_quota_day_ms,
+    throttle_wait_s,
+)
 
 
 class PartnerClient(Protocol):
-    def query(
-        self, request: ReportRequest, on_throttled: Callable[[float | None], None] | None = None
-    ) -> list[dict[str, Any]]: ...
+    def query(self, request: ReportRequest) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -31,16 +37,19 @@ class Work:
     offset: int
     record: Any  # the Kafka record, for a dead letter's source and raw value
     request: ReportRequest
-    throttled: int = 0  # times the partner still answered 429 after the client's own retries
+    throttled: int = 0  # times the partner answered this copy with a throttle (429, 403 rate limit)
+    failed: int = 0  # times its call failed transiently or its answer was malformed
+    not_before: float = 0.0  # monotonic time before which the scheduler does not call again
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # landed | dead_lettered | delayed | retry | duplicate
+    kind: str  # landed | dead_lettered | delayed | retry | duplicate | auth_failed
     rows: int = 0
     continued: bool = False
     calls: int = 0
-    reason: str = ""
+    reason: str = ""  # retry: throttled | transient | malformed
+    wait_s: float | None = None  # retry: the partner's Retry-After, if it gave one
 
 
 class Failure(Exception):
@@ -54,13 +63,22 @@ class Failure(Exception):
         self.status = status
 
 
-class Throttled(Exception):
-    """429 even after the client's retries: the request goes back in line, the account slows down."""
+class Retry(Exception):
+    """One call that may succeed if asked again: the scheduler decides when (no worker waits).
 
-    def __init__(self, calls: int, error: str) -> None:
+    `reason` is throttled (429, 403 rate limit), transient (5xx, timeout, unreachable host) or
+    malformed (a 200 whose body is not a valid answer); `wait_s` is the partner's Retry-After.
+    """
+
+    def __init__(
+        self, reason: str, error: str, failure: str, status: int | None = None, wait_s: float | None = None
+    ) -> None:
         super().__init__(error)
-        self.calls = calls
+        self.reason = reason
         self.error = error
+        self.failure = failure  # the dead letter's reason once the tries are used up
+        self.status = status
+        self.wait_s = wait_s
 
 
 class PartnerAuthError(RuntimeError):
@@ -85,17 +103,24 @@ class QuotaExhausted(Exception):
 
 
 PERMISSION_REASONS = frozenset({"forbidden", "insufficientPermissions"})
-# Failures that may pass by themselves: tried again from the delay topic before any dead letter.
-TRANSIENT_REASONS = frozenset({"server_error", "transport_error"})
 
 
-def classify_http_error(error: HttpError, client_retries: int) -> Failure:
-    """What a dead letter says of an answer that cannot succeed as it is (or outlasted the retries)."""
+def classify_http_error(error: HttpError) -> Exception:
+    """What an error answer means for the request: stop, wait for a quota, ask again, or give up."""
     status = error.status_code
     summary = http_error_summary(error)
+    reason = http_error_reason(error) if status == 403 else ""
+    if status == 401:
+        return PartnerAuthError(credentials_refused(summary))
+    if reason == LOAD_QUOTA_REASON:
+        return QuotaExhausted()
+    if reason == DAILY_QUOTA_REASON:
+        return QuotaExhausted("daily_quota_exceeded", next_quota_day_ms())
+    if status == 429 or reason in THROTTLE_REASONS:
+        return Retry("throttled", summary, "rate_limited", status, throttle_wait_s(error))
     if status >= 500:
-        return Failure("server_error", summary, client_retries + 1, status)
-    if status == 403 and http_error_reason(error) in PERMISSION_REASONS:
+        return Retry("transient", summary, "server_error", status)
+    if reason in PERMISSION_REASONS:
         return Failure("permission_denied", summary, 1, status)  # add the account to the property, re-drive
     if status == 404:
         return Failure("unknown_site", summary, 1, status)  # the property does not exist (any more)

@@ -68,7 +68,7 @@ def consume_requests(
     consumer_index, consumers = consumer_slot
     tuning = ConsumerTuning(**config.model_dump())
     settings = ConsumerSettings.for_topics(
-        tuning, kafka.request_topic, kafka.dead_letter_topic, kafka.delay_topic, partner.num_retries, consumers
+        tuning, kafka.request_topic, kafka.dead_letter_topic, kafka.delay_topic, consumers
     )
     # A short session lets a killed run's consumers leave the group quickly, so a new run starts soon.
     consumer = kafka.consumer(
