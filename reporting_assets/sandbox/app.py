@@ -256,6 +256,8 @@ class SandboxApp:
             return responses.rate_limited_403("userRateLimitExceeded")
         if fault.kind == "daily_limit":
             return responses.daily_limit_exceeded()
+        if fault.kind == "connection_reset":
+            return Response(0, b"", drop_connection=True)
         if fault.kind == "malformed":
             return Response(200, _MALFORMED_BODY, content_type="text/html; charset=UTF-8")
         if fault.kind == "truncated":

@@ -23,6 +23,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "rate_limit_403",  # 403 rateLimitExceeded: throttling, as Google also sends it
     "user_rate_limit_403",  # 403 userRateLimitExceeded: per-user throttling
     "daily_limit",  # 403 dailyLimitExceeded: the project's daily quota is spent
+    "connection_reset",  # the connection is closed with no answer, as by a host going down or unreachable
 )
 
 

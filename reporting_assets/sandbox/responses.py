@@ -15,6 +15,7 @@ class Response:
     body: bytes
     content_type: str = JSON_TYPE
     headers: dict[str, str] = field(default_factory=dict)
+    drop_connection: bool = False  # send nothing and close the socket (a host that went away)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

@@ -72,6 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a sandbox bug: say so loudly, but keep the connection protocol intact
             traceback.print_exc()
             response = responses.internal_error()
+        if response.drop_connection:
+            self.close_connection = True  # no status line at all: the client sees the connection drop
+            return
         try:
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)

@@ -68,6 +68,7 @@ def run_loop(
     landing: LandingZone,
     partner_timeout_s: float = 5,
     credentials_file: str | None = None,
+    api_endpoint: str | None = None,
     **overrides,
 ) -> DownloadLoop:
     settings = ConsumerSettings(
@@ -83,7 +84,7 @@ def run_loop(
         },
     )
     partner = PartnerResource(
-        api_endpoint=sandbox.url,
+        api_endpoint=api_endpoint or sandbox.url,
         timeout_s=partner_timeout_s,
         credentials_file=credentials_file,
     )
@@ -404,20 +405,42 @@ def test_a_partner_outage_is_waited_out_on_the_delay_topic_and_dead_letters_noth
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
 
 
-def test_an_outage_of_a_few_seconds_is_ridden_out_and_the_other_sites_flow(kafka, sandbox, tmp_path):
-    # The two-minute outage, scaled down with the waits: 503s for 2 s, waits of 1, 2 and 4 s.
+@pytest.mark.parametrize("kind", ["http_503", "connection_reset"])
+def test_an_outage_of_a_few_seconds_is_ridden_out_and_the_other_sites_flow(kafka, sandbox, tmp_path, kind):
+    # The two-minute outage, scaled down with the waits: 2 s of 503s or of connections closed
+    # with no answer (a host gone away), waits of 1, 2 and 4 s.
     landing = LandingZone(tmp_path)
     down, fine = SITES[1].url, SITES[0].url
-    sandbox.update_config(faults=[FaultSpec("http_503", site_url=down, for_s=2.0)])
+    sandbox.update_config(faults=[FaultSpec(kind, site_url=down, for_s=2.0)])
     enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100) for site in (down, fine)])
     loop = run_loop(kafka, sandbox, landing, transient_waits_s=[1.0, 2.0, 4.0])
 
-    assert sandbox.stats()["faults_served"]["http_503"] >= 1
+    assert sandbox.stats()["faults_served"][kind] >= 1
     assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
     assert loop.stats.delayed >= 1
     for site in (down, fine):
         assert landed_rows(landing, site) == truth(sandbox, site)
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
+
+
+def test_a_partner_host_that_does_not_resolve_is_waited_on_then_dead_lettered_and_nothing_crashes(
+    kafka, sandbox, tmp_path
+):
+    # DNS failing is transient like a 5xx (httplib2.ServerNotFoundError once crashed the consumer, again and
+    # again under the lag sensor): asked again from memory, then from the delay topic, then dead-lettered.
+    landing = LandingZone(tmp_path)
+    enqueue(kafka, [REPORT.first_request(site.url, DATE, row_limit=100) for site in SITES])
+    loop = run_loop(
+        kafka, sandbox, landing, api_endpoint="http://partner.invalid/", max_attempts=2, transient_waits_s=[0.2]
+    )
+
+    assert loop.stats.stopped_because.startswith("topic drained")
+    assert loop.stats.delayed == len(SITES) and loop.stats.api_calls == len(SITES) * 2 * 2
+    letters = dead_letters(kafka)
+    assert sorted(letter.original_request().account for letter in letters) == sorted(site.url for site in SITES)
+    assert {(letter.reason, letter.status, letter.attempts) for letter in letters} == {("transport_error", None, 2)}
+    assert all("ServerNotFoundError" in letter.error for letter in letters)
+    assert sandbox.stats()["calls_total"] == 0
 
 
 def test_a_failure_that_outlasts_every_wait_is_dead_lettered_once_they_are_used_up(kafka, sandbox, tmp_path):

@@ -267,6 +267,15 @@ def test_an_outage_of_a_given_length_ends_by_itself(sandbox: SandboxServer, clie
     assert _query(client, "https://www.example.com/")["rows"]  # other sites were never down
 
 
+def test_a_connection_reset_fault_closes_the_connection_with_no_answer(sandbox: SandboxServer, client: Any) -> None:
+    sandbox.update_config(faults=[FaultSpec("connection_reset", site_url=SHOP, times=2)])
+    with pytest.raises(ConnectionError, match="without response"):
+        _query(client, SHOP)  # httplib2 reconnects once by itself (a stale kept-alive connection): 2 served
+    stats = sandbox.stats()
+    assert stats["faults_served"] == {"connection_reset": 2} and stats["status_counts"] == {"0": 2}
+    assert _query(client, SHOP)["rows"]  # the faults are used up: an answer again
+
+
 @pytest.mark.parametrize(("kind", "status"), [("http_500", 500), ("http_503", 503)])
 def test_server_error_faults(sandbox: SandboxServer, client: Any, kind: str, status: int) -> None:
     sandbox.update_config(faults=[FaultSpec(kind, site_url=SHOP, times=2)])
