@@ -351,18 +351,20 @@ def test_a_spent_daily_quota_parks_the_request_until_pacific_midnight_and_the_ot
     landing = LandingZone(tmp_path)
     spent, other = SITES[0].url, SITES[1].url
     sandbox.update_config(faults=[FaultSpec("daily_limit", site_url=spent)])
-    enqueue(kafka, [REPORT.first_request(site, DATE, row_limit=100) for site in (spent, other)])
+    requests = [REPORT.first_request(site, DATE, row_limit=100) for site in (spent, other)]
+    enqueue(kafka, [*requests, REPORT.first_request(spent, "2026-11-03", row_limit=100)])
     earliest = next_quota_day_ms()
-    # The parked request keeps the consumer waiting for it (work not done): it stops at max_runtime_s.
-    loop = run_loop(kafka, sandbox, landing, max_runtime_s=8.0)
+    # The parked requests keep the consumer waiting for them (work not done): it stops at max_runtime_s.
+    loop = run_loop(kafka, sandbox, landing, max_runtime_s=8.0, max_in_flight_per_account=1)
     latest = next_quota_day_ms()
 
     assert sandbox.stats()["faults_served"] == {"daily_limit": 1}  # asked once, not hammered
     assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
     assert landed_rows(landing, other) == truth(sandbox, other)
-    (parked,) = delayed_requests(kafka)
-    assert parked.reason == "daily_quota_exceeded" and parked.original_request().account == spent
-    assert earliest <= parked.due_at_ms <= latest
+    parked = delayed_requests(kafka)  # the refused one, and the next one the scheduler held back unasked
+    assert sorted(p.original_request().date for p in parked) == [DATE, "2026-11-03"]
+    assert {(p.reason, p.original_request().account) for p in parked} == {("daily_quota_exceeded", spent)}
+    assert all(earliest <= p.due_at_ms <= latest for p in parked)
     assert kafka.lag(kafka.request_topic).total == 0  # the request itself is done: it waits on the delay topic
 
 

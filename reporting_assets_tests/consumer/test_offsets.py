@@ -330,7 +330,7 @@ class Harness:
             has_room=lambda: len(self.in_flight) < self.slots,
         )
 
-    def start(self) -> list[tuple[str, int, int | None]]:
+    def start(self) -> list[tuple[str, int, tuple[int, str] | None]]:
         started = []
         for item, defer_until_ms in self.scheduler.due(self.clock.now):
             self.in_flight.append(item)
@@ -416,11 +416,11 @@ def test_an_account_at_its_in_flight_cap_does_not_hold_up_another():
 def test_an_account_out_of_quota_is_deferred_and_another_is_called():
     harness = Harness()
     until = epoch_ms() + 60_000
-    harness.scheduler.hold(A, until)
+    harness.scheduler.hold(A, until, "daily_quota_exceeded")
     harness.scheduler.add(work(TP, 0, A))
     harness.scheduler.add(work(TP, 1, B))
-    assert harness.start() == [(A, 0, until), (B, 1, None)]
-    harness.scheduler.hold(A, epoch_ms() - 1)  # refilled
+    assert harness.start() == [(A, 0, (until, "daily_quota_exceeded")), (B, 1, None)]  # which quota, too
+    harness.scheduler.hold(A, epoch_ms() - 1, "daily_quota_exceeded")  # refilled
     harness.scheduler.add(work(TP, 2, A))
     assert harness.start() == [(A, 2, None)]
 

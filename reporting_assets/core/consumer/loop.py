@@ -301,11 +301,12 @@ class DownloadLoop:
         since = self.rebalancing_since
         if since is not None and now - since < self.settings.join_grace_s:
             return  # a rebalance is under way (past join_grace_s, carry on rather than wait forever)
-        for work, defer_until_ms in self._scheduler.due(now):
-            if defer_until_ms is None:
+        for work, held in self._scheduler.due(now):
+            if held is None:
                 self._submit(work, self._work)
             else:
-                self._submit(work, self._defer, defer_until_ms)
+                until_ms, reason = held
+                self._submit(work, self._defer, until_ms, 0, reason)
 
     def _submit(self, work: Work, fn: Callable[..., Outcome], *args: Any) -> None:
         future = self._pool.submit(fn, work, *args)
@@ -397,7 +398,7 @@ class DownloadLoop:
             return Outcome("auth_failed", calls=1, reason=str(refused))
         except QuotaExhausted as exhausted:
             until = exhausted.until_ms or epoch_ms() + int(self.settings.quota_wait_s * 1000)
-            self._scheduler.hold(request.account, until)
+            self._scheduler.hold(request.account, until, exhausted.reason)
             if self.settings.delay_topic is None:
                 failure = Failure(exhausted.reason, "quota exceeded and no delay topic configured", 1, 403)
                 self.dead_letter(work.record, request, failure)

@@ -48,7 +48,7 @@ class AccountScheduler:
         # Per partition, accounts whose next request is `window` offsets past its commit point.
         self._window_parked: dict[TopicPartition, set[str]] = {}
         self.in_flight: Counter[str] = Counter()  # account -> calls started, not yet reaped
-        self._quota_until_ms: dict[str, int] = {}  # account -> epoch ms its load quota refills
+        self._held: dict[str, tuple[int, str]] = {}  # account -> (epoch ms its quota refills, which quota)
 
     def add(self, work: Work) -> None:
         """A fetched request, behind its account's others."""
@@ -68,15 +68,16 @@ class AccountScheduler:
             self._queued.add(account)
             self._runnable.append(account)
 
-    def hold(self, account: str, until_ms: int) -> None:
-        """The account's load quota is spent until then: its requests go to the delay topic meanwhile."""
-        self._quota_until_ms[account] = until_ms
+    def hold(self, account: str, until_ms: int, reason: str) -> None:
+        """A quota of the account is spent until then: its requests go to the delay topic meanwhile."""
+        self._held[account] = (until_ms, reason)
 
-    def due(self, now: float) -> Iterator[tuple[Work, int | None]]:
+    def due(self, now: float) -> Iterator[tuple[Work, tuple[int, str] | None]]:
         """Requests to start now, at most one per account and turn, while the pool has room.
 
-        Each comes with None (call the partner) or the epoch ms to defer it to (its account's load
-        quota is spent). The caller starts each before asking for the next (`started`).
+        Each comes with None (call the partner) or the epoch ms to defer it to and the quota that
+        is spent (its account's load or daily quota). The caller starts each before asking for the
+        next (`started`).
         """
         while self._sleeping and self._sleeping[0][0] <= now:
             _, account = heapq.heappop(self._sleeping)
@@ -100,10 +101,11 @@ class AccountScheduler:
                 self._queued.add(account)
                 heapq.heappush(self._sleeping, (work.not_before, account))
                 continue  # asked again once its backoff or Retry-After is over
-            if account in self._quota_until_ms and self._quota_until_ms[account] > epoch_ms():
+            held = self._held.get(account)
+            if held is not None and held[0] > epoch_ms():
                 queue.popleft()
                 self.buffered -= 1
-                yield work, self._quota_until_ms[account]
+                yield work, held
                 self.make_runnable(account)
                 continue
             wait_s = self._pacer.try_acquire(account)
