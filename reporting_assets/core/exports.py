@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import duckdb
 
 from reporting_assets.core.downloads import create_table_sql, table_name
+from reporting_assets.core.durable import replace_durably, temporary_path
 from reporting_assets.core.landing import LANDED_SCHEMA
 from reporting_assets.core.reports import ReportSpec
 
@@ -21,11 +21,13 @@ EXPORT_COLUMNS = [name for name in LANDED_SCHEMA.names if name not in ("request_
 
 def export_file(db: duckdb.DuckDBPyConnection, source: str, target: Path, fmt: str) -> None:
     """COPY to a temporary file in the target folder, then rename: readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    literal = str(tmp).replace("'", "''")
-    db.execute(f"COPY {source} TO '{literal}' {FORMATS[fmt]}")
-    os.replace(tmp, target)
+    tmp = temporary_path(target)
+    try:
+        literal = str(tmp).replace("'", "''")
+        db.execute(f"COPY {source} TO '{literal}' {FORMATS[fmt]}")
+        replace_durably(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export_date(

@@ -1,7 +1,8 @@
 """The landing zone: one Parquet file per completed request, named by its request id.
 
-Files are written under a temporary name and renamed, so a request landed twice overwrites itself
-and a killed consumer never leaves half a file. Several consumer processes write here at once,
+Files are written under a unique temporary name, fsynced and renamed (`durable`), so a request
+landed twice overwrites itself, a killed consumer never leaves half a file, and a page is on disk
+before its offset is committed. Several consumer processes write here at once,
 which a single DuckDB file could not take; DuckDB reads the zone afterwards.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reporting_assets.core.durable import write_durably
 from reporting_assets.core.messages import DeadLetter, ReportRequest
 
 KEY_DIMENSIONS = ("query", "page", "country", "device")
@@ -95,11 +96,8 @@ class LandingZone:
     def land_page(self, request: ReportRequest, rows: Sequence[dict[str, Any]]) -> Path:
         """Write one page atomically; clears a dead-letter marker of the same request (re-drive)."""
         path = self.page_path(request)
-        path.parent.mkdir(parents=True, exist_ok=True)
         table = page_table(request, rows)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        write_durably(path, lambda file: pq.write_table(table, file, compression="zstd"))
         self.dead_letter_path(request).unlink(missing_ok=True)
         return path
 
@@ -122,12 +120,7 @@ class LandingZone:
 
     def mark_dead_letter(self, request: ReportRequest, dead_letter: DeadLetter) -> Path:
         """Remember, next to the pages, that this request of the partition is in the dead-letter topic."""
-        path = self.dead_letter_path(request)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(dead_letter.encode())
-        os.replace(tmp, path)
-        return path
+        return write_durably(self.dead_letter_path(request), lambda file: file.write(dead_letter.encode()))
 
     def pages(self, report: str, date: str, account: str) -> list[LandedPage]:
         folder = self.account_dir(report, date, account)

@@ -88,3 +88,38 @@ def test_dead_letter_marker_blocks_completeness_until_redriven(tmp_path):
     assert not any(
         name.endswith(".dead.json") for name in os.listdir(zone.account_dir(first.report, first.date, first.account))
     )
+
+
+def test_threads_landing_the_same_page_at_once_never_collide(tmp_path):
+    # Two copies of one request in flight (a redelivery, two threads) write the same page: each has
+    # its own temporary file. With the pid as the only unique part they shared one and tore it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    zone = LandingZone(tmp_path)
+    page = request(row_limit=5000)
+    rows = [ROW] * 3000
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda _: zone.land_page(page, rows), range(64)))
+    assert set(paths) == {paths[0]}
+    assert pq.read_table(paths[0]).num_rows == 3000
+    assert [p.name for p in paths[0].parent.iterdir()] == [paths[0].name]
+
+
+def test_a_page_and_its_folders_are_on_disk_before_land_page_returns(tmp_path, monkeypatch):
+    # The offset is committed right after: a page only in the page cache would be lost by a power cut,
+    # with nothing left to say it was never downloaded. So the file, and each folder that got a new
+    # entry (the rename, the new folders), is fsynced first.
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    zone = LandingZone(tmp_path / "landing")
+    path = zone.land_page(request(), [ROW])
+    assert any(name.startswith(str(path.parent / f".{path.name}.")) for name in synced)  # the file's data
+    assert synced[-1] == str(path.parent)  # the rename
+    for folder in (path.parent, path.parent.parent, path.parent.parent.parent):
+        assert str(folder.parent) in synced  # each new folder's entry in its parent
