@@ -123,6 +123,19 @@ def test_start_status_stop_and_restart_after_sigkill(broker: LocalKafkaBroker, s
     assert resource.committed_offsets("durable") == {0: 3}
     assert resource.lag("durable").total == 2
 
+    # The memory does not expire: the broker keeps committed offsets as long as it keeps topics.
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        answer = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")], config_filter="all")
+    finally:
+        admin.close()
+    retention = answer["broker"]["1"]["offsets.retention.minutes"]
+    assert retention["config_source"] == "STATIC_BROKER_CONFIG"
+    assert int(retention["value"]) >= 100 * 365 * 24 * 60  # the default is 10 080 (7 days)
+
     assert broker.stop() is not None
     assert not broker.is_running()
     assert not (settings.data_dir / "broker.pid").exists()

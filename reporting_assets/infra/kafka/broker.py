@@ -90,6 +90,9 @@ class BrokerSettings:
         return f"{self.host}:{self.controller_port}"
 
 
+OFFSETS_KEPT_MINUTES = 2**31 - 1  # the broker's largest value: about 4 000 years
+
+
 def server_properties(settings: BrokerSettings, log_dir: Path) -> dict[str, str]:
     """The broker's configuration: one KRaft node that is its own controller quorum."""
     return {
@@ -118,6 +121,10 @@ def server_properties(settings: BrokerSettings, log_dir: Path) -> dict[str, str]
         # Allow short consumer sessions (the default floor is 6 s): a killed consumer's partitions
         # then go to the others within a second or two. Clients still choose their own timeout.
         "group.min.session.timeout.ms": "1000",
+        # The group's committed offsets are the pipeline's only memory of what is downloaded: keep
+        # them as long as the topics (the default drops an empty group's offsets after 7 days, and
+        # the next run would replay every request from the start).
+        "offsets.retention.minutes": str(OFFSETS_KEPT_MINUTES),
         # Topics are created explicitly by KafkaResource.ensure_topics.
         "auto.create.topics.enable": "false",
         # After a SIGKILL the controller keeps the old broker registration until its
