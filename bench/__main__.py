@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("throughput", "resume", "bookkeeping", "enqueue", "sensors", "quota")
+BENCHMARKS = ("throughput", "resume", "bookkeeping", "enqueue", "sensors", "quota", "calls")
 # The code the figures depend on: recorded with the results (commit, and whether they were edited).
 MEASURED_GLOBS = (
     "reporting_assets/core/consumer/*.py",
@@ -33,6 +33,10 @@ MEASURED_GLOBS = (
     "reporting_assets/core/automation/*.py",
     "reporting_assets/defs/*/sensors.py",
     "reporting_assets/sandbox/app.py",
+    # calls: the CLI run a new user makes, and the consumers' Dagster job
+    "reporting_assets/cli.py",
+    "reporting_assets/runner.py",
+    "reporting_assets/defs/downloads/jobs.py",
 )
 MEASURED_FILES = tuple(
     str(path.relative_to(BENCH_DIR.parent))

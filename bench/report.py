@@ -17,6 +17,9 @@ def summary(result: dict[str, Any]) -> str:
     if result.get("columns"):
         lines.append("   " + " | ".join(result["columns"]))
         lines.extend("   " + " | ".join(row) for row in result["rows"])
+    for table in result.get("tables", []):
+        lines.append(f"   {table['title'].split(' (', 1)[0]}: " + " | ".join(table["columns"]))
+        lines.extend("   " + " | ".join(row) for row in table["rows"])
     for target in result.get("targets", []):
         lines.append(f"   target {target['target']}: {target['value']} -> {_met(target['met']).strip('*')}")
     return "\n".join(lines)
@@ -77,6 +80,10 @@ def markdown(document: dict[str, Any]) -> str:
             out += [result["skipped"]]
         if result.get("columns"):
             out.extend(_table(result["columns"], result["rows"]))
+            out.append("")
+        for table in result.get("tables", []):  # further tables of the same run (e.g. calls' repeated calls)
+            out += [f"{table['title']}:", ""]
+            out.extend(_table(table["columns"], table["rows"]))
             out.append("")
         if result.get("baseline"):
             out += [f"Baseline: {result['baseline']}.", ""]
