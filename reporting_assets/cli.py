@@ -32,6 +32,7 @@ class RunPlan:
     accounts: list[str] | None
     tuning: ConsumerTuning
     row_limit: int
+    refresh: bool = False
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -48,6 +49,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"rows per page (default: REPORTING_ROW_LIMIT, else {MAX_ROW_LIMIT})",
     )
     run.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
+    run.add_argument(
+        "--refresh",
+        action="store_true",
+        help=(
+            "download again what is already downloaded; without it a rerun continues (after a crash, only "
+            "what is left is called)"
+        ),
+    )
     for flag, field in TUNING_FIELDS.items():
         declared = ConsumerTuning.model_fields[field]
         run.add_argument(
@@ -93,7 +102,7 @@ def plan(args: argparse.Namespace, settings: Settings) -> RunPlan:
         raise SettingProblem(
             f"--row-limit must be within 1..{MAX_ROW_LIMIT} (Search Console's maximum), got {row_limit}"
         )
-    return RunPlan(dates, reports, accounts, tuning, row_limit)
+    return RunPlan(dates, reports, accounts, tuning, row_limit, refresh=args.refresh)
 
 
 # CLI flag -> the ConsumerTuning field it sets.
@@ -177,9 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reporting_assets import runner
 
     instance = dg.DagsterInstance.get()
-    request_config = {
-        "ops": {"report_requests": {"config": {"reports": run_plan.reports, "row_limit": run_plan.row_limit}}}
-    }
+    request = {"reports": run_plan.reports, "row_limit": run_plan.row_limit, "refresh": run_plan.refresh}
+    request_config = {"ops": {"report_requests": {"config": request}}}
     accounts = runner.discover_accounts(instance, resources, args.log_level)
     chosen = run_plan.accounts or accounts
     enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)

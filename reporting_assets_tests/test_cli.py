@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from reporting_assets import cli
 from reporting_assets.infra.ports import free_port
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
-from reporting_assets_tests.helpers import KEY_ID, service_account_file
+from reporting_assets_tests.helpers import KEY_ID, service_account_file, wait_for
 
 SITES = [SiteSpec("https://www.example.com/", 40), SiteSpec("https://shop.example.com/", 30)]
 
@@ -116,3 +117,87 @@ def test_a_run_for_one_account_and_day_exports_it(env, tmp_path):
     csv = tmp_path / "data" / "exports" / "search_analytics" / "2026-11-01.csv"
     lines = csv.read_text().splitlines()
     assert len(lines) == 1 + 30 and all("shop.example.com" in line for line in lines[1:])
+
+    # Widened by a day: only the new day is enqueued (Spark leaves the downloaded one out).
+    wider = run(env, "--accounts", "https://shop.example.com/", "--consumers", "1", "--end-date", "2026-11-02")
+    assert wider.returncode == 0, wider.stderr[-3000:]
+    assert wider.stdout.startswith("enqueued 1 requests, 1 API calls"), wider.stdout
+    assert (tmp_path / "data" / "exports" / "search_analytics" / "2026-11-02.csv").exists()
+
+
+PAGED_SITES = [
+    SiteSpec("https://paging.example.com/", 1_500),  # 16 pages a day at --row-limit 100
+    SiteSpec("https://www.example.com/", 800),
+    SiteSpec("https://tiny.example.com/", 50),
+]
+IN_FLIGHT_BOUND = 2 * 4  # calls a killed run may have started and not committed: consumers × concurrency
+
+
+def query_calls(sandbox: SandboxServer) -> int:
+    return sandbox.stats()["calls_by_method"].get("searchanalytics.query", 0)
+
+
+def test_the_command_rerun_after_a_kill_continues_and_makes_no_call_twice_but_those_in_flight(
+    kafka_broker, unique_name, tmp_path
+):
+    # Before: the rerun enqueued every first page again under a new chain, so what the first run had
+    # downloaded was downloaded again (the issue measured 2.0x the calls of one clean run).
+    config = SandboxConfig(
+        seed=8, sites=PAGED_SITES, per_site_qps=None, global_qps=None, faults=[], latency_s=0.05, rows_jitter=0.0
+    )
+    args = ["--end-date", "2026-11-02", "--row-limit", "100"]
+    with SandboxServer(config) as sandbox:
+
+        def env_for(name: str) -> dict[str, str]:
+            topic = unique_name(f"requests-{name}")
+            (tmp_path / name / "home").mkdir(parents=True)
+            return {
+                **os.environ,
+                "DAGSTER_HOME": str(tmp_path / name / "home"),
+                "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
+                "PARTNER_API_ENDPOINT": sandbox.url,
+                "REPORTING_DATA_DIR": str(tmp_path / name / "data"),
+                "REPORTING_REQUEST_TOPIC": topic,
+                "REPORTING_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
+                "REPORTING_DELAY_TOPIC": f"{topic}.delayed",
+                "REPORTING_CONSUMER_GROUP": unique_name(f"group-{name}"),
+            }
+
+        clean = env_for("clean")
+        assert run(clean, *args).returncode == 0
+        clean_calls = query_calls(sandbox)
+        assert clean_calls == 2 * (16 + 9 + 1)
+
+        sandbox.reset_stats()
+        killed = env_for("killed")
+        command = [sys.executable, "-m", "reporting_assets", "run", "--start-date", "2026-11-01", *args]
+        process = subprocess.Popen(
+            command, env=killed, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_for(lambda: query_calls(sandbox) >= clean_calls // 2, 240, "half of the calls")
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)  # the command's whole process group: every consumer too
+            process.wait()
+        at_kill = query_calls(sandbox)
+        assert at_kill < clean_calls, "the kill came too late to test a rerun"
+
+        rerun = run(killed, *args)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert "enqueued 0 requests" in rerun.stdout  # every partition was on its way: continued
+        assert query_calls(sandbox) <= clean_calls + IN_FLIGHT_BOUND, (at_kill, query_calls(sandbox))
+        for day in ("2026-11-01", "2026-11-02"):
+            name = Path("exports") / "search_analytics" / f"{day}.csv"
+            assert (tmp_path / "killed" / "data" / name).read_bytes() == (
+                tmp_path / "clean" / "data" / name
+            ).read_bytes()
+
+        # Run once more: everything is downloaded, so nothing is enqueued and nothing is called.
+        sandbox.reset_stats()
+        again = run(killed, *args)
+        assert again.returncode == 0 and "enqueued 0 requests, 0 API calls" in again.stdout, again.stdout
+        assert query_calls(sandbox) == 0
+        # --refresh downloads it all anew.
+        refreshed = run(killed, *args, "--refresh")
+        assert refreshed.returncode == 0 and f"enqueued {2 * 3} requests" in refreshed.stdout, refreshed.stdout
+        assert query_calls(sandbox) == clean_calls

@@ -6,7 +6,7 @@ hashes), so enqueueing a million requests never loops over them in Python.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,8 +23,12 @@ def request_frame(
     reports: Sequence[ReportSpec],
     row_limit: int,
     data_state: str = "final",
+    skip: Collection[tuple[str, str, str]] = (),
 ) -> DataFrame:
-    """One row per first-page request: columns `key` (account) and `value` (request JSON)."""
+    """One row per first-page request: columns `key` (account) and `value` (request JSON).
+
+    `skip`: (report, date, account) partitions to leave out (downloaded, or still on their way).
+    """
     pairs_frame = spark.createDataFrame(list(pairs), "account string, date string")
     reports_frame = spark.createDataFrame(
         [(spec.name, list(spec.dimensions), spec.search_type) for spec in reports],
@@ -40,6 +44,9 @@ def request_frame(
         F.lit(row_limit).alias("row_limit"),
         F.lit(0).alias("start_row"),
     )
+    if skip:
+        skipped = spark.createDataFrame(sorted(skip), "report string, date string, account string")
+        calls = calls.join(F.broadcast(skipped), ["report", "date", "account"], "left_anti")
     identity = F.to_json(F.struct(*[F.col(name) for name in IDENTITY_FIELDS]))
     calls = calls.withColumn("request_id", F.substring(F.sha2(identity, 256), 1, 32))
     value = F.to_json(

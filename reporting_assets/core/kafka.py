@@ -250,6 +250,40 @@ class KafkaCluster:
             consumer.close()
         return min(first.values()) if first else None
 
+    def uncommitted_values(self, topics: Sequence[str], group_id: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """(topic, value) of every message the group has not committed yet: what is left to do.
+
+        Read with a group-less consumer from each partition's committed offset to its end, so it
+        never disturbs the group. Existing topics only (a topic not made yet holds nothing).
+        """
+        existing = [topic for topic in topics if self._topic_exists(topic)]
+        lags = self.settled_lags(existing, group_id) if existing else {}
+        ranges = {
+            TopicPartition(topic, p): (lag.committed, lag.end)
+            for topic, topic_lag in lags.items()
+            for p, lag in topic_lag.partitions.items()
+            if lag.lag > 0
+        }
+        if not ranges:
+            return
+        consumer = self._connect(
+            KafkaConsumer,
+            **self._client_config(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            allow_auto_create_topics=False,
+            fetch_max_wait_ms=100,
+        )
+        try:
+            yield from _read_ranges(consumer, ranges, self.request_timeout_ms / 1000)
+        finally:
+            consumer.close()
+
+    def _topic_exists(self, topic: str) -> bool:
+        with self._admin() as admin:
+            return topic in admin.list_topics()
+
     # -- reachability -------------------------------------------------------------
 
     def check_reachable(self, timeout_s: float = 10) -> None:
@@ -391,3 +425,28 @@ def _first_timestamps(
         for tp in [tp for tp, lag in pending.items() if consumer.position(tp) >= lag.end]:
             del pending[tp]
     return first
+
+
+def _read_ranges(
+    consumer: KafkaConsumer, ranges: Mapping[TopicPartition, tuple[int, int]], timeout_s: float
+) -> Iterator[tuple[str, bytes]]:
+    """Every record of each partition within [start, end), as (topic, value)."""
+    consumer.assign(list(ranges))
+    for tp, (start, _) in ranges.items():
+        consumer.seek(tp, start)
+    left = dict(ranges)
+    deadline = time.monotonic() + timeout_s
+    while left:
+        batches = consumer.poll(timeout_ms=200)
+        if batches:
+            deadline = time.monotonic() + timeout_s  # progress: the timeout is for a stalled read
+        for tp, records in batches.items():
+            end = left.get(tp, (0, 0))[1]
+            for record in records:
+                if record.offset < end and record.value is not None:
+                    yield tp.topic, record.value
+        for tp in [tp for tp, (_, end) in left.items() if consumer.position(tp) >= end]:
+            consumer.pause(tp)
+            del left[tp]
+        if left and time.monotonic() >= deadline:
+            raise KafkaTimeoutError(f"no progress reading {sorted(map(str, left))} within {timeout_s:.0f}s")

@@ -7,9 +7,11 @@ from reporting_assets.core.enqueue import request_frame, write_requests
 from reporting_assets.core.keys import ACCOUNTS_ASSET, REQUESTS_ASSET
 from reporting_assets.core.messages import DATA_STATES, MAX_ROW_LIMIT
 from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
+from reporting_assets.core.rerun import on_the_way, plan_enqueue
 from reporting_assets.defs.partitions import account_date_partitions, split_key
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.spark import KafkaSparkResource
+from reporting_assets.resources.warehouse import WarehouseResource
 from reporting_assets.settings import load_settings
 
 
@@ -22,6 +24,13 @@ class RequestConfig(dg.Config):
         description="Rows per page (REPORTING_ROW_LIMIT; Search Console allows up to 25 000, the fewest calls).",
     )
     data_state: str = Field(default="final", description="final, all or hourly_all.")
+    refresh: bool = Field(
+        default=False,
+        description=(
+            "Download again what is already downloaded or on its way. By default a run continues: a partition "
+            "whose requests are still on the topics (a killed run's) or that is landed complete is not enqueued."
+        ),
+    )
 
 
 @dg.asset(
@@ -33,22 +42,41 @@ class RequestConfig(dg.Config):
     kinds={"kafka", "spark"},
 )
 def report_requests(
-    context: dg.AssetExecutionContext, config: RequestConfig, spark: KafkaSparkResource, kafka: KafkaResource
+    context: dg.AssetExecutionContext,
+    config: RequestConfig,
+    spark: KafkaSparkResource,
+    kafka: KafkaResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
-    """First-page API calls for each (date, account) × report, on the request topic."""
+    """First-page API calls for each (date, account) × report, on the request topic.
+
+    A rerun continues: what is still on the topics or landed complete is not enqueued again
+    (`refresh` to download it anew).
+    """
     reports = [get_report(name) for name in config.reports]
     if config.data_state not in DATA_STATES:
         raise ValueError(f"RequestConfig.data_state {config.data_state!r} is not one of {', '.join(DATA_STATES)}")
     pairs = [(account, date) for date, account in map(split_key, context.partition_keys)]
     kafka.ensure_topics()
-    frame = request_frame(spark.spark_session, pairs, reports, config.row_limit, config.data_state)
-    write_requests(frame, kafka.bootstrap_servers, kafka.request_topic)
+    cluster = kafka.cluster()
+    left = () if config.refresh else cluster.uncommitted_values([kafka.request_topic, kafka.delay_topic])
+    pending = on_the_way(left, kafka.delay_topic)
+    plan = plan_enqueue(pairs, config.reports, pending, warehouse.landing_zone(), refresh=config.refresh)
+    context.log.info(plan.describe())
+    if plan.to_enqueue:
+        frame = request_frame(
+            spark.spark_session, pairs, reports, config.row_limit, config.data_state, skip=plan.skipped
+        )
+        write_requests(frame, kafka.bootstrap_servers, kafka.request_topic)
     watermark = kafka.end_offsets(kafka.request_topic)
-    enqueued = len(pairs) * len(reports)
+    enqueued = len(plan.to_enqueue)
     context.log.info(f"enqueued {enqueued} requests on {kafka.request_topic}; end offsets {watermark}")
     return dg.MaterializeResult(
         metadata={
             "requests_enqueued": enqueued,
+            "partitions_continued": len(plan.continued),
+            "partitions_already_downloaded": len(plan.downloaded),
+            "refresh": config.refresh,
             "partitions_in_run": len(pairs),
             "reports": dg.MetadataValue.json(config.reports),
             "topic": kafka.request_topic,

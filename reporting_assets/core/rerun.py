@@ -1,0 +1,78 @@
+"""Rerun = continue: what of a selection is downloaded, still on its way, or still to enqueue.
+
+A crashed or killed run is simply run again: the group's committed offsets say what is left. So an
+enqueue first reads that (the uncommitted requests of the request and delay topics) and the landing
+zone, and enqueues only the (report, date, account) partitions that are neither downloaded nor on
+their way; a refresh enqueues everything again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.messages import DelayedRequest, InvalidRequestError, ReportRequest
+
+log = logging.getLogger(__name__)
+
+PartitionId = tuple[str, str, str]  # (report, date, account)
+
+
+@dataclass(frozen=True)
+class EnqueuePlan:
+    """The partitions of a selection, each in one of three lists."""
+
+    to_enqueue: list[PartitionId] = field(default_factory=list)
+    continued: list[PartitionId] = field(default_factory=list)  # requests still on the topics: left to finish
+    downloaded: list[PartitionId] = field(default_factory=list)  # landed complete: nothing to do
+
+    @property
+    def skipped(self) -> set[PartitionId]:
+        return set(self.continued) | set(self.downloaded)
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.to_enqueue)} partitions to enqueue, {len(self.continued)} continued from the topic "
+            f"(requests left from an earlier run), {len(self.downloaded)} already downloaded"
+        )
+
+
+def on_the_way(values: Iterable[tuple[str, bytes]], delay_topic: str | None) -> set[PartitionId]:
+    """The partitions with a request not yet done: uncommitted (topic, value)s of the request and
+    delay topics. Messages that are not requests are left to the consumer (it dead-letters them)."""
+    partitions: set[PartitionId] = set()
+    for topic, value in values:
+        try:
+            if topic == delay_topic:
+                request = DelayedRequest.decode(value).original_request()
+            else:
+                request = ReportRequest.decode(value)
+        except InvalidRequestError:
+            continue
+        partitions.add((request.report, request.date, request.account))
+    return partitions
+
+
+def plan_enqueue(
+    pairs: Sequence[tuple[str, str]],
+    reports: Sequence[str],
+    pending: set[PartitionId],
+    landing: LandingZone,
+    refresh: bool = False,
+) -> EnqueuePlan:
+    """Which (account, date) pairs × reports to enqueue; `refresh`: all of them, downloaded or not."""
+    plan = EnqueuePlan()
+    for account, date in pairs:
+        for report in reports:
+            partition = (report, date, account)
+            if refresh:
+                plan.to_enqueue.append(partition)
+            elif partition in pending:
+                plan.continued.append(partition)
+            elif landing.completeness(report, date, account).complete:
+                plan.downloaded.append(partition)
+            else:
+                plan.to_enqueue.append(partition)
+    return plan
