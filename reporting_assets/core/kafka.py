@@ -307,6 +307,10 @@ class KafkaCluster:
             except KafkaError as error:
                 raise self._unavailable(error) from error
 
+    def admin(self) -> KafkaAdminClient:
+        """An admin client of the cluster; the caller closes it."""
+        return self._connect(KafkaAdminClient, **self._client_config())
+
     # -- helpers ------------------------------------------------------------------
 
     def _client_config(self) -> dict[str, Any]:

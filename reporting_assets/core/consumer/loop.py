@@ -37,6 +37,7 @@ from reporting_assets.core.consumer.drained import group_caught_up
 from reporting_assets.core.consumer.offsets import CommitTracker, Offsets, PartitionOffsets
 from reporting_assets.core.consumer.pacing import AccountPacer, backoff_s
 from reporting_assets.core.consumer.scheduler import AccountScheduler, epoch_ms
+from reporting_assets.core.consumer.settled import GroupWatch
 from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.core.consumer.work import (
     ConsumerStats,
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 MAX_SEEN_PER_PARTITION = 10_000  # copies come soon after the first; older ones meet the landing check
 BUSY_WAIT_S = 0.01  # longest wait for a call to finish before polling the broker again
 BUSY_POLL_EVERY_S = 0.05  # how often to poll while calls are in flight and enough records are buffered
+SETTLE_CHECK_EVERY_S = 0.1  # how often to ask the broker whether the group has settled, at the start
 
 
 class _NoteAssignments(ConsumerRebalanceListener):
@@ -90,6 +92,7 @@ class DownloadLoop:
         settings: ConsumerSettings,
         clock: Callable[[], float] = time.monotonic,
         should_stop: Callable[[], bool] = lambda: False,
+        group_watch: GroupWatch | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -126,6 +129,10 @@ class DownloadLoop:
         self.rebalancing_since: float | None = None  # set by the listener between revocation and assignment
         self._fatal: PartnerAuthError | None = None  # why the run must stop: raised once it has committed
         self._random = random.Random()  # the jitter of backoffs (polling thread only)
+        # Until the run's whole group is in, no call starts (None: settled, or nobody to wait for).
+        self._group_watch = group_watch
+        self._started = clock()
+        self._next_settle_check = self._started
 
     @property
     def _offsets(self) -> dict[TopicPartition, PartitionOffsets]:
@@ -141,7 +148,7 @@ class DownloadLoop:
         subscribe(self.consumer, topics, listener=_NoteAssignments(self))
 
     def run(self) -> ConsumerStats:
-        started = last_activity = self._clock()
+        started = last_activity = self._started = self._clock()
         try:
             while True:
                 now = self._clock()
@@ -301,12 +308,33 @@ class DownloadLoop:
         since = self.rebalancing_since
         if since is not None and now - since < self.settings.join_grace_s:
             return  # a rebalance is under way (past join_grace_s, carry on rather than wait forever)
+        if not self._group_settled(now):
+            return
         for work, held in self._scheduler.due(now):
             if held is None:
                 self._submit(work, self._work)
             else:
                 until_ms, reason = held
                 self._submit(work, self._defer, until_ms, 0, reason)
+
+    def _group_settled(self, now: float) -> bool:
+        """Whether the run's whole group is in (see `settled`), asked of the broker every 100 ms."""
+        watch = self._group_watch
+        if watch is None:
+            return True
+        waited = now - self._started
+        if waited < self.settings.join_grace_s:
+            if now < self._next_settle_check:
+                return False
+            self._next_settle_check = now + SETTLE_CHECK_EVERY_S
+            if not watch.settled(self.consumer):
+                return False
+            log.info("group %s settled after %.1fs: calls start", watch.group_id, waited)
+        else:
+            log.warning("group %s not settled after %.0fs: calls start anyway", watch.group_id, waited)
+        watch.close()
+        self._group_watch = None
+        return True
 
     def _submit(self, work: Work, fn: Callable[..., Outcome], *args: Any) -> None:
         future = self._pool.submit(fn, work, *args)

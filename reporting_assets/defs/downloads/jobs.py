@@ -7,6 +7,7 @@ from pydantic import Field, create_model
 
 from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.redrive import redrive
+from reporting_assets.core.consumer.settled import GroupWatch
 from reporting_assets.core.consumer.tuning import ConsumerSettings, ConsumerTuning
 from reporting_assets.core.keys import DOWNLOAD_JOB, DOWNLOAD_ROLE, REDRIVE_JOB, ROLE_TAG
 from reporting_assets.resources.kafka import KafkaResource
@@ -78,11 +79,13 @@ def consume_requests(
         heartbeat_interval_ms=max(1000, int(tuning.session_timeout_s * 1000) // 4),
     )
     producer = kafka.producer()
+    watch = GroupWatch(kafka.cluster().admin, kafka.consumer_group, expected_members=consumers)
     try:
-        loop = DownloadLoop(consumer, producer, partner.client, warehouse.landing_zone(), settings)
+        loop = DownloadLoop(consumer, producer, partner.client, warehouse.landing_zone(), settings, group_watch=watch)
         loop.subscribe()
         stats = loop.run()
     finally:
+        watch.close()  # if the run ended before the group settled
         producer.close(timeout=10)
         consumer.close()
     context.log.info(f"consumer {consumer_index}: {stats.as_metadata()}")
