@@ -425,6 +425,33 @@ def test_an_outage_of_a_few_seconds_is_ridden_out_and_the_other_sites_flow(kafka
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
 
 
+def test_an_account_that_fails_transiently_waits_whole_and_its_other_requests_cost_no_call(kafka, sandbox, tmp_path):
+    # Before: each of the account's requests made its own tries against the failing partner before
+    # it was parked, so an outage cost a few calls per request; the others' sites flowed either way.
+    landing = LandingZone(tmp_path)
+    down, fine = SITES[0].url, SITES[1].url
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url=down)])
+    days = ("2026-10-01", "2026-10-02", "2026-10-03")
+    enqueue(kafka, [REPORT.first_request(down, day, row_limit=1000) for day in days])
+    enqueue(kafka, [REPORT.first_request(fine, DATE, row_limit=1000)])
+    # Parked requests keep the consumer waiting for them: it stops at max_runtime_s.
+    loop = run_loop(
+        kafka,
+        sandbox,
+        landing,
+        max_attempts=2,
+        transient_waits_s=[60.0],
+        max_in_flight_per_account=1,
+        max_runtime_s=6.0,
+    )
+
+    assert sandbox.stats()["faults_served"] == {"http_503": 2}  # the first request's two tries, no more
+    parked = delayed_requests(kafka)
+    assert sorted(p.original_request().date for p in parked) == list(days)
+    assert {p.reason for p in parked} == {"transient server_error"}
+    assert loop.stats.dead_lettered == 0 and landed_rows(landing, fine) == truth(sandbox, fine)
+
+
 def test_a_partner_host_that_does_not_resolve_is_waited_on_then_dead_lettered_and_nothing_crashes(
     kafka, sandbox, tmp_path
 ):

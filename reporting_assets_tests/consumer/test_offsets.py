@@ -420,9 +420,14 @@ def test_an_account_out_of_quota_is_deferred_and_another_is_called():
     harness.scheduler.add(work(TP, 0, A))
     harness.scheduler.add(work(TP, 1, B))
     assert harness.start() == [(A, 0, (until, "daily_quota_exceeded")), (B, 1, None)]  # which quota, too
-    harness.scheduler.hold(A, epoch_ms() - 1, "daily_quota_exceeded")  # refilled
+    harness.scheduler.hold(A, until - 30_000, "quota_exceeded")  # a shorter hold does not cut the longer one
     harness.scheduler.add(work(TP, 2, A))
-    assert harness.start() == [(A, 2, None)]
+    assert harness.start() == [(A, 2, (until, "daily_quota_exceeded"))]
+
+    lapsed = Harness()
+    lapsed.scheduler.hold(A, epoch_ms() - 1, "quota_exceeded")  # refilled already
+    lapsed.scheduler.add(work(TP, 3, A))
+    assert lapsed.start() == [(A, 3, None)]
 
 
 def test_a_full_pool_keeps_every_account_its_turn():

@@ -447,9 +447,13 @@ class DownloadLoop:
             return Outcome("retry", calls=1, reason=retry.reason)
         elif retry.reason == "transient" and settings.delay_topic and request.retries < len(settings.transient_waits_s):
             # The partner or the way to it is down: try again later, from the delay topic, so that
-            # an outage of a few minutes dead-letters nothing and holds up no other account.
+            # an outage of a few minutes dead-letters nothing and holds up no other account. The
+            # account's other requests wait as long, parked without a call: an outage costs a few
+            # calls per account, not a few per request.
             until = epoch_ms() + int(settings.transient_waits_s[request.retries] * 1000)
-            return self._defer(work, until, calls=1, reason=f"transient {retry.failure}", request=request.retried())
+            reason = f"transient {retry.failure}"
+            self._scheduler.hold(request.account, until, reason)
+            return self._defer(work, until, calls=1, reason=reason, request=request.retried())
         else:
             tries = work.failed + 1
         failure = Failure(retry.failure, retry.error, tries, retry.status)

@@ -48,7 +48,7 @@ class AccountScheduler:
         # Per partition, accounts whose next request is `window` offsets past its commit point.
         self._window_parked: dict[TopicPartition, set[str]] = {}
         self.in_flight: Counter[str] = Counter()  # account -> calls started, not yet reaped
-        self._held: dict[str, tuple[int, str]] = {}  # account -> (epoch ms its quota refills, which quota)
+        self._held: dict[str, tuple[int, str]] = {}  # account -> (epoch ms it may be called again, why)
 
     def add(self, work: Work) -> None:
         """A fetched request, behind its account's others."""
@@ -69,8 +69,11 @@ class AccountScheduler:
             self._runnable.append(account)
 
     def hold(self, account: str, until_ms: int, reason: str) -> None:
-        """A quota of the account is spent until then: its requests go to the delay topic meanwhile."""
-        self._held[account] = (until_ms, reason)
+        """The account must not be called until then (a quota spent, the partner failing for it): its
+        requests go to the delay topic meanwhile. The later of two holds stands."""
+        current = self._held.get(account)
+        if current is None or current[0] < until_ms:
+            self._held[account] = (until_ms, reason)
 
     def due(self, now: float) -> Iterator[tuple[Work, tuple[int, str] | None]]:
         """Requests to start now, at most one per account and turn, while the pool has room.

@@ -54,7 +54,7 @@ class ConsumerTuning(BaseModel):
         ),
     )
     transient_waits_s: Waits = Field(
-        default=[30.0, 300.0, 1800.0],
+        default=[30.0, 120.0, 600.0, 1800.0],
         description=(
             "Waits on the delay topic before each new round of tries of a request whose calls kept failing "
             "transiently; once they are used up, the request is dead-lettered. A partner outage of a few "
