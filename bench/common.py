@@ -129,6 +129,15 @@ def landed_files(root: Path) -> int:
     return sum(1 for path in root.rglob("*.parquet") if not path.name.startswith("."))
 
 
+def landed_rows(root: Path) -> int:
+    """Rows in the landing zone: each page once, however many times it was landed."""
+    import pyarrow.parquet as pq
+
+    if not root.exists():
+        return 0
+    return sum(pq.read_metadata(path).num_rows for path in root.rglob("*.parquet") if not path.name.startswith("."))
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():

@@ -68,6 +68,7 @@ def run(bench: Bench) -> dict[str, Any]:
                         "landing_dir": str(landing),
                         "settings": config["consumer"],
                         "log_to": bench.log_file("outage"),
+                        "group_members": config["consumers"],
                     },
                 )
                 for _ in range(config["consumers"])

@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any
 
-from bench.common import Bench, children, landed_files, produce, requests_for, site_urls
+from bench.common import Bench, children, landed_files, landed_rows, produce, requests_for, site_urls
 from bench.workers import run_consumer
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
 
@@ -69,6 +69,7 @@ def run_once(bench: Bench, config: dict[str, Any], quota: bool) -> dict[str, Any
                         "landing_dir": str(landing),
                         "settings": config["consumer"],
                         "log_to": bench.log_file(f"quota-{label}"),
+                        "group_members": config["consumers"],
                     },
                 )
                 for _ in range(config["consumers"])
@@ -91,7 +92,7 @@ def run_once(bench: Bench, config: dict[str, Any], quota: bool) -> dict[str, Any
         "quota_refused": stats["quota_refused"],
         "rate_limited": stats["rate_limited"],
         "landed_files": landed_files(landing),
-        "rows": sum(r["rows"] for r in results),
+        "rows": landed_rows(landing),  # each page once (a page landed twice counts once)
         "delayed": sum(r["delayed"] for r in results),
         "released": sum(r["released"] for r in results),
         "dead_lettered": sum(r["dead_lettered"] for r in results) + dead_letters,

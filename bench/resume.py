@@ -118,6 +118,7 @@ def run_project(bench: Bench, config: dict[str, Any], requests: list[Any]) -> di
                         },
                         session_timeout_s=project["session_timeout_s"],
                         log_to=bench.log_file(f"resume-run{attempt}"),
+                        group_members=project["consumers"],
                     )
                     for _ in range(project["consumers"])
                 ]

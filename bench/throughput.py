@@ -60,6 +60,7 @@ def run_once(bench: Bench, config: dict[str, Any], consumers: int, pace: float) 
                         "landing_dir": str(landing),
                         "settings": {**config["consumer"], "qps_per_account": pace * config["per_site_qps"]},
                         "log_to": bench.log_file(f"throughput-{consumers}x{pace:g}q"),
+                        "group_members": consumers,
                     },
                 )
                 for _ in range(consumers)

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from reporting_assets.core.consumer.loop import DownloadLoop
+from reporting_assets.core.consumer.settled import GroupWatch
 from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.resources.kafka import KafkaResource
@@ -36,8 +37,13 @@ def run_consumer(
     num_retries: int = 5,
     profile_to: str | None = None,
     log_to: str | None = None,
+    group_members: int | None = None,
 ) -> dict[str, Any]:
-    """One consumer of the group until drained (or `stop_after_landed` requests landed by it)."""
+    """One consumer of the group until drained (or `stop_after_landed` requests landed by it).
+
+    `group_members`: the consumers started together with it; like the job's, it calls nothing until
+    they are all in the group (None: it starts at once).
+    """
     if log_to:  # the loop's and kafka-python's group coordination, for looking into a result
         import logging
 
@@ -62,6 +68,7 @@ def run_consumer(
     )
     producer = resource.producer()
     holder: dict[str, DownloadLoop] = {}
+    watch = GroupWatch(resource.cluster().admin, resource.consumer_group, group_members) if group_members else None
 
     def should_stop() -> bool:
         return stop_after_landed is not None and holder["loop"].stats.landed >= stop_after_landed
@@ -73,6 +80,7 @@ def run_consumer(
         LandingZone(landing_dir),
         consumer_settings,
         should_stop=should_stop,
+        group_watch=watch,
     )
     holder["loop"] = loop
     profiler = None
@@ -87,6 +95,8 @@ def run_consumer(
         stats = loop.run()
     finally:
         ended = time.perf_counter()
+        if watch is not None:
+            watch.close()
         producer.close(timeout=10)
         consumer.close()
     if profiler is not None:
