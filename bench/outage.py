@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bench.common import Bench, children, landed_files, produce, requests_for, site_urls, wait_for
-from bench.workers import run_consumer
+from bench.workers import consumer_group_jobs
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec
 
@@ -59,20 +59,9 @@ def run(bench: Bench) -> dict[str, Any]:
     landing = bench.scratch("outage-landing")
     try:
         with SandboxServer(sandbox_config) as sandbox:
-            jobs = [
-                (
-                    run_consumer,
-                    {
-                        "kafka": kafka.model_dump(),
-                        "sandbox_url": sandbox.url,
-                        "landing_dir": str(landing),
-                        "settings": config["consumer"],
-                        "log_to": bench.log_file("outage"),
-                        "group_members": config["consumers"],
-                    },
-                )
-                for _ in range(config["consumers"])
-            ]
+            jobs = consumer_group_jobs(
+                config["consumers"], kafka, sandbox.url, str(landing), config["consumer"], bench.log_file("outage")
+            )
             started = time.monotonic()
             with children(jobs) as running:
                 wait_for(

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bench.common import Bench, children, landed_files, landed_rows, produce, requests_for, site_urls
-from bench.workers import run_consumer
+from bench.workers import consumer_group_jobs
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
 
 PARTITIONS = 4
@@ -60,20 +60,14 @@ def run_once(bench: Bench, config: dict[str, Any], quota: bool) -> dict[str, Any
     label = "on" if quota else "off"
     try:
         with SandboxServer(sandbox_config) as sandbox:
-            jobs = [
-                (
-                    run_consumer,
-                    {
-                        "kafka": kafka.model_dump(),
-                        "sandbox_url": sandbox.url,
-                        "landing_dir": str(landing),
-                        "settings": config["consumer"],
-                        "log_to": bench.log_file(f"quota-{label}"),
-                        "group_members": config["consumers"],
-                    },
-                )
-                for _ in range(config["consumers"])
-            ]
+            jobs = consumer_group_jobs(
+                config["consumers"],
+                kafka,
+                sandbox.url,
+                str(landing),
+                config["consumer"],
+                bench.log_file(f"quota-{label}"),
+            )
             started = time.monotonic()
             with children(jobs) as running:
                 results = [child.result(timeout_s=600) for child in running]

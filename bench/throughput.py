@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.common import Bench, StatsSampler, children, partition_spread, produce, requests_for, site_urls
-from bench.workers import run_consumer
+from bench.workers import consumer_group_jobs
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
 
 PARTITIONS = 8
@@ -51,20 +51,9 @@ def run_once(bench: Bench, config: dict[str, Any], consumers: int, pace: float) 
     limit = config["accounts"] * config["per_site_qps"]
     try:
         with SandboxServer(sandbox_config) as sandbox, StatsSampler(sandbox.stats) as sampler:
-            jobs = [
-                (
-                    run_consumer,
-                    {
-                        "kafka": kafka.model_dump(),
-                        "sandbox_url": sandbox.url,
-                        "landing_dir": str(landing),
-                        "settings": {**config["consumer"], "qps_per_account": pace * config["per_site_qps"]},
-                        "log_to": bench.log_file(f"throughput-{consumers}x{pace:g}q"),
-                        "group_members": consumers,
-                    },
-                )
-                for _ in range(consumers)
-            ]
+            consumer_settings = {**config["consumer"], "qps_per_account": pace * config["per_site_qps"]}
+            log_to = bench.log_file(f"throughput-{consumers}x{pace:g}q")
+            jobs = consumer_group_jobs(consumers, kafka, sandbox.url, str(landing), consumer_settings, log_to)
             with children(jobs) as running:
                 # At the limit a run takes requests / (S·q) seconds; far longer means a stalled consumer.
                 deadline_s = 4 * len(requests) / limit + 120

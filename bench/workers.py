@@ -114,6 +114,21 @@ def run_consumer(
     }
 
 
+def consumer_group_jobs(
+    consumers: int, kafka: KafkaResource, sandbox_url: str, landing: str, settings: dict[str, Any], log_to: str
+) -> list[tuple[Any, dict[str, Any]]]:
+    """`run_consumer` jobs for `consumers` consumers started together, as one group (for `children`)."""
+    job = {
+        "kafka": kafka.model_dump(),
+        "sandbox_url": sandbox_url,
+        "landing_dir": landing,
+        "settings": settings,
+        "log_to": log_to,
+        "group_members": consumers,
+    }
+    return [(run_consumer, dict(job)) for _ in range(consumers)]
+
+
 class TimedConsumer:
     """A KafkaConsumer that notes when its first record arrived and when its assignment last changed."""
 

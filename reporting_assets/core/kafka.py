@@ -235,15 +235,7 @@ class KafkaCluster:
         lagging = {p: lag for p, lag in self.lag(topic, group_id).partitions.items() if lag.lag > 0}
         if not lagging:
             return None
-        consumer = self._connect(
-            KafkaConsumer,
-            **self._client_config(),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            allow_auto_create_topics=False,
-            fetch_max_wait_ms=100,
-        )
+        consumer = self._reader()
         try:
             first = _first_timestamps(consumer, topic, lagging, self.request_timeout_ms / 1000)
         finally:
@@ -266,7 +258,15 @@ class KafkaCluster:
         }
         if not ranges:
             return
-        consumer = self._connect(
+        consumer = self._reader()
+        try:
+            yield from _read_ranges(consumer, ranges, self.request_timeout_ms / 1000)
+        finally:
+            consumer.close()
+
+    def _reader(self) -> KafkaConsumer:
+        """A group-less consumer: it reads without joining, or disturbing, the group. The caller closes it."""
+        return self._connect(
             KafkaConsumer,
             **self._client_config(),
             group_id=None,
@@ -275,10 +275,6 @@ class KafkaCluster:
             allow_auto_create_topics=False,
             fetch_max_wait_ms=100,
         )
-        try:
-            yield from _read_ranges(consumer, ranges, self.request_timeout_ms / 1000)
-        finally:
-            consumer.close()
 
     def _topic_exists(self, topic: str) -> bool:
         with self._admin() as admin:
