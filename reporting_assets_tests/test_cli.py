@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from reporting_assets import cli
+from reporting_assets.core.reports import get_report
 from reporting_assets.infra.ports import free_port
-from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
+from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
 from reporting_assets_tests.helpers import KEY_ID, service_account_file, wait_for
 
 SITES = [SiteSpec("https://www.example.com/", 40), SiteSpec("https://shop.example.com/", 30)]
@@ -197,7 +199,18 @@ def test_the_command_rerun_after_a_kill_continues_and_makes_no_call_twice_but_th
         again = run(killed, *args)
         assert again.returncode == 0 and "enqueued 0 requests, 0 API calls" in again.stdout, again.stdout
         assert query_calls(sandbox) == 0
-        # --refresh downloads it all anew.
+        # The partner revised its data: --refresh downloads it all anew, and the exports say the new numbers.
+        sandbox.update_config(revision=1)
         refreshed = run(killed, *args, "--refresh")
         assert refreshed.returncode == 0 and f"enqueued {2 * 3} requests" in refreshed.stdout, refreshed.stdout
         assert query_calls(sandbox) == clean_calls
+        dimensions = list(get_report("search_analytics").dimensions)
+        for day in ("2026-11-01", "2026-11-02"):
+            with (tmp_path / "killed" / "data" / "exports" / "search_analytics" / f"{day}.csv").open() as export:
+                exported = sorted(int(row["clicks"]) for row in csv.DictReader(export))
+            revised = sorted(
+                row["clicks"]
+                for site in PAGED_SITES
+                for row in expected_rows(sandbox.config, site.url, day, day, dimensions)
+            )
+            assert exported == revised, day

@@ -143,6 +143,7 @@ class SandboxConfig:
     load_quota: int | None = None
     load_quota_window_s: float = 60.0
     rows_jitter: float = 0.1
+    revision: int = 0  # the partner revised its data: the same rows, other numbers (0: the original)
     require_auth: bool = False  # API calls need a bearer token from POST /token (service-account flow)
     refuse_tokens: bool = False  # POST /token answers 400 invalid_grant (a revoked or wrong key)
 
@@ -162,6 +163,8 @@ class SandboxConfig:
         _require_int("load_quota", self.load_quota, minimum=0, allow_none=True)
         _require_number("load_quota_window_s", self.load_quota_window_s, minimum=0.0, strict=True)
         _require_number("rows_jitter", self.rows_jitter, minimum=0.0)
+        if not isinstance(self.revision, int) or isinstance(self.revision, bool) or self.revision < 0:
+            raise ValueError(f"revision must be a whole number >= 0 (got {self.revision!r})")
         if self.rows_jitter > 1:
             raise ValueError(f"rows_jitter must be within [0, 1] (got {self.rows_jitter!r})")
         if not isinstance(self.require_auth, bool):

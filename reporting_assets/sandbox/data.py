@@ -240,9 +240,19 @@ def _combo_columns(rng: random.Random, dimensions: Sequence[str], n: int) -> dic
 
 
 def unit_rows(
-    seed: int, site: SiteSpec, unit: Unit, dimensions: Sequence[str], search_type: str, jitter: float
+    seed: int,
+    site: SiteSpec,
+    unit: Unit,
+    dimensions: Sequence[str],
+    search_type: str,
+    jitter: float,
+    revision: int = 0,
 ) -> list[Row]:
-    """All rows of one unit, sorted like Google (clicks desc, ties broken deterministically)."""
+    """All rows of one unit, sorted like Google (clicks desc, ties broken deterministically).
+
+    A `revision` other than 0 keeps the unit's rows (their keys and count) and draws their numbers
+    anew, as when the partner revises a day's data.
+    """
     n = unit_row_count(seed, site, unit, dimensions, search_type, jitter)
     # Sorted dimensions in the seed: the same grouping in another order gives the same data.
     rng = random.Random(_stable_int(seed, site.url, unit.key, ",".join(sorted(dimensions)), search_type))
@@ -257,6 +267,10 @@ def unit_rows(
         columns["date"] = [unit.date] * n
     key_tuples = list(zip(*(columns[d] for d in dimensions), strict=True)) if dimensions else [()] * n
     rand = rng.random
+    if revision:
+        rand = random.Random(
+            _stable_int(seed, site.url, unit.key, ",".join(sorted(dimensions)), search_type, revision)
+        ).random
     rows: list[Row] = []
     for keys in key_tuples:
         impressions = 1 + int(scale * rand() ** tail)
@@ -325,7 +339,15 @@ def expected_rows(
     for unit, _count in iter_units(config, query):
         rows.extend(
             row_to_dict(r)
-            for r in unit_rows(config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter)
+            for r in unit_rows(
+                config.seed,
+                query.site,
+                unit,
+                query.dimensions,
+                query.search_type,
+                config.rows_jitter,
+                config.revision,
+            )
         )
     return rows
 

@@ -133,6 +133,7 @@ class RowCache:
         key = (
             config.seed,
             config.rows_jitter,
+            config.revision,
             site.url,
             site.rows_per_day,
             unit.key,
@@ -145,7 +146,9 @@ class RowCache:
                 self._units.move_to_end(key)
                 return cached
         # Generate outside the lock; a rare duplicate generation is harmless.
-        rows = data.unit_rows(config.seed, site, unit, query.dimensions, query.search_type, config.rows_jitter)
+        rows = data.unit_rows(
+            config.seed, site, unit, query.dimensions, query.search_type, config.rows_jitter, config.revision
+        )
         encoded = [encode_row(r) for r in rows]
         with self._lock:
             if key not in self._units:

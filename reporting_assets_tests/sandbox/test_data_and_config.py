@@ -108,6 +108,31 @@ def test_rows_are_deterministic_per_seed_and_differ_across_seeds_and_types() -> 
     assert first != expected_rows(sandbox_config(), SHOP, DAY, DAY, ["query"], "image")
 
 
+def test_a_revision_keeps_the_rows_and_draws_their_numbers_anew() -> None:
+    original = expected_rows(sandbox_config(), SHOP, DAY, DAY, ["query", "page"])
+    revised = expected_rows(sandbox_config(revision=1), SHOP, DAY, DAY, ["query", "page"])
+    assert original == expected_rows(sandbox_config(revision=0), SHOP, DAY, DAY, ["query", "page"])
+    assert sorted(row["keys"] for row in revised) == sorted(row["keys"] for row in original)
+    assert [row["clicks"] for row in revised] != [row["clicks"] for row in original]
+    assert revised != expected_rows(sandbox_config(revision=2), SHOP, DAY, DAY, ["query", "page"])
+    with pytest.raises(ValueError, match="revision must be a whole number"):
+        sandbox_config(revision=-1)
+
+
+def test_a_revision_set_while_running_is_what_the_sandbox_serves(start_sandbox) -> None:
+    import urllib.request
+
+    server = start_sandbox(sandbox_config(per_site_qps=None, global_qps=None))
+    server.update_config(revision=3)
+    body = json.dumps({"startDate": DAY, "endDate": DAY, "dimensions": ["query"], "rowLimit": 25000}).encode()
+    url = f"{server.url}webmasters/v3/sites/{SHOP.replace(':', '%3A').replace('/', '%2F')}/searchAnalytics/query"
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        served = json.loads(answer.read())["rows"]
+    assert served == expected_rows(server.config, SHOP, DAY, DAY, ["query"])
+    assert served != expected_rows(sandbox_config(), SHOP, DAY, DAY, ["query"])  # not the cached original
+
+
 def test_expected_rows_rejects_bad_arguments() -> None:
     config = sandbox_config()
     with pytest.raises(ValueError, match="unknown site"):
