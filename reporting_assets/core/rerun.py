@@ -8,14 +8,11 @@ their way; a refresh enqueues everything again.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DelayedRequest, InvalidRequestError, ReportRequest
-
-log = logging.getLogger(__name__)
 
 PartitionId = tuple[str, str, str]  # (report, date, account)
 
