@@ -24,7 +24,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bench.common import REPORT, Bench, site_urls, unique
 from reporting_assets.core.consumer.tuning import ConsumerTuning
@@ -210,27 +210,62 @@ def dagster_home(path: Path) -> Path:
     return path
 
 
-def run_cli(env: dict[str, str], args: list[str], log_path: Path) -> tuple[int, float, str]:
-    """The CLI in a process group of its own (its Dagster step processes with it); rc, wall s, stdout."""
+def cli_kafka(bench: Bench, label: str) -> KafkaResource:
+    """Topics and a group of the run's own (the CLI makes the topics)."""
+    topic = unique(label)
+    return KafkaResource(
+        bootstrap_servers=bench.bootstrap,
+        request_topic=topic,
+        dead_letter_topic=f"{topic}.dead-letter",
+        delay_topic=f"{topic}.delayed",
+        consumer_group=f"{topic}-group",
+    )
+
+
+def cli_env(bench: Bench, home: Path, data_dir: Path, kafka: KafkaResource, sandbox_url: str) -> dict[str, str]:
+    """A new user's environment: the bench's broker, the sandbox, folders, topics and group; nothing else set."""
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        variable("kafka_bootstrap_servers"): bench.bootstrap,
+        variable("partner_api_endpoint"): sandbox_url,
+        variable("data_dir"): str(data_dir),
+        variable("request_topic"): kafka.request_topic,
+        variable("dead_letter_topic"): kafka.dead_letter_topic,
+        variable("delay_topic"): kafka.delay_topic,
+        variable("consumer_group"): kafka.consumer_group,
+    }
+
+
+def start_cli(env: dict[str, str], args: list[str], log: TextIO, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
+    """`python -m reporting_assets run` in a process group of its own (its Dagster step processes with it)."""
     command = [sys.executable, "-m", "reporting_assets", "run", *args]
+    log.write(" ".join(command) + "\n")
+    log.flush()
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=log, text=True, start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the command's whole process group: the CLI and every step process (consumer) it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def run_cli(env: dict[str, str], args: list[str], log_path: Path) -> tuple[int, float, str]:
+    """The CLI to its end (see start_cli); rc, wall s, stdout."""
     started = time.monotonic()
     with log_path.open("w") as log:
-        log.write(" ".join(command) + "\n")
-        log.flush()
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
-        )
+        process = start_cli(env, args, log)
         try:
             stdout, _ = process.communicate(timeout=CLI_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process)
             process.communicate()
             raise TimeoutError(
                 f"the CLI run took more than {CLI_TIMEOUT_S} s and was killed (log: {log_path})"
             ) from None
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # a step process left behind
+            kill_group(process)  # a step process left behind
         log.write(stdout)
     return process.returncode, time.monotonic() - started, stdout
 
@@ -436,31 +471,14 @@ def run_once(
     sandbox_settings = sandbox_config(config)
     scratch = bench.scratch(f"calls-{label}")
     home = dagster_home(scratch / "dagster_home")
-    topic = unique(f"calls-{label}")
-    kafka = KafkaResource(
-        bootstrap_servers=bench.bootstrap,
-        request_topic=topic,
-        dead_letter_topic=f"{topic}.dead-letter",
-        delay_topic=f"{topic}.delayed",
-        consumer_group=f"{topic}-group",
-    )
+    kafka = cli_kafka(bench, f"calls-{label}")
     args = ["--start-date", dates[0], "--end-date", dates[-1]]
     if row_limit is not None:
         args += ["--row-limit", str(row_limit)]
     bench.logs.mkdir(parents=True, exist_ok=True)
     try:
         with recorded_sandbox(sandbox_settings) as (sandbox, calls):
-            env = {
-                **os.environ,
-                "DAGSTER_HOME": str(home),
-                variable("kafka_bootstrap_servers"): bench.bootstrap,
-                variable("partner_api_endpoint"): sandbox.url,
-                variable("data_dir"): str(scratch / "data"),
-                variable("request_topic"): kafka.request_topic,
-                variable("dead_letter_topic"): kafka.dead_letter_topic,
-                variable("delay_topic"): kafka.delay_topic,
-                variable("consumer_group"): kafka.consumer_group,
-            }
+            env = cli_env(bench, home, scratch / "data", kafka, sandbox.url)
             returncode, wall_s, stdout = run_cli(env, args, bench.logs / f"calls-{label}-cli.log")
             stats = sandbox.stats()
         on_topic = topic_requests(bench.bootstrap, kafka.request_topic)

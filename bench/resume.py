@@ -1,14 +1,36 @@
-"""2. Resume after a crash: SIGKILL at ~50 %, run again to the end; API calls / N for each approach."""
+"""2. Resume after a crash: SIGKILL at ~50 %, run again to the end; API calls / N for each approach.
+
+The consumers alone (and the two baselines) on N first-page requests; then the user's command,
+`python -m reporting_assets run`, on a paged workload of its own: a clean run, then a run whose
+whole process group is SIGKILLed at ~50 % of the clean run's calls and the same command again to
+the end (it continues: only what is left is called). There N is the clean run's query calls.
+"""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench import baselines
+from bench.calls import (
+    CLI_TIMEOUT_S,
+    QUERY_METHOD,
+    cli_env,
+    cli_kafka,
+    dagster_home,
+    day_rows,
+    exported_rows,
+    kill_group,
+    landed_rows,
+    run_cli,
+    start_cli,
+)
 from bench.common import Bench, Child, landed_files, produce, requests_for, site_urls, start_child, wait_for
 from bench.workers import run_consumer
+from reporting_assets.demo import default_dates
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
 
 PARTITIONS = 8
@@ -35,6 +57,21 @@ def settings(bench: Bench) -> dict[str, Any]:
             "idle_timeout_s": 2.0,
         },
         "baselines": {"processes": 1, "threads": 8},
+        # The user's command at its defaults (2 consumers × 4 calls in flight, 10 calls/s per account) but
+        # for the row limit: 100 rows a page, so that a (site, day) of 3 950 rows is 40 calls (39 full pages
+        # and a short one), each page asked after the one before it landed. 960 calls in quick mode: a kill
+        # may repeat up to 2 consumers × 4 calls in flight, under 1 % of them. Besides its calls each run of
+        # the command spends tens of seconds on Spark, the step processes and the idle timeout; 12 accounts
+        # (paced at 10 calls/s each) keep the calls' share of it short.
+        "command": {
+            "sites": 12,
+            "days": 2 if bench.quick else 4,
+            "rows_per_day": 3_950,
+            "row_limit": 100,
+            "args": "python -m reporting_assets run --start-date D1 --end-date Dn --row-limit 100",
+            "environment": "KAFKA_BOOTSTRAP_SERVERS, PARTNER_API_ENDPOINT, REPORTING_DATA_DIR, DAGSTER_HOME, "
+            "topics and group of its own (the killed run and its rerun share theirs); nothing else set",
+        },
     }
 
 
@@ -152,6 +189,118 @@ def run_baseline(bench: Bench, config: dict[str, Any], requests: list[Any], name
         return crash_and_resume(sandbox, len(requests), config["kill_at"], start, landing)
 
 
+def _query_calls(stats: dict[str, Any]) -> int:
+    return int(stats["calls_by_method"].get(QUERY_METHOD, 0))
+
+
+def _exports(data_dir: Path) -> dict[str, bytes]:
+    root = data_dir / "exports"
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*.csv"))}
+
+
+def _kill_midway(env: dict[str, str], args: list[str], sandbox: SandboxServer, calls: float, log: Path) -> float:
+    """Start the command; SIGKILL its whole process group once the sandbox has answered `calls` query
+    calls. Returns the seconds it ran."""
+    began = time.monotonic()
+    with log.open("w") as out:
+        process = start_cli(env, args, out, stdout=out)
+        try:
+            wait_for(
+                lambda: process.poll() is not None or _query_calls(sandbox.stats()) >= calls,
+                CLI_TIMEOUT_S,
+                f"{calls:.0f} query calls",
+                0.01,
+            )
+        finally:
+            kill_group(process)
+            process.wait()
+    if process.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"the command ended (rc {process.returncode}) before the kill (log: {log})")
+    return time.monotonic() - began
+
+
+def _command_run(
+    bench: Bench, sandbox: SandboxServer, args: list[str], label: str, kill_at_calls: float | None = None
+) -> dict[str, Any]:
+    """The command on fresh topics, group, Dagster home and data folder, to its end; with `kill_at_calls`,
+    first a run of it killed at that many query calls (the rerun continues on the same ones)."""
+    scratch = bench.scratch(f"resume-command-{label}")
+    kafka = cli_kafka(bench, f"resume-command-{label}")
+    data = scratch / "data"
+    env = cli_env(bench, dagster_home(scratch / "dagster_home"), data, kafka, sandbox.url)
+    logs = bench.logs
+    logs.mkdir(parents=True, exist_ok=True)
+    sandbox.reset_stats()
+    run: dict[str, Any] = {"data": data}
+    try:
+        if kill_at_calls is not None:
+            run["killed_s"] = _kill_midway(env, args, sandbox, kill_at_calls, logs / f"resume-command-{label}-cli.log")
+            at_kill = sandbox.stats()
+            run |= {
+                "calls_at_kill": _query_calls(at_kill),
+                "repeats_at_kill": at_kill["repeat_calls"],
+                "landed_at_kill": landed_rows(data)[0],
+            }
+        rerun = "" if kill_at_calls is None else "-rerun"
+        returncode, wall_s, stdout = run_cli(env, args, logs / f"resume-command-{label}{rerun}-cli.log")
+        stats = sandbox.stats()  # since the reset: the killed run's calls and the rerun's
+        dead_letters = sum(kafka.end_offsets(kafka.dead_letter_topic).values())
+        lag_after = kafka.lag(kafka.request_topic).total
+    finally:
+        bench.delete_topics(kafka)
+    pages, rows = landed_rows(data)
+    return run | {
+        "returncode": returncode,
+        "wall_s": wall_s,
+        "cli_summary": stdout.strip().splitlines()[0] if stdout.strip() else "",
+        "query_calls": _query_calls(stats),
+        "calls_by_method": stats["calls_by_method"],
+        "repeat_calls": stats["repeat_calls"],
+        "repeat_successes": stats["repeat_successes"],
+        "landed_pages": pages,
+        "landed_rows": rows,
+        "exported_rows": exported_rows(data),
+        "dead_letters": dead_letters,
+        "lag_after": lag_after,
+    }
+
+
+def run_command(bench: Bench, config: dict[str, Any]) -> dict[str, Any]:
+    """The user's command: a clean run; then one SIGKILLed (whole process group) at `kill_at` of the clean
+    run's query calls and run again to the end on the same topics, group, Dagster home and data folder."""
+    command = config["command"]
+    dates = default_dates(command["days"])
+    command["dates"] = dates
+    sandbox_settings = SandboxConfig(
+        seed=8,
+        sites=[SiteSpec(url, command["rows_per_day"]) for url in site_urls(command["sites"])],
+        per_site_qps=None,
+        global_qps=None,
+        latency_s=config["latency_s"],
+        rows_jitter=0.0,
+    )
+    args = ["--start-date", dates[0], "--end-date", dates[-1], "--row-limit", str(command["row_limit"])]
+    with SandboxServer(sandbox_settings) as sandbox:
+        clean = _command_run(bench, sandbox, args, "clean")
+        killed = _command_run(bench, sandbox, args, "killed", config["kill_at"] * clean["query_calls"])
+    expected = sum(day_rows(sandbox_settings, dates))
+    for run in (clean, killed):
+        run["expected_rows"] = expected
+        run["complete"] = (
+            run["returncode"] == 0
+            and run["landed_rows"] == run["exported_rows"] == expected
+            and run["dead_letters"] == 0
+            and run["lag_after"] == 0
+        )
+    killed["same_exports"] = _exports(killed.pop("data")) == _exports(clean.pop("data"))
+    return {
+        "clean": clean,
+        "killed": killed,
+        "calls": killed["query_calls"],
+        "ratio": killed["query_calls"] / clean["query_calls"],
+    }
+
+
 def run(bench: Bench) -> dict[str, Any]:
     config = settings(bench)
     requests = requests_for(site_urls(config["accounts"]), config["requests_per_account"])
@@ -162,6 +311,8 @@ def run(bench: Bench) -> dict[str, Any]:
         "(b) dedup table (DuckDB)": run_baseline(bench, config, requests, "dedup_table"),
     }
     project = contenders["project (Kafka offsets)"]
+    command = run_command(bench, config)
+    clean, killed = command["clean"], command["killed"]
     rows = []
     for name, outcome in contenders.items():
         rows.append(
@@ -176,7 +327,23 @@ def run(bench: Bench) -> dict[str, Any]:
                 f"{outcome['calls'] / project['calls']:.3f}",
             ]
         )
+    killed_wall = killed["killed_s"] + killed["wall_s"]
+    rows += [
+        ["the command (`python -m reporting_assets run`), clean run", f"{clean['query_calls']}", "1.0000", "0"]
+        + ["–", f"{clean['wall_s']:.1f}", "–", "–"],
+        [
+            "the command, whole process group SIGKILLed, then run again",
+            f"{command['calls']}",
+            f"{command['ratio']:.4f}",
+            f"{command['calls'] - clean['query_calls']}",
+            f"{killed['landed_at_kill']} ({killed['landed_at_kill'] / clean['landed_pages']:.0%})",
+            f"{killed_wall:.1f} = {killed['killed_s']:.1f} + {killed['wall_s']:.1f}",
+            "–",
+            "–",
+        ],
+    ]
     complete = all(outcome["landed"] == total for outcome in contenders.values())
+    spec = config["command"]
     return {
         "title": "2. Resume after a crash",
         "settings": config,
@@ -208,13 +375,46 @@ def run(bench: Bench) -> dict[str, Any]:
             f"{project['lag_after']}.",
             "Calls repeated by the project = those in flight, or landed and not yet committed, at the kill: "
             f"{project['repeat_calls']} repeats.",
+            f"The command: its own workload and sandbox ({spec['sites']} sites × {spec['rows_per_day']} rows a day × "
+            f"{spec['days']} days, {spec['dates'][0]}..{spec['dates'][-1]}, `--row-limit {spec['row_limit']}`, "
+            f"{config['latency_s'] * 1000:g} ms per call, no limits), every other setting at its default; for its "
+            f"rows N = the clean run's searchAnalytics.query calls ({clean['query_calls']}; the sites.list calls "
+            "are not counted), and the wall and calls ÷ project do not apply. Its whole process group (the CLI and "
+            f"its consumer step processes) was SIGKILLed once the sandbox had answered {killed['calls_at_kill']} "
+            f"query calls ({killed['calls_at_kill'] / clean['query_calls']:.0%} of the clean run's; "
+            f"{killed['repeats_at_kill']} repeats by then), then the same command was run again on the same topics, "
+            f"group, Dagster home and data folder: `{killed['cli_summary']}` (the clean run: "
+            f"`{clean['cli_summary']}`).",
+            f"The command's calls repeated after the kill (those in flight, or landed and not yet committed, at the "
+            f"kill): {killed['repeat_calls']} ({killed['repeat_successes']} answered twice); in the clean run: "
+            f"{clean['repeat_calls']}. Wall ÷ the clean run: {killed_wall / clean['wall_s']:.2f} (each run of the "
+            "command starts Spark and the consumer processes anew, and the rerun's consumers wait for the killed "
+            "members' sessions to expire).",
+            "The command's runs ended complete (exit 0, every row landed and exported, no dead letters, no lag): "
+            f"clean {clean['complete']}, killed + rerun {killed['complete']} ({killed['exported_rows']} of "
+            f"{killed['expected_rows']} rows exported); the rerun's exports are byte for byte the clean run's: "
+            f"{killed['same_exports']}. Its logs: `bench/out/logs-<mode>/resume-command-{{clean,killed,killed-rerun}}-cli.log`.",
         ],
         "targets": [
             {
                 "target": "this project <= 1.01 N calls",
                 "value": f"{project['calls'] / total:.4f} N ({project['calls'] - total} extra of N = {total})",
                 "met": project["calls"] <= 1.01 * total,
-            }
+            },
+            {
+                "target": "the command rerun after a kill <= 1.01 × a clean run's calls",
+                "value": f"{command['ratio']:.4f} × ({command['calls']} query calls, a clean run's "
+                f"{clean['query_calls']}; {killed['repeat_calls']} repeats; killed at {killed['calls_at_kill']}; "
+                f"both runs complete and the same exports: "
+                f"{clean['complete'] and killed['complete'] and killed['same_exports']})",
+                "met": command["calls"] <= 1.01 * clean["query_calls"]
+                and clean["complete"]
+                and killed["complete"]
+                and killed["same_exports"],
+            },
         ],
-        "raw": {name: {k: v for k, v in o.items() if k != "results"} for name, o in contenders.items()},
+        "raw": {
+            **{name: {k: v for k, v in o.items() if k != "results"} for name, o in contenders.items()},
+            "command": command,
+        },
     }
