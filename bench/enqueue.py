@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
 from typing import Any
 
@@ -41,6 +42,8 @@ def _pairs(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 def spark_enqueue(bootstrap_servers: str, topic: str, config: dict[str, Any]) -> dict[str, Any]:
     """In a child process: the report_requests asset's two calls, on a fresh local[2] session."""
     from reporting_assets.core.enqueue import request_frame, write_requests
+    from reporting_assets.core.landing import LandingZone
+    from reporting_assets.core.messages import new_download_id
     from reporting_assets.core.reports import get_report
     from reporting_assets.resources.spark import spark_resource
 
@@ -50,7 +53,10 @@ def spark_enqueue(bootstrap_servers: str, topic: str, config: dict[str, Any]) ->
     accounts, dates = _pairs(config)
     started = time.perf_counter()
     pairs = [(account, date) for date in dates for account in accounts]  # what the asset builds from its partition keys
-    frame = request_frame(spark, pairs, [get_report(config["report"])], config["row_limit"])
+    download = new_download_id()
+    with tempfile.TemporaryDirectory() as landing:  # a first enqueue: no older download to replace
+        LandingZone(landing).begin_downloads(((config["report"], d, a) for a, d in pairs), download)
+    frame = request_frame(spark, pairs, [get_report(config["report"])], config["row_limit"], download)
     write_requests(frame, bootstrap_servers, topic)
     run_s = time.perf_counter() - started
     spark.stop()

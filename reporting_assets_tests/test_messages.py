@@ -1,8 +1,16 @@
+import datetime as dt
 import json
 
 import pytest
 
-from reporting_assets.core.messages import DeadLetter, InvalidRequestError, ReportRequest
+from reporting_assets.core.messages import (
+    DOWNLOAD_ID,
+    DeadLetter,
+    InvalidRequestError,
+    ReportRequest,
+    download_id_of_message,
+    new_download_id,
+)
 from reporting_assets.core.reports import REPORTS, UnknownReportError, get_report
 
 
@@ -121,3 +129,24 @@ def test_a_retried_copy_keeps_its_id_and_a_new_page_or_a_redrive_starts_afresh()
     assert waited.next_page().retries == 0 and waited.with_attempt(1).retries == 0
     with pytest.raises(InvalidRequestError, match="retries"):
         ReportRequest.decode(json.dumps({**request.to_json(), "retries": -1}).encode())
+
+
+def test_a_download_id_is_carried_by_every_page_and_redrive_but_is_not_part_of_the_call():
+    request = make().in_download(new_download_id())
+    assert ReportRequest.decode(request.encode()).download == request.download
+    assert request.request_id == make().request_id  # a fresh download of the same call: same page file name
+    assert request.next_page().download == request.download
+    assert request.with_attempt(1).download == request.download
+    assert request.retried().download == request.download
+    for bad in ("../x", "a/b", "x" * 101, "a b"):
+        with pytest.raises(InvalidRequestError, match="download"):
+            ReportRequest.decode(json.dumps({**request.to_json(), "download": bad}).encode())
+
+
+def test_download_ids_sort_by_time_whoever_named_them():
+    early = dt.datetime(2026, 11, 2, 9, 59, 59, 999_999, tzinfo=dt.UTC)
+    late = dt.datetime(2026, 11, 2, 10, 0, 0, 1, tzinfo=dt.UTC)
+    by_enqueue = [new_download_id(early), new_download_id(late)]
+    by_consumer = download_id_of_message(3, 17, int(late.timestamp() * 1000) + 1)
+    assert sorted([by_consumer, by_enqueue[1], by_enqueue[0]]) == [*by_enqueue, by_consumer]
+    assert all(DOWNLOAD_ID.fullmatch(i) for i in [*by_enqueue, by_consumer])

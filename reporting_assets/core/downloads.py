@@ -55,25 +55,38 @@ def load_partition(db: duckdb.DuckDBPyConnection, load: PartitionLoad) -> int:
     return load.completeness.rows
 
 
-def survey(zone: LandingZone, keys: Iterable[str], reports: Iterable[ReportSpec]) -> list[PartitionLoad]:
-    """What the landing zone holds for each partition key (`account|date`) and report."""
-    reports = list(reports)
+def survey(zone: LandingZone, keys: Iterable[str], reports: Iterable[str] | None = None) -> list[PartitionLoad]:
+    """What the landing zone holds for each partition key (`account|date`) and report.
+
+    `reports` None: every report enqueued for the partition (those with a download).
+    """
+    chosen = None if reports is None else list(reports)
     loads = []
     for key in keys:
         date, account = parse_key(key)
-        for report in reports:
-            loads.append(PartitionLoad(date, account, report.name, zone.completeness(report.name, date, account)))
+        for report in zone.reports_of(date, account) if chosen is None else chosen:
+            loads.append(PartitionLoad(date, account, report, zone.completeness(report, date, account)))
     return loads
 
 
-def partition_settled(zone: LandingZone, date: str, account: str, reports: Iterable[str]) -> bool:
-    """Every page of every report of the partition is landed or dead-lettered (what a load needs)."""
-    for report in reports:
-        load = PartitionLoad(date, account, report, zone.completeness(report, date, account))
-        if load.still_downloading:
-            return False
-        # Pages of one download share the chain of their first page. A mix means the partition is
-        # being downloaded again (re-enqueued) and only part of the new chain has landed so far.
-        if len({getattr(page.request, "chain", "") for page in load.completeness.pages}) > 1:
-            return False
-    return True
+def partition_settled(zone: LandingZone, date: str, account: str) -> bool:
+    """Every page of the newest download of every report of the partition is landed or dead-lettered.
+
+    Asked once the group has committed past the partition's enqueue: each of its first pages then left
+    its download's folder (a page, a dead-letter marker, or a page awaited from the delay topic), so
+    the folders say which reports were enqueued. None yet: its requests are not done.
+    """
+    reports = zone.reports_of(date, account)
+    return bool(reports) and not any(
+        PartitionLoad(date, account, report, zone.completeness(report, date, account)).still_downloading
+        for report in reports
+    )
+
+
+def remove_replaced(zone: LandingZone, loads: Iterable[PartitionLoad]) -> int:
+    """After the loads are committed: delete the downloads older than the ones they loaded."""
+    return sum(
+        zone.remove_older_downloads(load.report, load.date, load.account, load.completeness.download)
+        for load in loads
+        if load.completeness.download is not None
+    )

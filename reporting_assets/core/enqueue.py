@@ -22,11 +22,13 @@ def request_frame(
     pairs: Sequence[tuple[str, str]],
     reports: Sequence[ReportSpec],
     row_limit: int,
+    download: str,
     data_state: str = "final",
     skip: Collection[tuple[str, str, str]] = (),
 ) -> DataFrame:
     """One row per first-page request: columns `key` (account) and `value` (request JSON).
 
+    `download`: the id of this enqueue's downloads (`new_download_id`), carried by every request.
     `skip`: (report, date, account) partitions to leave out (downloaded, or still on their way).
     """
     pairs_frame = spark.createDataFrame(list(pairs), "account string, date string")
@@ -53,7 +55,9 @@ def request_frame(
         F.struct(
             F.col("account"),
             F.lit(0).alias("attempt"),
-            *[F.col(name) for name in ("data_state", "date", "dimensions", "report", "request_id")],
+            *[F.col(name) for name in ("data_state", "date", "dimensions")],
+            F.lit(download).alias("download"),
+            *[F.col(name) for name in ("report", "request_id")],
             *[F.col(name) for name in ("row_limit", "search_type", "start_row")],
             F.lit(REQUEST_VERSION).alias("v"),
         )

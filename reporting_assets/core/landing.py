@@ -1,17 +1,28 @@
-"""The landing zone: one Parquet file per completed request, named by its request id.
+"""The landing zone: one folder per download of a (report, date, account), a Parquet file per page.
 
-Files are written under a unique temporary name, fsynced and renamed (`durable`), so a request
-landed twice overwrites itself, a killed consumer never leaves half a file, and a page is on disk
-before its offset is committed. Several consumer processes write here at once,
-which a single DuckDB file could not take; DuckDB reads the zone afterwards.
+`<report>/date=<date>/account=<account>/download=<id>/<request id>.parquet`, and `<request id>.dead.json`
+beside it for a request of that download sent to the dead-letter topic. Each enqueue of a partition
+is a new download with an id that sorts by time; the enqueue makes its (empty) folder first, so the
+newest folder is always the latest enqueue, and a load takes that download whole or waits: never
+pages of two downloads, never an older download while a newer one is on its way. Once a download is
+loaded, the older ones are removed (`remove_older_downloads`); the loaded one stays, for audit and
+to load again.
+
+Files are written under a unique temporary name, fsynced and renamed (`durable`), so a page landed
+twice overwrites itself, a killed consumer never leaves half a file, and a page is on disk before
+its offset is committed. Several consumer processes write here at once, which a single DuckDB file
+could not take; DuckDB reads the zone afterwards.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import shutil
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +30,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reporting_assets.core.durable import write_durably
+from reporting_assets.core.durable import make_folder_durably, write_durably
 from reporting_assets.core.messages import DeadLetter, ReportRequest
 
 KEY_DIMENSIONS = ("query", "page", "country", "device")
 MAX_SAFE_ID_LENGTH = 120
 REQUEST_METADATA_KEY = b"reporting_assets.request"
+DOWNLOAD_PREFIX = "download="
 
 LANDED_SCHEMA = pa.schema(
     [
@@ -33,6 +45,7 @@ LANDED_SCHEMA = pa.schema(
         ("date", pa.date32()),
         ("search_type", pa.string()),
         ("request_id", pa.string()),
+        ("download", pa.string()),
         ("row_number", pa.int64()),
         *[(name, pa.string()) for name in KEY_DIMENSIONS],
         ("clicks", pa.int64()),
@@ -70,6 +83,7 @@ class Completeness:
     pages: tuple[LandedPage, ...]
     missing_start_rows: tuple[int, ...]
     dead_letters: tuple[DeadLetter, ...]
+    download: str | None = None  # the newest download, whose pages these are (None: never enqueued)
 
     @property
     def complete(self) -> bool:
@@ -87,11 +101,92 @@ class LandingZone:
     def account_dir(self, report: str, date: str, account: str) -> Path:
         return self.root / safe_id(report) / f"date={date}" / f"account={safe_id(account)}"
 
+    def download_dir(self, report: str, date: str, account: str, download: str) -> Path:
+        return self.account_dir(report, date, account) / f"{DOWNLOAD_PREFIX}{download}"
+
+    def _folder(self, request: ReportRequest) -> Path:
+        return self.download_dir(request.report, request.date, request.account, request.download)
+
     def page_path(self, request: ReportRequest) -> Path:
-        return self.account_dir(request.report, request.date, request.account) / f"{request.request_id}.parquet"
+        return self._folder(request) / f"{request.request_id}.parquet"
 
     def dead_letter_path(self, request: ReportRequest) -> Path:
-        return self.account_dir(request.report, request.date, request.account) / f"{request.request_id}.dead.json"
+        return self._folder(request) / f"{request.request_id}.dead.json"
+
+    def begin_downloads(self, partitions: Iterable[tuple[str, str, str]], download: str) -> int:
+        """Before a new download's requests are sent: make its folder where an older download exists.
+
+        From then on a load of the partition waits for the new download instead of taking the older
+        one. A partition never downloaded needs no folder (there is nothing older to take by mistake),
+        so an enqueue of a million new partitions lists a folder per date instead of making a million.
+        Not fsynced: a folder lost in a power cut is made again by its first page, long before the
+        sensors see the download done. Returns how many folders were made.
+        """
+        by_date: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for report, date, account in partitions:
+            by_date[(report, date)].append(account)
+        names: dict[str, str] = {}
+        made = 0
+        for (report, date), accounts in by_date.items():
+            folder = self.root / safe_id(report) / f"date={date}"
+            try:
+                existing = set(os.listdir(folder))
+            except FileNotFoundError:
+                continue
+            for account in accounts:
+                name = names.get(account) or names.setdefault(account, f"account={safe_id(account)}")
+                if name in existing:
+                    (folder / name / f"{DOWNLOAD_PREFIX}{download}").mkdir(exist_ok=True)
+                    made += 1
+        return made
+
+    def await_page(self, request: ReportRequest) -> None:
+        """Say that a page of this download is awaited (parked on the delay topic): its folder, durably."""
+        make_folder_durably(self._folder(request))
+
+    def downloads(self, report: str, date: str, account: str) -> list[str]:
+        """Download ids of the partition, oldest first."""
+        folder = self.account_dir(report, date, account)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            child.name.removeprefix(DOWNLOAD_PREFIX)
+            for child in folder.iterdir()
+            if child.name.startswith(DOWNLOAD_PREFIX) and child.is_dir()
+        )
+
+    def latest_download(self, report: str, date: str, account: str) -> str | None:
+        downloads = self.downloads(report, date, account)
+        return downloads[-1] if downloads else None
+
+    def remove_older_downloads(self, report: str, date: str, account: str, than: str) -> int:
+        """Delete the downloads older than `than` (a loaded one): returns how many."""
+        removed = 0
+        for download in self.downloads(report, date, account):
+            if download < than:
+                shutil.rmtree(self.download_dir(report, date, account, download), ignore_errors=True)
+                removed += 1
+        return removed
+
+    def reports_of(self, date: str, account: str) -> list[str]:
+        """The reports with a download of this (date, account): what was enqueued for it."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            urllib.parse.unquote(child.name)
+            for child in self.root.iterdir()
+            if child.is_dir() and self.account_dir(urllib.parse.unquote(child.name), date, account).is_dir()
+        )
+
+    def reports_of_date(self, date: str) -> list[str]:
+        """The reports with a download of any account on this date."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            urllib.parse.unquote(child.name)
+            for child in self.root.iterdir()
+            if child.is_dir() and (child / f"date={date}").is_dir()
+        )
 
     def land_page(self, request: ReportRequest, rows: Sequence[dict[str, Any]]) -> Path:
         """Write one page atomically; clears a dead-letter marker of the same request (re-drive)."""
@@ -101,14 +196,12 @@ class LandingZone:
         self.dead_letter_path(request).unlink(missing_ok=True)
         return path
 
-    def landed_in_chain(self, request: ReportRequest) -> bool:
-        """Whether this page is landed already by another copy of the same message (same chain, attempt).
+    def landed_in_download(self, request: ReportRequest) -> bool:
+        """Whether this page is landed already by another copy of the same message (same download, attempt).
 
-        A page landed by an older chain (an earlier enqueue of the same call) or an earlier attempt
-        (before a re-drive) does not count: that is a fresh download, which must happen.
+        A page of an older download (an earlier enqueue of the same call) lives in another folder, and
+        one of an earlier attempt (before a re-drive) does not count: those are fresh downloads.
         """
-        if not request.chain:
-            return False
         path = self.page_path(request)
         if not path.exists():
             return False  # nearly always: a stat, cheaper than pyarrow's failed open
@@ -116,20 +209,28 @@ class LandingZone:
             landed = read_page(path).request
         except (FileNotFoundError, KeyError, ValueError, OSError, pa.ArrowException):
             return False
-        return (landed.chain, landed.attempt) == (request.chain, request.attempt)
+        return landed.attempt == request.attempt
 
     def mark_dead_letter(self, request: ReportRequest, dead_letter: DeadLetter) -> Path:
-        """Remember, next to the pages, that this request of the partition is in the dead-letter topic."""
+        """Remember, next to the download's pages, that this request is in the dead-letter topic."""
         return write_durably(self.dead_letter_path(request), lambda file: file.write(dead_letter.encode()))
 
-    def pages(self, report: str, date: str, account: str) -> list[LandedPage]:
-        folder = self.account_dir(report, date, account)
+    def pages(self, report: str, date: str, account: str, download: str | None = None) -> list[LandedPage]:
+        """Pages of one download (default: the newest)."""
+        download = download if download is not None else self.latest_download(report, date, account)
+        if download is None:
+            return []
+        folder = self.download_dir(report, date, account, download)
         if not folder.is_dir():
             return []
         return [read_page(path) for path in sorted(folder.glob("*.parquet")) if not path.name.startswith(".")]
 
-    def dead_letters(self, report: str, date: str, account: str) -> list[DeadLetter]:
-        folder = self.account_dir(report, date, account)
+    def dead_letters(self, report: str, date: str, account: str, download: str | None = None) -> list[DeadLetter]:
+        """Dead-lettered requests of one download (default: the newest)."""
+        download = download if download is not None else self.latest_download(report, date, account)
+        if download is None:
+            return []
+        folder = self.download_dir(report, date, account, download)
         if not folder.is_dir():
             return []
         return [
@@ -137,9 +238,13 @@ class LandingZone:
         ]
 
     def completeness(self, report: str, date: str, account: str) -> Completeness:
-        pages = self.pages(report, date, account)
-        chain, missing = page_chain(pages)
-        return Completeness(tuple(chain), tuple(missing), tuple(self.dead_letters(report, date, account)))
+        """Of the newest download: the one a load must take, or wait for."""
+        download = self.latest_download(report, date, account)
+        if download is None:
+            return Completeness((), (0,), ())
+        chain, missing = page_chain(self.pages(report, date, account, download))
+        dead = self.dead_letters(report, date, account, download)
+        return Completeness(tuple(chain), tuple(missing), tuple(dead), download)
 
     def iter_dates(self, report: str) -> Iterator[str]:
         folder = self.root / safe_id(report)
@@ -150,30 +255,22 @@ class LandingZone:
 
 
 def page_chain(pages: Sequence[LandedPage]) -> tuple[list[LandedPage], list[int]]:
-    """The pages of the newest request chain in order, and start rows that are still missing.
+    """The pages of one download in order, from its first page, and the start row still missing.
 
-    A full page means the next page was enqueued; the chain ends at the first short page.
-    Pages landed under another row limit (an older configuration) are ignored.
+    A full page means the next page was enqueued; the chain ends at the first short page. Every page
+    of a download descends from its first page, so they share its row limit.
     """
-    if not pages:
-        return [], [0]
-    newest = max(pages, key=lambda page: page.path.stat().st_mtime_ns).request
-    same_shape = {
-        page.request.start_row: page
-        for page in pages
-        if (page.request.row_limit, page.request.dimensions, page.request.search_type, page.request.data_state)
-        == (newest.row_limit, newest.dimensions, newest.search_type, newest.data_state)
-    }
+    by_start = {page.request.start_row: page for page in pages}
     chain: list[LandedPage] = []
     start_row = 0
     while True:
-        page = same_shape.get(start_row)
+        page = by_start.get(start_row)
         if page is None:
             return chain, [start_row]
         chain.append(page)
         if not page.full:
             return chain, []
-        start_row += newest.row_limit
+        start_row += page.request.row_limit
 
 
 def page_table(request: ReportRequest, rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -187,6 +284,7 @@ def page_table(request: ReportRequest, rows: Sequence[dict[str, Any]]) -> pa.Tab
         columns["date"].append(date if "date" not in positions else _date(keys[positions["date"]]))
         columns["search_type"].append(request.search_type)
         columns["request_id"].append(request.request_id)
+        columns["download"].append(request.download)
         columns["row_number"].append(request.start_row + offset)
         for dimension in KEY_DIMENSIONS:
             columns[dimension].append(keys[positions[dimension]] if dimension in positions else None)
@@ -210,7 +308,9 @@ def _date(value: str) -> dt.date:
 
 
 def describe(completeness: Completeness) -> str:
-    parts = [f"{len(completeness.pages)} pages, {completeness.rows} rows"]
+    if completeness.download is None:
+        return "never enqueued (no download)"
+    parts = [f"download {completeness.download}: {len(completeness.pages)} pages, {completeness.rows} rows"]
     if completeness.missing_start_rows:
         parts.append(f"waiting for page at startRow {completeness.missing_start_rows[0]}")
     if completeness.dead_letters:

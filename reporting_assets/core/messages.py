@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
+import secrets
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -23,6 +25,8 @@ LATEST_DATE = dt.date(2100, 1, 1)
 DIMENSIONS = ("date", "query", "page", "country", "device")
 SEARCH_TYPES = ("web", "image", "video", "news", "discover", "googleNews")
 DATA_STATES = ("final", "all", "hourly_all")
+# Download ids name folders of the landing zone: file-name safe, and they sort by time.
+DOWNLOAD_ID = re.compile(r"[A-Za-z0-9._-]{0,100}")
 
 
 class InvalidRequestError(ValueError):
@@ -43,11 +47,11 @@ class ReportRequest:
     start_row: int = 0
     attempt: int = 0
     request_id: str = field(default="")
-    # Which enqueued first page this request descends from ("partition:offset:timestamp" of that
-    # message, set by the consumer that takes it; continuation pages inherit it). Not part of the
-    # request id: it tells a duplicate copy of a continuation (same id, same chain) from a fresh
-    # download of the same call (same id, a newer chain), see `DownloadLoop`.
-    chain: str = field(default="", compare=False)
+    # Which download of its (report, date, account) this request belongs to: set by the enqueue (one
+    # id per enqueue, ordered by time, see `new_download_id`), inherited by continuation pages. Not
+    # part of the request id: it tells a duplicate copy of a page (same id, same download) from a
+    # fresh download of the same call (same id, a newer download); its pages land in its own folder.
+    download: str = field(default="", compare=False)
     # Tries already spent waiting out transient partner failures (5xx, timeouts, unreachable host) on
     # the delay topic; a new page or a re-drive starts at 0. Not part of the request id either.
     retries: int = field(default=0, compare=False)
@@ -72,8 +76,8 @@ class ReportRequest:
         """The copy that waits out a transient failure on the delay topic, one more try spent."""
         return replace(self, retries=self.retries + 1)
 
-    def in_chain(self, chain: str) -> ReportRequest:
-        return replace(self, chain=chain)
+    def in_download(self, download: str) -> ReportRequest:
+        return replace(self, download=download)
 
     def api_body(self) -> dict[str, Any]:
         """The JSON body of `searchanalytics.query` for this request."""
@@ -90,8 +94,8 @@ class ReportRequest:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["dimensions"] = list(self.dimensions)
-        if not self.chain:
-            del data["chain"]  # first pages as enqueued carry none
+        if not self.download:
+            del data["download"]  # a hand-written message may carry none: the consumer names it
         if not self.retries:
             del data["retries"]
         return {"v": REQUEST_VERSION, **data}
@@ -138,7 +142,7 @@ class ReportRequest:
                 row_limit=data.get("row_limit", 1_000),
                 start_row=data.get("start_row", 0),
                 attempt=data.get("attempt", 0),
-                chain=data.get("chain", ""),
+                download=data.get("download", ""),
                 retries=data.get("retries", 0),
             )
         except TypeError as exc:
@@ -146,6 +150,18 @@ class ReportRequest:
         if sent_id and sent_id != request.request_id:
             raise InvalidRequestError(f"request_id {sent_id!r} does not match its parameters ({request.request_id})")
         return request
+
+
+def new_download_id(now: dt.datetime | None = None) -> str:
+    """A new download's id: its UTC time to the microsecond, then a random suffix (ids sort by time)."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
+
+
+def download_id_of_message(partition: int, offset: int, timestamp_ms: int) -> str:
+    """The download id of a first page enqueued without one (by hand): its message's time and place."""
+    at = dt.datetime.fromtimestamp(max(timestamp_ms, 0) / 1000, dt.UTC)
+    return f"{at:%Y%m%dT%H%M%S%fZ}-p{partition}o{offset}"
 
 
 def compute_request_id(request: ReportRequest) -> str:
@@ -215,8 +231,8 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail(f"attempt {request.attempt} is negative")
     if request.retries < 0:
         fail(f"retries {request.retries} is negative")
-    if not isinstance(request.chain, str) or len(request.chain) > 200:
-        fail(f"chain must be a string of at most 200 characters, got {request.chain!r}")
+    if not isinstance(request.download, str) or not DOWNLOAD_ID.fullmatch(request.download):
+        fail(f"download must be up to 100 letters, digits, '.', '_' or '-', got {request.download!r}")
 
 
 @dataclass(frozen=True)

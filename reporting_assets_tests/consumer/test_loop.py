@@ -13,6 +13,7 @@ from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.redrive import redrive
 from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.core.consumer.work import PartnerAuthError
+from reporting_assets.core.downloads import partition_settled
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DeadLetter, DelayedRequest
 from reporting_assets.core.partner import next_quota_day_ms
@@ -366,6 +367,11 @@ def test_a_spent_daily_quota_parks_the_request_until_pacific_midnight_and_the_ot
     assert {(p.reason, p.original_request().account) for p in parked} == {("daily_quota_exceeded", spent)}
     assert all(earliest <= p.due_at_ms <= latest for p in parked)
     assert kafka.lag(kafka.request_topic).total == 0  # the request itself is done: it waits on the delay topic
+    # ...and its download says so: a sensor past the watermark finds the report awaited, not missing.
+    for day in (DATE, "2026-11-03"):
+        assert landing.reports_of(day, spent) == [REPORT.name]
+        assert not partition_settled(landing, day, spent)
+    assert partition_settled(landing, DATE, other)
 
 
 @pytest.mark.parametrize("refusal", ["token refresh", "missing credentials"])

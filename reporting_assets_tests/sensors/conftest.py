@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,14 +99,12 @@ class Pipeline:
         finally:
             consumer.close()
 
-    def land(self, date: str, account: str, rows_per_page: list[int], chain: str = "") -> None:
+    def land(self, date: str, account: str, rows_per_page: list[int], download: str = "") -> None:
         """Land pages 0.. of the partition with the given row counts (a full page promises another).
 
-        `chain` marks the download the pages belong to (consumers set it from the first page's message).
+        `download`: the download the pages belong to (an enqueue's id; consumers name one otherwise).
         """
-        request = self.first_request(date, account)
-        if chain:
-            request = dataclasses.replace(request, chain=chain)
+        request = self.first_request(date, account).in_download(download)
         for rows in rows_per_page:
             self.zone.land_page(request, [_row(request, i) for i in range(rows)])
             request = request.next_page()

@@ -453,16 +453,19 @@ def test_requests_parked_on_the_delay_topic_are_work_not_done(pipeline, warehous
     assert [keys_of(r, instance) for r in requests] == [{key_str("2026-11-01", ACCOUNTS[0])}]
 
 
-def test_a_partition_downloaded_again_is_settled_only_once_its_new_chain_has_landed(pipeline, warehouse):
+def test_a_partition_downloaded_again_is_settled_only_once_its_new_download_has_landed(pipeline, warehouse):
     zone = warehouse.landing_zone()
     date, account = "2026-11-01", ACCOUNTS[0]
-    pipeline.land(date, account, [10, 4], chain="0:5:1000")
-    assert partition_settled(zone, date, account, ["search_analytics"])
-    time.sleep(0.01)  # the newer landing has a newer mtime
-    pipeline.land(date, account, [10], chain="1:9:2000")  # enqueued again: first page re-landed
-    assert not partition_settled(zone, date, account, ["search_analytics"])
-    pipeline.land(date, account, [10, 4], chain="1:9:2000")
-    assert partition_settled(zone, date, account, ["search_analytics"])
+    old, new = "20261101T120000000000Z-0a", "20261102T120000000000Z-0b"  # the later enqueue sorts last
+    pipeline.land(date, account, [10, 4], download=old)
+    assert partition_settled(zone, date, account)
+    zone.begin_downloads([("search_analytics", date, account)], new)  # enqueued again, nothing landed yet
+    assert not partition_settled(zone, date, account)
+    pipeline.land(date, account, [10], download=new)  # its first page, full: another one comes
+    assert not partition_settled(zone, date, account)
+    pipeline.land(date, account, [10, 4], download=new)
+    assert partition_settled(zone, date, account)
+    assert zone.completeness("search_analytics", date, account).download == new
 
 
 def test_the_code_location_registers_the_sensors_schedules_and_request_topic_checks():

@@ -52,7 +52,13 @@ from reporting_assets.core.consumer.work import (
 )
 from reporting_assets.core.kafka import subscribe
 from reporting_assets.core.landing import LandingZone
-from reporting_assets.core.messages import DeadLetter, DelayedRequest, InvalidRequestError, ReportRequest
+from reporting_assets.core.messages import (
+    DeadLetter,
+    DelayedRequest,
+    InvalidRequestError,
+    ReportRequest,
+    download_id_of_message,
+)
 from reporting_assets.core.partner import MalformedResponseError, credentials_refused
 
 __all__ = ["ConsumerStats", "DownloadLoop", "PartnerClient"]
@@ -120,7 +126,7 @@ class DownloadLoop:
             commit_point=lambda tp: self._commits.of(tp).commit_point(),
             has_room=lambda: len(self._in_flight) < self.settings.concurrency,
         )
-        # Per partition, the (request id, chain, attempt) of requests taken since it was assigned:
+        # Per partition, the (request id, download, attempt) of requests taken since it was assigned:
         # a second copy of a continuation page (its parent page was processed twice) is skipped.
         self._seen: dict[TopicPartition, OrderedDict[tuple[str, str, int], None]] = {}
         self._delayed_partitions: dict[TopicPartition, float] = {}  # paused until (monotonic)
@@ -241,9 +247,9 @@ class DownloadLoop:
             self.dead_letter(record, None, Failure("invalid_message", str(exc), attempts=0))
             self._finish(tp, record.offset)
             return
-        if not request.chain:
-            # A first page as enqueued: its message starts a chain that its continuation pages inherit.
-            request = request.in_chain(f"{tp.partition}:{record.offset}:{record.timestamp}")
+        if not request.download:
+            # A first page enqueued by hand, without a download id: its message names the download.
+            request = request.in_download(download_id_of_message(tp.partition, record.offset, record.timestamp))
         if self._seen_before(tp, request):
             self.stats.duplicates += 1
             self._finish(tp, record.offset)
@@ -251,14 +257,14 @@ class DownloadLoop:
         self._scheduler.add(Work(tp, record.offset, record, request))
 
     def _seen_before(self, tp: TopicPartition, request: ReportRequest) -> bool:
-        """Whether another copy of this message (same chain, same call, same attempt) came before.
+        """Whether another copy of this message (same download, same call, same attempt) came before.
 
         Copies arise when a page is processed twice (a consumer killed or a partition moved after
         the page's continuation was sent but before its offset was committed): each processing sends
         the next page again. Fetching in offset order, the first copy is the one that runs.
         """
         seen = self._seen.setdefault(tp, OrderedDict())
-        key = (request.request_id, request.chain, request.attempt)
+        key = (request.request_id, request.download, request.attempt)
         if key in seen:
             return True
         seen[key] = None
@@ -373,7 +379,7 @@ class DownloadLoop:
                 if outcome.kind == "delayed":
                     # Its copy comes back from the delay topic later: that one must run.
                     self._seen.get(work.tp, {}).pop(
-                        (work.request.request_id, work.request.chain, work.request.attempt), None
+                        (work.request.request_id, work.request.download, work.request.attempt), None
                     )
                 self._finish(work.tp, work.offset)
             self._scheduler.make_runnable(account)
@@ -412,7 +418,7 @@ class DownloadLoop:
 
     def _work(self, work: Work) -> Outcome:
         request = work.request
-        if self.landing.landed_in_chain(request):
+        if self.landing.landed_in_download(request):
             # Another copy of this message already landed the page (and sent its continuation first).
             return Outcome("duplicate")
         try:
@@ -473,6 +479,9 @@ class DownloadLoop:
         parked = request or work.request
         delayed = DelayedRequest(request=parked.to_json(), due_at_ms=until_ms, reason=reason)
         self.producer.send(self.settings.delay_topic, key=parked.key(), value=delayed.encode()).get(timeout=30)
+        # Its download's folder, before the offset is committed: a request done on the request topic
+        # always leaves a trace of its download (a page, a dead-letter marker, or this awaited folder).
+        self.landing.await_page(parked)
         return Outcome("delayed", calls=calls)
 
     def download(self, request: ReportRequest) -> list[dict[str, Any]]:
@@ -498,8 +507,8 @@ class DownloadLoop:
 
     def land(self, request: ReportRequest, rows: list[dict[str, Any]]) -> bool:
         # The next page goes on the topic before this page lands (and before this offset is
-        # committed): a page landed by this chain always has its continuation sent, so another
-        # copy of this request can skip both (`landed_in_chain`).
+        # committed): a page landed in this download always has its continuation sent, so another
+        # copy of this request can skip both (`landed_in_download`).
         full = len(rows) >= request.row_limit
         if full:
             follow_up = request.next_page()

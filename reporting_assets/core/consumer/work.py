@@ -139,7 +139,7 @@ class ConsumerStats:
     api_calls: int = 0
     throttled: int = 0
     commits: int = 0
-    duplicates: int = 0  # copies of a request this chain already landed: skipped, no API call
+    duplicates: int = 0  # copies of a request its download already landed: skipped, no API call
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     stopped_because: str = ""
 

@@ -3,16 +3,19 @@
 import dagster as dg
 from pydantic import Field
 
-from reporting_assets.core.downloads import create_table_sql, load_partition, survey, table_name
+from reporting_assets.core.downloads import create_table_sql, load_partition, remove_replaced, survey, table_name
 from reporting_assets.core.keys import COMPLETE_CHECK, DOWNLOADS_ASSET, REQUESTS_ASSET
 from reporting_assets.core.landing import describe
-from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
+from reporting_assets.core.reports import get_report
 from reporting_assets.defs.partitions import account_date_partitions
 from reporting_assets.resources.warehouse import WarehouseResource
 
 
 class LoadConfig(dg.Config):
-    reports: list[str] = Field(default=list(DEFAULT_REPORTS), description="Reports to load per partition.")
+    reports: list[str] | None = Field(
+        default=None,
+        description="Reports to load per partition; by default every report enqueued for it (with a download).",
+    )
 
 
 @dg.asset(
@@ -34,8 +37,10 @@ def downloaded_reports(
     context: dg.AssetExecutionContext, config: LoadConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Landed rows of each (date, account), in a DuckDB table per report; rerunning changes nothing."""
-    reports = [get_report(name) for name in config.reports]
-    loads = survey(warehouse.landing_zone(), context.partition_keys, reports)
+    for name in config.reports or ():
+        get_report(name)  # an unknown report name fails here, before anything is read
+    zone = warehouse.landing_zone()
+    loads = survey(zone, context.partition_keys, config.reports)
     downloading = [load for load in loads if load.still_downloading]
     if downloading:
         raise dg.Failure(
@@ -48,14 +53,18 @@ def downloaded_reports(
         )
     with warehouse.connect() as db:
         db.execute("BEGIN TRANSACTION")
-        for report in reports:
-            db.execute(create_table_sql(table_name(report)))
+        for report in sorted({load.report for load in loads}):
+            db.execute(create_table_sql(table_name(get_report(report))))
         rows = sum(load_partition(db, load) for load in loads)
         db.execute("COMMIT")
+    replaced = remove_replaced(zone, loads)
     dead = [load for load in loads if load.completeness.dead_letters]
     dead_count = sum(len(load.completeness.dead_letters) for load in dead)
     landed = sum(len(load.completeness.pages) for load in loads)
-    context.log.info(f"loaded {rows} rows from {landed} landed requests; {dead_count} dead-lettered")
+    context.log.info(
+        f"loaded {rows} rows from {landed} landed requests; {dead_count} dead-lettered; "
+        f"{replaced} replaced downloads removed"
+    )
     check = dg.AssetCheckResult(
         check_name=COMPLETE_CHECK,
         passed=not dead,
@@ -76,6 +85,8 @@ def downloaded_reports(
             "requests_dead_lettered": dead_count,
             "complete": not dead,
             "partitions_in_run": len(context.partition_keys),
+            "downloads_replaced": replaced,
+            "downloads": dg.MetadataValue.json({load.label: load.completeness.download for load in loads[:50]}),
         },
         check_results=[check],
     )

@@ -37,7 +37,6 @@ from reporting_assets.core.keys import (
     SENSOR_TAG,
 )
 from reporting_assets.core.landing import LandingZone
-from reporting_assets.defs.downloads.assets import LoadConfig
 from reporting_assets.defs.downloads.jobs import consumer_run_config
 from reporting_assets.defs.partitions import account_partitions
 from reporting_assets.defs.runs import ACTIVE_STATUSES, latest_event_id, new_partition_events, sensor_status
@@ -117,12 +116,11 @@ def evaluate_downloads(
 
     state.fold(enqueued, downloaded, watermark_of, upto)
     committed = {p: lag.committed for p, lag in offsets.partitions.items()}
-    reports = list(LoadConfig().reports)
     done = done_partitions(
         state,
         committed,
         drained=all(lag.total == 0 for lag in lags.values()),
-        settled=lambda date, account: partition_settled(zone, date, account, reports),
+        settled=lambda date, account: partition_settled(zone, date, account),
         budget_s=settings.landing_check_budget_s,
     )
     if not done:

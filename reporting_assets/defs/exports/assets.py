@@ -5,13 +5,15 @@ from pydantic import Field
 
 from reporting_assets.core.exports import FORMATS, export_date
 from reporting_assets.core.keys import DATE_DIMENSION, DOWNLOADS_ASSET, EXPORTS_ASSET
-from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
+from reporting_assets.core.reports import get_report
 from reporting_assets.defs.partitions import daily_partitions
 from reporting_assets.resources.warehouse import WarehouseResource
 
 
 class ExportConfig(dg.Config):
-    reports: list[str] = Field(default=list(DEFAULT_REPORTS), description="Reports to export.")
+    reports: list[str] | None = Field(
+        default=None, description="Reports to export; by default every report downloaded for the date."
+    )
     formats: list[str] = Field(default=["csv", "parquet", "json"], description="Any of csv, parquet, json.")
 
 
@@ -38,7 +40,8 @@ def exported_reports(
     files: dict[str, str] = {}
     row_counts: dict[str, int] = {}
     with warehouse.connect() as db:
-        for report in [get_report(name) for name in config.reports]:
+        names = config.reports if config.reports is not None else warehouse.landing_zone().reports_of_date(date)
+        for report in [get_report(name) for name in names]:
             row_counts[report.name], written = export_date(db, warehouse.exports_dir, report, date, config.formats)
             files.update(written)
     context.log.info(f"exported {sum(row_counts.values())} rows for {date}: {sorted(files.values())}")

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from reporting_assets.core.enqueue import request_frame, write_requests
 from reporting_assets.core.keys import ACCOUNTS_ASSET, REQUESTS_ASSET
-from reporting_assets.core.messages import DATA_STATES, MAX_ROW_LIMIT
+from reporting_assets.core.messages import DATA_STATES, MAX_ROW_LIMIT, new_download_id
 from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
 from reporting_assets.core.rerun import on_the_way, plan_enqueue
 from reporting_assets.defs.partitions import account_date_partitions, split_key
@@ -61,11 +61,15 @@ def report_requests(
     cluster = kafka.cluster()
     left = () if config.refresh else cluster.uncommitted_values([kafka.request_topic, kafka.delay_topic])
     pending = on_the_way(left, kafka.delay_topic)
-    plan = plan_enqueue(pairs, config.reports, pending, warehouse.landing_zone(), refresh=config.refresh)
+    zone = warehouse.landing_zone()
+    plan = plan_enqueue(pairs, config.reports, pending, zone, refresh=config.refresh)
     context.log.info(plan.describe())
+    download = new_download_id()
     if plan.to_enqueue:
+        # The new downloads' folders first: from now on a load waits for them, never takes an older one.
+        zone.begin_downloads(plan.to_enqueue, download)
         frame = request_frame(
-            spark.spark_session, pairs, reports, config.row_limit, config.data_state, skip=plan.skipped
+            spark.spark_session, pairs, reports, config.row_limit, download, config.data_state, skip=plan.skipped
         )
         write_requests(frame, kafka.bootstrap_servers, kafka.request_topic)
     watermark = kafka.end_offsets(kafka.request_topic)
@@ -74,6 +78,7 @@ def report_requests(
     return dg.MaterializeResult(
         metadata={
             "requests_enqueued": enqueued,
+            "download": download if enqueued else "",
             "partitions_continued": len(plan.continued),
             "partitions_already_downloaded": len(plan.downloaded),
             "refresh": config.refresh,
