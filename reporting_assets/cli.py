@@ -57,6 +57,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "what is left is called)"
         ),
     )
+    run.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help=(
+            "export a date even though some of its requests are dead-lettered (their rows missing); without it "
+            "such a date is not exported and the command says which and why"
+        ),
+    )
     for flag, field in TUNING_FIELDS.items():
         declared = ConsumerTuning.model_fields[field]
         run.add_argument(
@@ -192,10 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = run_plan.accounts or accounts
     enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)
     download = runner.download(instance, run_plan.tuning, args.log_level)
-    rows, dead, files = runner.load_and_export(
-        instance, resources, run_plan.dates, chosen, args.log_level, reports=run_plan.reports
+    loaded = runner.load_and_export(
+        instance,
+        resources,
+        run_plan.dates,
+        chosen,
+        args.log_level,
+        reports=run_plan.reports,
+        allow_incomplete=args.allow_incomplete,
     )
-    print(f"enqueued {enqueued} requests, {download['api_calls']} API calls, {rows} rows, {dead} dead letters")
-    for name, path in sorted(files.items()):
+    print(
+        f"enqueued {enqueued} requests, {download['api_calls']} API calls, {loaded.rows} rows, "
+        f"{loaded.dead_lettered} dead letters"
+    )
+    for name, path in sorted(loaded.exports.items()):
         print(f"  {name}: {path}")
-    return 0 if dead == 0 else 1
+    for date, why in sorted(loaded.held.items()):
+        print(f"  not exported {date}: {why}")
+    return 0 if loaded.dead_lettered == 0 and not loaded.held else 1

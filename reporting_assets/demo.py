@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     print("  exports             :")
     for name, path in sorted(summary.exports.items()):
         print(f"    {name:28} {path}")
-    return 0
+    for date, why in sorted(summary.held.items()):
+        print(f"  not exported {date} : {why}")
+    return 0 if not summary.held else 1
 
 
 if __name__ == "__main__":

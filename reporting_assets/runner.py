@@ -38,6 +38,7 @@ class PipelineSummary:
     rows_loaded: int = 0
     dead_lettered: int = 0
     exports: dict[str, str] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)  # dates not exported, and why
 
 
 def range_tags(dates: Sequence[str], accounts_: Sequence[str]) -> dict[str, str]:
@@ -119,6 +120,14 @@ def download(
         return result.output_for_node("summarize_downloads")
 
 
+@dataclass
+class Loaded:
+    rows: int = 0
+    dead_lettered: int = 0
+    exports: dict[str, str] = field(default_factory=dict)  # "<date>/<report>.<ext>" -> path
+    held: dict[str, str] = field(default_factory=dict)  # date -> why it was not exported (dead letters)
+
+
 def load_and_export(
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any],
@@ -126,24 +135,39 @@ def load_and_export(
     accounts_: Sequence[str],
     log_level: str | None = None,
     reports: Sequence[str] | None = None,
-) -> tuple[int, int, dict[str, str]]:
+    allow_incomplete: bool = False,
+) -> Loaded:
+    """Load the partitions, then export each date; a date with dead-lettered partitions is held, not
+    exported, unless `allow_incomplete`."""
     load_config = {"ops": {"downloaded_reports": {"config": {"reports": list(reports)}}}} if reports else None
-    export_config = {"ops": {"exported_reports": {"config": {"reports": list(reports)}}}} if reports else None
-    rows = dead = 0
-    for loaded in materialize_ranges(downloaded_reports, instance, resources, dates, accounts_, load_config, log_level):
-        rows += int(_metadata(loaded, "downloaded_reports", "rows"))
-        dead += int(_metadata(loaded, "downloaded_reports", "requests_dead_lettered"))
-    files: dict[str, str] = {}
+    export = {"allow_incomplete": allow_incomplete, **({"reports": list(reports)} if reports else {})}
+    loaded = Loaded()
+    for result in materialize_ranges(downloaded_reports, instance, resources, dates, accounts_, load_config, log_level):
+        loaded.rows += int(_metadata(result, "downloaded_reports", "rows"))
+        loaded.dead_lettered += int(_metadata(result, "downloaded_reports", "requests_dead_lettered"))
     for date in dates:
         exported = dg.materialize(
             [exported_reports],
             resources=resources,
             instance=instance,
             partition_key=date,
-            run_config=quiet(export_config, log_level),
+            run_config=quiet({"ops": {"exported_reports": {"config": export}}}, log_level),
+            raise_on_error=False,
         )
-        files.update({f"{date}/{k}": v for k, v in _metadata(exported, "exported_reports", "files").items()})
-    return rows, dead, files
+        if not exported.success:
+            loaded.held[date] = _failure(exported)
+            continue
+        files = _metadata(exported, "exported_reports", "files")
+        loaded.exports.update({f"{date}/{k}": v for k, v in files.items()})
+    return loaded
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    """The failed step's own message (a dg.Failure's description), or re-raise what is not one."""
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.user_failure_data:
+            return event.step_failure_data.user_failure_data.description or "export refused"
+    raise RuntimeError(f"run {result.run_id} failed: {result.all_events[-1].message}")
 
 
 def run_pipeline(
@@ -153,12 +177,13 @@ def run_pipeline(
     tuning: ConsumerTuning | None = None,
     request_config: Mapping[str, Any] | None = None,
     log_level: str | None = None,
+    allow_incomplete: bool = False,
 ) -> PipelineSummary:
     summary = PipelineSummary()
     summary.accounts = discover_accounts(instance, resources, log_level)
     summary.requests_enqueued = enqueue(instance, resources, dates, summary.accounts, request_config, log_level)
     summary.download = download(instance, tuning, log_level)
-    summary.rows_loaded, summary.dead_lettered, summary.exports = load_and_export(
-        instance, resources, dates, summary.accounts, log_level
-    )
+    loaded = load_and_export(instance, resources, dates, summary.accounts, log_level, allow_incomplete=allow_incomplete)
+    summary.rows_loaded, summary.dead_lettered = loaded.rows, loaded.dead_lettered
+    summary.exports, summary.held = loaded.exports, loaded.held
     return summary

@@ -22,6 +22,10 @@ class PartitionLoad:
     completeness: Completeness
 
     @property
+    def partition(self) -> tuple[str, str, str]:
+        return (self.report, self.date, self.account)
+
+    @property
     def label(self) -> str:
         return f"{self.report} {self.date} {self.account}"
 
@@ -55,16 +59,30 @@ def load_partition(db: duckdb.DuckDBPyConnection, load: PartitionLoad) -> int:
     return load.completeness.rows
 
 
-def survey(zone: LandingZone, keys: Iterable[str], reports: Iterable[str] | None = None) -> list[PartitionLoad]:
+def survey(
+    zone: LandingZone,
+    keys: Iterable[str],
+    reports: Iterable[str] | None = None,
+    also: Iterable[tuple[str, str, str]] = (),
+) -> list[PartitionLoad]:
     """What the landing zone holds for each partition key (`account|date`) and report.
 
-    `reports` None: every report enqueued for the partition (those with a download).
+    `reports` None: every report enqueued for the partition: those with a download, and those of
+    `also` ((report, date, account) with requests on their way, maybe not one landed yet).
     """
     chosen = None if reports is None else list(reports)
+    on_the_way: dict[tuple[str, str], set[str]] = {}
+    for report, date, account in also:
+        on_the_way.setdefault((date, account), set()).add(report)
     loads = []
     for key in keys:
         date, account = parse_key(key)
-        for report in zone.reports_of(date, account) if chosen is None else chosen:
+        names = (
+            chosen
+            if chosen is not None
+            else sorted(set(zone.reports_of(date, account)) | on_the_way.get((date, account), set()))
+        )
+        for report in names:
             loads.append(PartitionLoad(date, account, report, zone.completeness(report, date, account)))
     return loads
 

@@ -16,7 +16,8 @@ FORMATS = {
     "parquet": "(FORMAT parquet, COMPRESSION zstd)",
     "json": "(FORMAT json, ARRAY true)",
 }
-EXPORT_COLUMNS = [name for name in LANDED_SCHEMA.names if name not in ("request_id", "report")]
+# Which download a row came from is bookkeeping (it differs between two runs of the same data): not exported.
+EXPORT_COLUMNS = [name for name in LANDED_SCHEMA.names if name not in ("request_id", "download", "report")]
 
 
 def export_file(db: duckdb.DuckDBPyConnection, source: str, target: Path, fmt: str) -> None:

@@ -187,6 +187,24 @@ class KafkaCluster:
         with self._admin() as admin:
             return self._committed_offsets(admin, topic, self._partitions(admin, topic), group_id)
 
+    def committed_partitions(self, topics: Sequence[str], group_id: str | None = None) -> dict[str, set[int]]:
+        """Topic -> the partitions where the group has a committed offset (missing topics: none)."""
+        group = group_id or self.consumer_group
+        found: dict[str, set[int]] = {}
+        with self._admin() as admin:
+            existing = set(admin.list_topics())
+            for topic in topics:
+                if topic not in existing:
+                    found[topic] = set()
+                    continue
+                tps = [TopicPartition(topic, p) for p in self._partitions(admin, topic)]
+                committed = retry_retriable(
+                    lambda tps=tps: admin.list_group_offsets({group: tps}).get(group, {}),
+                    self.request_timeout_ms / 1000,
+                )
+                found[topic] = {tp.partition for tp, entry in committed.items() if entry.offset >= 0}
+        return found
+
     def lag(self, topic: str, group_id: str | None = None) -> TopicLag:
         """How many messages of ``topic`` the group has not committed, per partition and in total."""
         with self._admin() as admin:

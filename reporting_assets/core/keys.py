@@ -20,6 +20,7 @@ DATE_DIMENSION = "date"
 LAG_CHECK = "request_lag_within_limits"
 DEAD_LETTER_CHECK = "dead_letter_topic_empty"
 COMPLETE_CHECK = "all_requests_landed"
+EXPORT_COMPLETE_CHECK = "export_complete"
 
 # Sensors and schedules.
 CONSUMER_SENSOR = "launch_consumers_on_lag"
@@ -32,6 +33,7 @@ ACCOUNTS_SCHEDULE = "discover_accounts_daily"
 # Jobs.
 DOWNLOAD_JOB = "download_requests"
 REDRIVE_JOB = "redrive_dead_letters"
+REFRESH_JOB = "refresh_requests"
 
 # Run tags: ours, and Dagster's own that the sensors and schedules set.
 SENSOR_TAG = "reporting_assets/sensor"

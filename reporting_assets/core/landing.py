@@ -246,6 +246,26 @@ class LandingZone:
         dead = self.dead_letters(report, date, account, download)
         return Completeness(tuple(chain), tuple(missing), tuple(dead), download)
 
+    def dead_lettered(self, date: str, reports: Iterable[str]) -> dict[str, list[str]]:
+        """Report -> accounts of this date whose newest download has dead-lettered requests."""
+        found: dict[str, list[str]] = {}
+        for report in reports:
+            folder = self.root / safe_id(report) / f"date={date}"
+            if not folder.is_dir():
+                continue
+            accounts = []
+            for account_dir in sorted(folder.iterdir()):
+                downloads = sorted(d for d in os.listdir(account_dir) if d.startswith(DOWNLOAD_PREFIX))
+                if not downloads:
+                    continue
+                letters = sorted((account_dir / downloads[-1]).glob("*.dead.json"))
+                if letters:
+                    request = DeadLetter.decode(letters[0].read_bytes()).request or {}
+                    accounts.append(str(request.get("account", account_dir.name)))
+            if accounts:
+                found[report] = accounts
+        return found
+
     def iter_dates(self, report: str) -> Iterator[str]:
         folder = self.root / safe_id(report)
         if folder.is_dir():

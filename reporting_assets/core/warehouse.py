@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 
+from reporting_assets.core.consumer.memory import GroupMemory
 from reporting_assets.core.landing import LandingZone
 
 
@@ -36,6 +37,10 @@ class Warehouse:
 
     def landing_zone(self) -> LandingZone:
         return LandingZone(self.root / "landing")
+
+    def group_memory(self, group: str) -> GroupMemory:
+        """Marks of the partitions the consumer group has committed (see `consumer.memory`)."""
+        return GroupMemory(self.root / "groups", group)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

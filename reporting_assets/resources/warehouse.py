@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from reporting_assets.core.consumer.memory import GroupMemory
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.warehouse import Warehouse
 
@@ -42,6 +43,9 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def landing_zone(self) -> LandingZone:
         return self.warehouse().landing_zone()
+
+    def group_memory(self, group: str) -> GroupMemory:
+        return self.warehouse().group_memory(group)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

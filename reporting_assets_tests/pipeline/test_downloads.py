@@ -12,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from reporting_assets import runner
+from reporting_assets import definitions, runner
 from reporting_assets.core.automation.downloads import DownloadState
 from reporting_assets.core.consumer.tuning import ConsumerTuning
-from reporting_assets.core.keys import key_str
+from reporting_assets.core.keys import REFRESH_JOB, key_str
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.defs.downloads.sensors import evaluate_downloads
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
@@ -45,13 +45,34 @@ def export_rows(files: dict[str, str]) -> set[tuple]:
     return set(rows)
 
 
+def enqueue_and_load(instance, resources, accounts: list[str], refresh: bool) -> dg.ExecuteInProcessResult:
+    """report_requests and downloaded_reports in one run, as a UI backfill selecting both launches it."""
+    return dg.materialize(
+        [runner.report_requests, runner.downloaded_reports],
+        resources=resources,
+        instance=instance,
+        tags=runner.range_tags([DATE], accounts),
+        run_config=request_config(refresh=refresh),
+        raise_on_error=False,
+    )
+
+
+def refused_as_on_its_way(result: dg.ExecuteInProcessResult) -> bool:
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    return not result.success and any(
+        "still have requests on the topic" in str(e.step_failure_data.error) for e in failures
+    )
+
+
 def first_download(instance, resources) -> tuple[list[str], dict[str, str]]:
     accounts = runner.discover_accounts(instance, resources)
-    runner.enqueue(instance, resources, [DATE], accounts, request_config(refresh=False))
+    # Never downloaded before, loaded in the enqueue's run: refused too (not loaded empty and dropped
+    # by the sensor as done), since its requests are on the topic.
+    assert refused_as_on_its_way(enqueue_and_load(instance, resources, accounts, refresh=False))
     runner.download(instance, ConsumerTuning(consumers=1, **CONSUMERS))
-    _, dead, files = runner.load_and_export(instance, resources, [DATE], accounts)
-    assert dead == 0
-    return accounts, files
+    loaded = runner.load_and_export(instance, resources, [DATE], accounts)
+    assert loaded.dead_lettered == 0 and not loaded.held
+    return accounts, loaded.exports
 
 
 def test_a_refresh_loaded_in_the_same_run_as_its_enqueue_never_ships_the_old_rows(
@@ -68,17 +89,8 @@ def test_a_refresh_loaded_in_the_same_run_as_its_enqueue_never_ships_the_old_row
     revised = truth(revised_config, accounts, [DATE])
     assert revised != original
 
-    together = dg.materialize(
-        [runner.report_requests, runner.downloaded_reports],
-        resources=resources,
-        instance=instance,
-        tags=runner.range_tags([DATE], accounts),
-        run_config=request_config(refresh=True),
-        raise_on_error=False,
-    )
-    assert not together.success  # the new downloads are on their way: nothing to load yet
-    failure = next(e for e in together.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    assert "still have requests on the topic" in str(failure.step_failure_data.error)
+    # The new downloads are on their way: nothing to load yet.
+    assert refused_as_on_its_way(enqueue_and_load(instance, resources, accounts, refresh=True))
     assert export_rows(files) == original  # the old download stays served, whole
     kafka = resources["kafka"]
     zone = LandingZone(Path(pipeline_env["REPORTING_DATA_DIR"]) / "landing")
@@ -89,8 +101,8 @@ def test_a_refresh_loaded_in_the_same_run_as_its_enqueue_never_ships_the_old_row
     runner.download(instance, ConsumerTuning(consumers=1, **CONSUMERS))
     requests, cursor, _ = evaluate_downloads(instance, cursor, kafka.cluster(), zone, SETTINGS)
     assert len(requests) == 1 and DownloadState.from_cursor(cursor).pending_partitions == 0
-    _, dead, files = runner.load_and_export(instance, resources, [DATE], accounts)
-    assert dead == 0 and export_rows(files) == revised
+    loaded = runner.load_and_export(instance, resources, [DATE], accounts)
+    assert loaded.dead_lettered == 0 and export_rows(loaded.exports) == revised
     for account in accounts:  # the replaced download is removed once the new one is loaded
         assert len(zone.downloads("search_analytics", DATE, account)) == 1
 
@@ -103,7 +115,11 @@ def test_a_refreshed_first_page_parked_on_the_delay_topic_keeps_its_partition_wa
     accounts, files = first_download(instance, resources)
     parked, flowing = SITES[0].url, SITES[1].url
     sandbox.update_config(revision=1, faults=[FaultSpec("daily_limit", site_url=parked)])
-    runner.enqueue(instance, resources, [DATE], accounts, request_config(refresh=True))
+    # The UI's way to refresh a range: the refresh_requests job (a backfill of it, or one run per range).
+    refresh = definitions.defs().resolve_job_def(REFRESH_JOB)
+    result = refresh.execute_in_process(instance=instance, tags=runner.range_tags([DATE], accounts))
+    assert result.success
+    assert result.get_asset_materialization_events()[0].materialization.metadata["refresh"].value is True
     runner.download(instance, ConsumerTuning(consumers=1, **{**CONSUMERS, "max_runtime_s": 15.0}))
     kafka = resources["kafka"]
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(kafka.delay_topic).total == 1
@@ -123,3 +139,25 @@ def test_a_refreshed_first_page_parked_on_the_delay_topic_keeps_its_partition_wa
     assert not hand_run.success  # a load by hand refuses it too: the new download is not complete
     assert export_rows(files) == truth(sandbox_config, accounts, [DATE])
 
+
+def test_a_group_whose_committed_offsets_vanished_refuses_to_download_everything_again(
+    instance, resources, sandbox, pipeline_env
+):
+    # Before, a group whose offsets had expired (offsets.retention.minutes) or were deleted started again
+    # at the earliest offset: every request on the topic was downloaded once more, without a word.
+    first_download(instance, resources)
+    kafka = resources["kafka"]
+    admin = kafka.cluster().admin()
+    try:
+        admin.delete_groups([kafka.consumer_group])  # what expiry does to an empty group
+    finally:
+        admin.close()
+    calls = sandbox.stats()["calls_total"]
+    with pytest.raises(RuntimeError, match="download_requests run"):
+        runner.download(instance, ConsumerTuning(consumers=1, **CONSUMERS))
+    assert sandbox.stats()["calls_total"] == calls  # not one call
+    failures = [
+        str(record.dagster_event.step_failure_data.user_failure_data.description)
+        for record in instance.all_logs(instance.get_runs(limit=1)[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    ]
+    assert any("had committed offsets" in text and "offsets.retention.minutes" in text for text in failures)

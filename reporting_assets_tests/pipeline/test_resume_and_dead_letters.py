@@ -13,11 +13,14 @@ import dagster as dg
 import pytest
 
 from reporting_assets import runner
+from reporting_assets.core.automation.downloads import DownloadState
 from reporting_assets.core.consumer.tuning import ConsumerTuning
-from reporting_assets.core.keys import COMPLETE_CHECK
+from reporting_assets.core.keys import COMPLETE_CHECK, EXPORT_COMPLETE_CHECK, RANGE_START_TAG, key_str
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.defs.downloads.jobs import redrive_dead_letters
+from reporting_assets.defs.downloads.sensors import evaluate_downloads
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SiteSpec
+from reporting_assets.settings import Settings
 from reporting_assets_tests import helpers
 from reporting_assets_tests.pipeline.test_end_to_end import exported, truth
 
@@ -81,12 +84,12 @@ def test_a_killed_download_run_resumes_to_the_same_exports(instance, resources, 
         kafka.lag(kafka.request_topic),
         {k: (len(v.pages), v.missing_start_rows) for k, v in state.items() if not v.complete},
     )
-    rows, dead, files = runner.load_and_export(instance, resources, DATES, accounts)
+    loaded = runner.load_and_export(instance, resources, DATES, accounts)
     urls = [site.url for site in SITES]
     expected = truth(sandbox_config, urls, DATES)
-    seen = [row for date in DATES for row in exported(Path(files[f"{date}/search_analytics.csv"]))]
+    seen = [row for date in DATES for row in exported(Path(loaded.exports[f"{date}/search_analytics.csv"]))]
     assert len(seen) == len(set(seen)) == len(expected) and set(seen) == expected
-    assert dead == 0 and enqueued == 9
+    assert loaded.dead_lettered == 0 and not loaded.held and enqueued == 9
     # Only calls in flight at the kill were made twice.
     assert sandbox.stats()["repeat_successes"] <= 2 * 4 + 2
 
@@ -115,13 +118,37 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
     for site in ("https://b.example.com/", "https://c.example.com/"):
         assert zone.completeness("search_analytics", DATES[0], site).complete
 
-    # Once the fault is gone, re-driving the dead letter completes the partition.
+    # The date is not exported with rows missing: held, saying which partition and what to do...
+    held = runner.load_and_export(instance, resources, DATES[:1], accounts)
+    assert held.exports == {} and list(held.held) == DATES[:1]
+    assert "https://a.example.com/" in held.held[DATES[0]] and "redrive_dead_letters" in held.held[DATES[0]]
+    # ...unless asked for as it is: then its check and metadata name what is missing.
+    incomplete = dg.materialize(
+        [runner.exported_reports],
+        resources=resources,
+        instance=instance,
+        partition_key=DATES[0],
+        run_config={"ops": {"exported_reports": {"config": {"allow_incomplete": True}}}},
+    )
+    (check,) = incomplete.get_asset_check_evaluations()
+    assert (check.check_name, check.passed) == (EXPORT_COMPLETE_CHECK, False)
+    assert check.metadata["missing"].value == ["search_analytics https://a.example.com/"]
+
+    # Once the fault is gone, re-driving the dead letter completes the partition, and puts it back
+    # among the partitions the download sensor waits for.
     sandbox.update_config(faults=[])
     redrive = redrive_dead_letters.execute_in_process(resources=resources, instance=instance)
     assert redrive.success
     assert redrive.output_for_node("redrive_dead_letter_requests")["redriven"] == 1
+    cluster = resources["kafka"].cluster()
+    settings = Settings(landing_check_budget_s=5.0)
+    requests, cursor, _ = evaluate_downloads(instance, None, cluster, zone, settings)
+    pending = DownloadState.from_cursor(cursor).pending
+    assert requests == [] and list(pending) == DATES[:1] and pending[DATES[0]].accounts == {"https://a.example.com/"}
     runner.download(instance, ConsumerTuning(consumers=1, **CONSUMERS))
     assert zone.completeness("search_analytics", DATES[0], "https://a.example.com/").complete
-    rows, dead, files = runner.load_and_export(instance, resources, DATES[:1], accounts)
-    assert dead == 0
-    assert rows == len(truth(sandbox_config, [s.url for s in SITES], DATES[:1]))
+    requests, cursor, _ = evaluate_downloads(instance, cursor, cluster, zone, settings)
+    assert [r.tags[RANGE_START_TAG] for r in requests] == [key_str(DATES[0], "https://a.example.com/")]
+    loaded = runner.load_and_export(instance, resources, DATES[:1], accounts)
+    assert loaded.dead_lettered == 0 and not loaded.held
+    assert loaded.rows == len(truth(sandbox_config, [s.url for s in SITES], DATES[:1]))

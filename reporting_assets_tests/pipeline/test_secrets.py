@@ -45,8 +45,11 @@ def test_planted_secrets_appear_nowhere(instance, sandbox, pipeline_env, monkeyp
         resources,
         ["2026-11-01"],
         ConsumerTuning(consumers=1, idle_timeout_s=2.0, qps_per_account=100.0, transient_waits_s=[]),
+        allow_incomplete=True,  # exported all the same, so that the exports are searched too
     )
-    assert summary.dead_lettered == 1 and summary.rows_loaded == 60  # the pipeline really ran, authenticated
+    assert (
+        summary.dead_lettered == 1 and summary.rows_loaded == 60 and summary.exports
+    )  # the pipeline really ran, authenticated
     stats = sandbox.stats()
     assert stats["status_counts"].get("401", 0) == 0
     tokens = sandbox.issued_tokens()

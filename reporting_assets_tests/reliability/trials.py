@@ -506,7 +506,7 @@ class Trial:
             self.finish()
         count_rows(self.result, self.landing, self.workload)
         if self.exports:
-            self.result.export_digests = export_digests(self.env, self.data_dir, self.workload)
+            self.result.export_digests = export_digests(self.env, self.data_dir, self.workload, self.kafka)
         self.result.elapsed_s = time.monotonic() - started
         return self.result
 
@@ -683,7 +683,7 @@ def count_rows(result: TrialResult, landing: LandingZone, workload: Workload) ->
     result.rows_doubled = sum((got - expected).values())
 
 
-def export_digests(env: TrialEnv, data_dir: Path, workload: Workload) -> dict[str, str]:
+def export_digests(env: TrialEnv, data_dir: Path, workload: Workload, kafka: KafkaResource) -> dict[str, str]:
     """Run the real `downloaded_reports` and `exported_reports` assets; sha256 of every export file."""
     from reporting_assets import runner  # Dagster definitions: imported only when exports are wanted
 
@@ -693,7 +693,8 @@ def export_digests(env: TrialEnv, data_dir: Path, workload: Workload) -> dict[st
     missing = [account for account in workload.accounts if account not in known]
     if missing:
         instance.add_dynamic_partitions(account_partitions.name, missing)
-    resources = {"warehouse": WarehouseResource(data_dir=str(data_dir))}
+    # The load reads the topics too: nothing of the trial's may be left on them.
+    resources = {"warehouse": WarehouseResource(data_dir=str(data_dir)), "kafka": kafka}
     loaded = dg.materialize(
         [runner.downloaded_reports],
         resources=resources,

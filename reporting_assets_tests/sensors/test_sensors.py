@@ -33,6 +33,7 @@ from reporting_assets.core.keys import (
     key_str,
     parse_key,
 )
+from reporting_assets.core.messages import DeadLetter
 from reporting_assets.defs.downloads.sensors import (
     build_consumer_sensor,
     build_download_sensor,
@@ -252,6 +253,26 @@ def test_export_once_every_account_of_the_date_is_downloaded_and_again_after_a_n
     assert evaluate_exports(instance, cursor, SETTINGS)[0] == []
     pipeline.materialize("downloaded_reports", DATES[0], ACCOUNTS[1])  # re-downloaded: export again
     requests, cursor, _ = evaluate_exports(instance, cursor, SETTINGS)
+    assert [r.partition_key for r in requests] == [DATES[0]]
+
+
+def test_a_date_with_dead_lettered_partitions_is_held_until_their_redrive_is_downloaded(pipeline, warehouse):
+    # Before, the sensor only checked that every account had a download: the date shipped to analysts
+    # without the dead-lettered rows, and nothing exported it again after the re-drive.
+    zone = warehouse.landing_zone()
+    broken = pipeline.first_request(DATES[0], ACCOUNTS[1]).in_download("20261101T000000000000Z-0a")
+    for account in ACCOUNTS:
+        pipeline.land(DATES[0], account, [4], download="20261101T000000000000Z-0a")
+        pipeline.materialize("downloaded_reports", DATES[0], account)
+    letter = DeadLetter("permission_denied", "HTTP 403", 1, "t", 0, 0, broken.to_json(), None, "now", 403)
+    zone.mark_dead_letter(broken, letter)
+    requests, cursor, summary = evaluate_exports(pipeline.instance, None, SETTINGS, zone)
+    assert requests == [] and "dead-lettered" in summary and DATES[0] in summary
+    assert evaluate_exports(pipeline.instance, cursor, SETTINGS, zone)[0] == []  # still held, not asked again
+
+    pipeline.land(DATES[0], ACCOUNTS[1], [4], download="20261101T000000000000Z-0a")  # the re-drive landed
+    pipeline.materialize("downloaded_reports", DATES[0], ACCOUNTS[1])  # and the download sensor reloaded it
+    requests, _, _ = evaluate_exports(pipeline.instance, cursor, SETTINGS, zone)
     assert [r.partition_key for r in requests] == [DATES[0]]
 
 

@@ -208,18 +208,26 @@ class DagsterDev:
 
     def launch_assets(self, asset_keys: list[str], tags: Mapping[str, str] | None = None) -> str:
         """Materialize assets (the UI's Materialize button, or its launchpad with `tags`); returns the run id."""
+        return self.launch_job("__ASSET_JOB", tags, asset_selection=[{"path": [key]} for key in asset_keys])
+
+    def launch_job(
+        self, job_name: str, tags: Mapping[str, str] | None = None, asset_selection: list[dict] | None = None
+    ) -> str:
+        """Launch a job (the launchpad's "Launch run" with its default config); returns the run id."""
+        selector: dict[str, Any] = {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "jobName": job_name,
+        }
+        if asset_selection is not None:
+            selector["assetSelection"] = asset_selection
         result = self.graphql(
             """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
                  __typename ... on LaunchRunSuccess { run { runId } }
                  ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
             {
                 "p": {
-                    "selector": {
-                        "repositoryLocationName": LOCATION,
-                        "repositoryName": REPOSITORY,
-                        "jobName": "__ASSET_JOB",
-                        "assetSelection": [{"path": [key]} for key in asset_keys],
-                    },
+                    "selector": selector,
                     "mode": "default",
                     "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
                 }

@@ -4,7 +4,9 @@ A backfill of 2 dates x 3 accounts launched through the GraphQL API must end, wi
 in all 6 partitions downloaded and both dates exported: the sensors launch the consumers, the
 downloads and the exports. Along the way: lag observations appear on `report_requests`, its lag
 check fails while the consumer sensor is stopped and passes once the consumers caught up, and a
-download run killed with SIGKILL is replaced by the sensor with the same final result. Then headless
+download run killed with SIGKILL is replaced by the sensor with the same final result, and one site whose
+calls fail is dead-lettered: its dates are held, not exported, until one launch of redrive_dead_letters
+after the fix, from which the sensors reload and export them by themselves. Then headless
 Chromium loads the asset graph and the partitions page, and keeps screenshots under data/ui/.
 """
 
@@ -21,12 +23,19 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG  # a hidden tag: no public name
 
-from reporting_assets.core.keys import CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_CHECK, LAG_SENSOR
+from reporting_assets.core.keys import (
+    CONSUMER_SENSOR,
+    DOWNLOAD_SENSOR,
+    EXPORT_SENSOR,
+    LAG_CHECK,
+    LAG_SENSOR,
+    REDRIVE_JOB,
+)
 from reporting_assets.core.reports import get_report
 from reporting_assets.defs.partitions import daily_partitions, partition_key
 from reporting_assets.infra.ports import free_port
 from reporting_assets.resources.kafka import KafkaResource
-from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
+from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec, expected_rows
 from reporting_assets_tests.ui.helpers import REPO_ROOT, Chromium, DagsterDev, kill_tree, visible_text, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -37,6 +46,7 @@ SITES = [
     SiteSpec("https://shop.example.com/", 2600),  # 3 pages a day
 ]
 ACCOUNTS = sorted(site.url for site in SITES)
+FAILING = "sc-domain:example.com"
 DATES = ["2026-11-01", "2026-11-02"]
 SCREENSHOTS = REPO_ROOT / "data" / "ui"
 METRICS = ("clicks", "impressions", "ctr", "position")
@@ -56,29 +66,35 @@ def sandbox_config() -> SandboxConfig:
 
 
 @pytest.fixture
-def env(
-    kafka_broker: str, unique_name: Callable[[str], str], tmp_path: Path, sandbox_config: SandboxConfig
-) -> Iterator[dict]:
-    with SandboxServer(sandbox_config) as sandbox:
-        topic = unique_name("ui-requests")
-        yield {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
-            "REPORTING_REQUEST_TOPIC": topic,
-            "REPORTING_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
-            "REPORTING_DELAY_TOPIC": f"{topic}.delayed",
-            "REPORTING_CONSUMER_GROUP": unique_name("ui-group"),
-            "PARTNER_API_ENDPOINT": sandbox.url,
-            "PARTNER_NUM_RETRIES": "2",
-            "REPORTING_DATA_DIR": str(tmp_path / "data"),
-            # sensors tick fast; the lag check fails at any lag (held-off consumers show at once)
-            "REPORTING_SENSOR_INTERVAL_S": "2",
-            "REPORTING_LAG_MAX_MESSAGES": "0",
-            "REPORTING_SCHEDULES_RUNNING": "0",  # no cron tick may interfere
-            # consumers slow enough (a call every 2 s per account) to be killed in the middle of their work
-            "REPORTING_CONSUMERS": "2",
-            "REPORTING_CONSUMER_QPS_PER_ACCOUNT": "0.5",
-            "REPORTING_CONSUMER_IDLE_TIMEOUT_S": "3",
-        }
+def sandbox(sandbox_config: SandboxConfig) -> Iterator[SandboxServer]:
+    with SandboxServer(sandbox_config) as server:
+        yield server
+
+
+@pytest.fixture
+def env(kafka_broker: str, unique_name: Callable[[str], str], tmp_path: Path, sandbox: SandboxServer) -> dict:
+    topic = unique_name("ui-requests")
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
+        "REPORTING_REQUEST_TOPIC": topic,
+        "REPORTING_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
+        "REPORTING_DELAY_TOPIC": f"{topic}.delayed",
+        "REPORTING_CONSUMER_GROUP": unique_name("ui-group"),
+        "PARTNER_API_ENDPOINT": sandbox.url,
+        "PARTNER_NUM_RETRIES": "2",
+        "REPORTING_DATA_DIR": str(tmp_path / "data"),
+        # sensors tick fast; the lag check fails at any lag (held-off consumers show at once)
+        "REPORTING_SENSOR_INTERVAL_S": "2",
+        "REPORTING_LAG_MAX_MESSAGES": "0",
+        "REPORTING_SCHEDULES_RUNNING": "0",  # no cron tick may interfere
+        # consumers slow enough (a call every 2 s per account) to be killed in the middle of their work
+        "REPORTING_CONSUMERS": "2",
+        "REPORTING_CONSUMER_QPS_PER_ACCOUNT": "0.5",
+        "REPORTING_CONSUMER_IDLE_TIMEOUT_S": "3",
+        # a failing site is dead-lettered after its tries in memory, with no waits on the delay topic
+        "REPORTING_CONSUMER_TRANSIENT_WAITS_S": "none",
+        "REPORTING_CONSUMER_RETRY_BACKOFF_S": "0.2",
+    }
 
 
 @pytest.fixture
@@ -181,9 +197,11 @@ def exported(path: Path) -> list[tuple]:
 
 
 def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui(
-    dagster_dev: DagsterDev, env: dict, sandbox_config: SandboxConfig, chromium: Chromium
+    dagster_dev: DagsterDev, env: dict, sandbox: SandboxServer, sandbox_config: SandboxConfig, chromium: Chromium
 ):
     dev = dagster_dev
+    # One site's calls fail until the fault is "fixed" below: its requests end in the dead-letter topic.
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url=FAILING)])
     watch = Watch(dev)
     data_dir = Path(env["REPORTING_DATA_DIR"])
     kafka = KafkaResource(
@@ -242,7 +260,20 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert kafka.lag(kafka.request_topic).total == 0
     watch.until(lambda: watch.materialized("downloaded_reports") == set(keys), 180, "all 6 partitions downloaded")
-    watch.until(lambda: watch.materialized("exported_reports") == set(DATES), 180, "both dates exported")
+
+    # Both dates miss the failing site's rows: held, not exported (before, they shipped without them).
+    assert sum(kafka.end_offsets(kafka.dead_letter_topic).values()) == len(DATES)  # one per date
+    watch.until(
+        lambda: any("held with dead-lettered" in (t["skipReason"] or "") for t in dev.ticks("sensor", EXPORT_SENSOR)),
+        60,
+        "the export sensor to hold the dates",
+    )
+    assert watch.materialized("exported_reports") == set()
+    # The fault is fixed; one click on redrive_dead_letters, and the sensors do the rest by themselves.
+    sandbox.update_config(faults=[])
+    redrive = dev.launch_job(REDRIVE_JOB)
+    assert watch.until(lambda: watch.finished(redrive), 120, "the re-drive run").status == dg.DagsterRunStatus.SUCCESS
+    watch.until(lambda: watch.materialized("exported_reports") == set(DATES), 240, "both dates exported")
 
     # Caught up: lag 0 observed and the lag check passes again.
     watch.until(lambda: (o := watch.latest_observation()) and o[1]["lag_total"] == 0, 60, "a lag observation of 0")
@@ -257,6 +288,7 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
         assert rows == truth(sandbox_config, date)
     runs = [r.dagster_run for r in watch.instance.get_run_records()]
     failed = [r.run_id for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
+    assert len(watch.download_runs()) >= 3  # the killed one, its replacement, the one after the re-drive
     assert failed == [first.run_id], f"only the killed run may fail: {failed}"
     sensor_runs = [
         r

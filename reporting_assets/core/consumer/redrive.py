@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -16,8 +17,11 @@ from reporting_assets.core.kafka import KafkaCluster
 from reporting_assets.core.messages import DeadLetter, InvalidRequestError
 
 
-def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float = 300.0) -> dict[str, int]:
+def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float = 300.0) -> dict[str, Any]:
     """Re-drive every dead letter not re-driven yet: read to the end offsets the topic had at the start.
+
+    Returns the counts (`read`, `redriven`, `not_redrivable`) and `partitions`: the (date, account)
+    pairs whose requests went back, oldest date first, for the sensors to wait on them again.
 
     The partitions are assigned, not subscribed (one re-drive at a time, no group join to wait for);
     the re-drive group's committed offsets remember which letters went back already.
@@ -26,6 +30,7 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
     consumer = kafka.consumer([], group_id=kafka.redrive_group)
     producer = kafka.producer()
     outcome: Counter[str] = Counter()
+    partitions: set[tuple[str, str]] = set()
     try:
         partitions = [
             TopicPartition(kafka.dead_letter_topic, p)
@@ -53,6 +58,7 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
                     retry = request.with_attempt(request.attempt + 1)
                     producer.send(kafka.request_topic, key=retry.key(), value=retry.encode())
                     outcome["redriven"] += 1
+                    partitions.add((retry.date, retry.account))
             if batch:
                 producer.flush(timeout=30)  # on the request topic before the letters are marked done
                 consumer.commit(
@@ -61,4 +67,9 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
     finally:
         producer.close(timeout=10)
         consumer.close()
-    return {"read": outcome["read"], "redriven": outcome["redriven"], "not_redrivable": outcome["not_redrivable"]}
+    return {
+        "read": outcome["read"],
+        "redriven": outcome["redriven"],
+        "not_redrivable": outcome["not_redrivable"],
+        "partitions": sorted(partitions),
+    }

@@ -4,10 +4,12 @@ import dagster as dg
 from pydantic import Field
 
 from reporting_assets.core.downloads import create_table_sql, load_partition, remove_replaced, survey, table_name
-from reporting_assets.core.keys import COMPLETE_CHECK, DOWNLOADS_ASSET, REQUESTS_ASSET
+from reporting_assets.core.keys import COMPLETE_CHECK, DOWNLOAD_SENSOR, DOWNLOADS_ASSET, REQUESTS_ASSET, SENSOR_TAG
 from reporting_assets.core.landing import describe
 from reporting_assets.core.reports import get_report
+from reporting_assets.core.rerun import PartitionId, on_the_way
 from reporting_assets.defs.partitions import account_date_partitions
+from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
 
 
@@ -29,19 +31,32 @@ class LoadConfig(dg.Config):
         dg.AssetCheckSpec(
             COMPLETE_CHECK,
             asset=DOWNLOADS_ASSET,
-            description="Every request of the partition is landed: no page missing, none dead-lettered.",
+            description=(
+                "Every request of the partition is landed: no page missing, none dead-lettered. Blocking: "
+                "an export in the same run does not start while it fails."
+            ),
+            blocking=True,
         )
     ],
 )
 def downloaded_reports(
-    context: dg.AssetExecutionContext, config: LoadConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, config: LoadConfig, warehouse: WarehouseResource, kafka: KafkaResource
 ) -> dg.MaterializeResult:
-    """Landed rows of each (date, account), in a DuckDB table per report; rerunning changes nothing."""
+    """Landed rows of each (date, account), in a DuckDB table per report; rerunning changes nothing.
+
+    Each (report, date, account) is its newest download, taken whole once complete. A partition whose
+    requests are still on the topics is not loaded: the run fails and says so (the download sensor
+    loads it once done). The sensor has checked that before launching; any other run reads the topics.
+    """
     for name in config.reports or ():
         get_report(name)  # an unknown report name fails here, before anything is read
     zone = warehouse.landing_zone()
-    loads = survey(zone, context.partition_keys, config.reports)
-    downloading = [load for load in loads if load.still_downloading]
+    on_the_topics: set[PartitionId] = set()
+    if context.run.tags.get(SENSOR_TAG) != DOWNLOAD_SENSOR:
+        left = kafka.cluster().uncommitted_values([kafka.request_topic, kafka.delay_topic])
+        on_the_topics = on_the_way(left, kafka.delay_topic)
+    loads = survey(zone, context.partition_keys, config.reports, also=on_the_topics)
+    downloading = [load for load in loads if load.still_downloading or load.partition in on_the_topics]
     if downloading:
         raise dg.Failure(
             description=(

@@ -6,10 +6,11 @@ import dagster as dg
 from pydantic import Field, create_model
 
 from reporting_assets.core.consumer.loop import DownloadLoop
+from reporting_assets.core.consumer.memory import OffsetsLostError
 from reporting_assets.core.consumer.redrive import redrive
 from reporting_assets.core.consumer.settled import GroupWatch
 from reporting_assets.core.consumer.tuning import ConsumerSettings, ConsumerTuning
-from reporting_assets.core.keys import DOWNLOAD_JOB, DOWNLOAD_ROLE, REDRIVE_JOB, ROLE_TAG
+from reporting_assets.core.keys import DOWNLOAD_JOB, DOWNLOAD_ROLE, REDRIVE_JOB, REQUESTS_ASSET, ROLE_TAG, key_str
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.resources.warehouse import WarehouseResource
@@ -44,12 +45,31 @@ def consumer_run_config(tuning: ConsumerTuning) -> dict[str, Any]:
     return {"ops": {"plan_consumers": {"config": plan}, "consume_requests": {"config": values}}}
 
 
+def group_topics(kafka: KafkaResource) -> list[str]:
+    return [kafka.request_topic, kafka.delay_topic]
+
+
+def check_memory(kafka: KafkaResource, warehouse: WarehouseResource, group: str, topics: list[str]) -> None:
+    """Fail loudly, before any call, if the group's committed offsets vanished (see `consumer.memory`)."""
+    try:
+        warehouse.group_memory(group).check(kafka.cluster().committed_partitions(topics, group))
+    except OffsetsLostError as lost:
+        raise dg.Failure(description=str(lost)) from None
+
+
+def remember_commits(kafka: KafkaResource, warehouse: WarehouseResource, group: str, topics: list[str]) -> None:
+    warehouse.group_memory(group).mark(kafka.cluster().committed_partitions(topics, group))
+
+
 @dg.op(out=dg.DynamicOut(tuple))
-def plan_consumers(context: dg.OpExecutionContext, config: ConsumerPlanConfig, kafka: KafkaResource):
+def plan_consumers(
+    context: dg.OpExecutionContext, config: ConsumerPlanConfig, kafka: KafkaResource, warehouse: WarehouseResource
+):
     """One dynamic output per consumer of the group."""
     consumers = ConsumerTuning(consumers=config.consumers).consumers  # checks it
     kafka.check_reachable()
     kafka.ensure_topics()
+    check_memory(kafka, warehouse, kafka.consumer_group, group_topics(kafka))
     lag = kafka.lag(kafka.request_topic)
     context.log.info(f"starting {consumers} consumers; lag {lag.total} on {kafka.request_topic}")
     for index in range(consumers):
@@ -88,6 +108,7 @@ def consume_requests(
         watch.close()  # if the run ended before the group settled
         producer.close(timeout=10)
         consumer.close()
+    remember_commits(kafka, warehouse, kafka.consumer_group, group_topics(kafka))
     context.log.info(f"consumer {consumer_index}: {stats.as_metadata()}")
     return stats.as_metadata()
 
@@ -122,11 +143,35 @@ class RedriveConfig(dg.Config):
 
 
 @dg.op
-def redrive_dead_letter_requests(context: dg.OpExecutionContext, config: RedriveConfig, kafka: KafkaResource) -> dict:
-    """Send dead-lettered requests back to the request topic (once the fault is fixed)."""
+def redrive_dead_letter_requests(
+    context: dg.OpExecutionContext, config: RedriveConfig, kafka: KafkaResource, warehouse: WarehouseResource
+) -> dict:
+    """Send dead-lettered requests back to the request topic (once the fault is fixed).
+
+    Each (date, account) whose requests went back is recorded as a new materialization of its
+    report_requests partition, with the topic's end offsets: the download sensor waits for it again,
+    reloads it once landed, and the export sensor re-exports its date.
+    """
+    letters = [kafka.dead_letter_topic]
+    check_memory(kafka, warehouse, kafka.redrive_group, letters)  # or every letter would go back again
     result = redrive(kafka.cluster(), max_messages=config.max_messages, timeout_s=config.timeout_s)
-    context.log.info(f"re-drive: {result}")
-    context.add_output_metadata(result)
+    remember_commits(kafka, warehouse, kafka.redrive_group, letters)
+    partitions = result["partitions"]
+    if partitions:
+        watermark = kafka.end_offsets(kafka.request_topic)
+        end_offsets = dg.MetadataValue.json({str(p): o for p, o in sorted(watermark.items())})
+        for date, account in partitions:
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=REQUESTS_ASSET,
+                    partition=key_str(date, account),
+                    description="dead-lettered requests re-driven onto the request topic",
+                    metadata={"redriven": True, "topic": kafka.request_topic, "end_offsets": end_offsets},
+                )
+            )
+    counts = {name: result[name] for name in ("read", "redriven", "not_redrivable")}
+    context.log.info(f"re-drive: {counts}; {len(partitions)} partitions wait for their downloads again")
+    context.add_output_metadata({**counts, "partitions": len(partitions)})
     return result
 
 

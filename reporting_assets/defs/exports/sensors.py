@@ -15,8 +15,10 @@ from reporting_assets.core.keys import (
     key_str,
     parse_key,
 )
+from reporting_assets.core.landing import LandingZone
 from reporting_assets.defs.partitions import account_partitions
 from reporting_assets.defs.runs import latest_event_id, new_partition_events, sensor_status
+from reporting_assets.resources.warehouse import WarehouseResource
 from reporting_assets.settings import Settings, load_settings
 
 PARTITION_QUERY_CHUNK = 2_000
@@ -54,9 +56,13 @@ def downloaded_by_date(
 
 
 def evaluate_exports(
-    instance: dg.DagsterInstance, cursor: str | None, settings: Settings
+    instance: dg.DagsterInstance, cursor: str | None, settings: Settings, zone: LandingZone | None = None
 ) -> tuple[list[dg.RunRequest], str, str]:
-    """One tick of `export_when_date_downloaded`: (run requests, new cursor, summary)."""
+    """One tick of `export_when_date_downloaded`: (run requests, new cursor, summary).
+
+    A date whose partitions are all downloaded but some dead-lettered is held, not exported: it
+    comes back with its next download (after a re-drive), like any date that changed.
+    """
     state = ExportState.from_cursor(cursor)
     upto = latest_event_id(instance)
     downloaded = new_partition_events(instance, DOWNLOADS_ASSET, state.folded_upto, upto)
@@ -77,6 +83,7 @@ def evaluate_exports(
     accounts = list(instance.get_dynamic_partitions(account_partitions.name))
     requests = []
     waiting = []
+    held: list[str] = []
     to_check = []
     for date in sorted(state.dates):
         entry = state.dates[date]
@@ -92,6 +99,10 @@ def evaluate_exports(
             entry["checked"] = [len(accounts), entry["sid"]]
             waiting.append(date)
             continue
+        if zone is not None and zone.dead_lettered(date, zone.reports_of_date(date)):
+            held.append(date)
+            del state.dates[date]
+            continue
         newest = max(latest.values())
         requests.append(
             dg.RunRequest(
@@ -103,6 +114,8 @@ def evaluate_exports(
         )
         del state.dates[date]
     summary = f"export {[r.partition_key for r in requests]}; {len(waiting)} dates wait for downloads"
+    if held:
+        summary += f"; held with dead-lettered partitions (re-drive them): {held}"
     return requests, state.to_cursor(), summary
 
 
@@ -115,10 +128,14 @@ def build_export_sensor(settings: Settings) -> dg.SensorDefinition:
         target=[dg.AssetKey(EXPORTS_ASSET)],
         minimum_interval_seconds=interval,
         default_status=status,
-        description="Materialize exported_reports for a date once all its account partitions are downloaded.",
+        description=(
+            "Materialize exported_reports for a date once all its account partitions are downloaded, unless some "
+            "are dead-lettered (then the date waits for its re-drive)."
+        ),
     )
-    def export_when_date_downloaded(context: dg.SensorEvaluationContext):
-        requests, cursor, summary = evaluate_exports(context.instance, context.cursor, settings)
+    def export_when_date_downloaded(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+        zone = warehouse.landing_zone()
+        requests, cursor, summary = evaluate_exports(context.instance, context.cursor, settings, zone)
         context.log.info(summary)
         return dg.SensorResult(run_requests=requests, cursor=cursor, skip_reason=None if requests else summary)
 
