@@ -1,4 +1,5 @@
 import math
+from dataclasses import dataclass
 
 import pytest
 
@@ -41,6 +42,23 @@ def test_pacer_keeps_accounts_apart_and_rejects_bad_rates():
         TokenBucket(rate=0)
 
 
+@dataclass
+class Figures:
+    """Successes per second ÷ what the partner allowed, and the share of calls answered 429."""
+
+    throughput: float
+    refused: float
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    refused: int = 0
+
+    def figures(self, allowed_calls: float) -> Figures:
+        return Figures(self.ok / allowed_calls, self.refused / max(self.ok + self.refused, 1))
+
+
 def simulate(
     pace: float,
     limit: float,
@@ -49,64 +67,73 @@ def simulate(
     limit_after: float | None = None,
     burst: float | None = None,
     settle_s: float | None = None,
-):
+) -> tuple[Figures, Figures, AccountPacer]:
     """One account called as fast as the pacer allows against a partner's token bucket (fake time).
 
     The partner holds `burst` tokens (default one second's worth) and answers 429 with Retry-After
-    (whole seconds) like the sandbox. Returns (successes per second after `settle_s` (default: half
-    the time) ÷ limit, 429 share after it, the pacer).
+    (whole seconds) like the sandbox; its limit becomes `limit_after` at `settle_s`. Returns the
+    figures over the whole run, those from `settle_s` (default: half the time) on, and the pacer.
     """
     clock = FakeClock()
     pacer = AccountPacer(qps_per_account=pace, clock=clock)
     settle_s = seconds / 2 if settle_s is None else settle_s
+    later = limit if limit_after is None else limit_after
     tokens, stamp = burst or limit, 0.0
-    counts = {"ok": 0, "refused": 0}
+    early, steady = Tally(), Tally()
     while clock.now < seconds:
-        if limit_after is not None and clock.now >= settle_s:
-            limit = limit_after
+        rate = later if clock.now >= settle_s else limit
         wait = pacer.try_acquire("site")
         if wait > 0:
             clock.now += max(wait, 1e-6)
             continue
-        tokens, stamp = min(burst or limit, tokens + (clock.now - stamp) * limit), clock.now
-        settled = clock.now >= settle_s
+        tokens, stamp = min(burst or rate, tokens + (clock.now - stamp) * rate), clock.now
+        tally = steady if clock.now >= settle_s else early
         clock.now += latency
         if tokens >= 1:
             tokens -= 1
-            counts["ok"] += settled
+            tally.ok += 1
             pacer.on_success("site")
         else:
-            counts["refused"] += settled
-            pacer.on_throttled("site", retry_after_s=max(1, math.ceil((1 - tokens) / limit)))
-    calls = counts["ok"] + counts["refused"]
-    return counts["ok"] / (limit * (seconds - settle_s)), counts["refused"] / calls, pacer
+            tally.refused += 1
+            pacer.on_throttled("site", retry_after_s=max(1, math.ceil((1 - tokens) / rate)))
+    whole = Tally(early.ok + steady.ok, early.refused + steady.refused)
+    allowed = limit * settle_s + later * (seconds - settle_s)
+    return whole.figures(allowed), steady.figures(later * (seconds - settle_s)), pacer
 
 
-@pytest.mark.parametrize("pace", [3.3, 6.0, 30.0])
-def test_pacing_settles_just_below_an_unknown_limit(pace):
-    throughput, refused, pacer = simulate(pace=pace, limit=3.0, seconds=1200)
-    assert throughput >= 0.95, f"only {throughput:.3f} of the limit"
-    assert refused < 0.01, f"{refused:.2%} of calls answered 429"
+# The benchmark's target (issue #19): >= 0.97 of the limit and < 1 % 429s over the whole run, from
+# any starting pace above the limit (1.1, 2, 5 and 10 × q).
+@pytest.mark.parametrize("pace", [3.3, 6.0, 15.0, 30.0])
+def test_pacing_settles_just_below_an_unknown_limit(pace: float) -> None:
+    whole, steady, pacer = simulate(pace=pace, limit=3.0, seconds=1200)
+    assert whole.throughput >= 0.97, f"only {whole.throughput:.3f} of the limit over the whole run"
+    assert whole.refused < 0.01, f"{whole.refused:.2%} of calls answered 429 over the whole run"
+    # Once settled (the second half), closer still: ~0.99 and ~0.3 % today.
+    assert steady.throughput >= 0.98, f"only {steady.throughput:.3f} of the limit once settled"
+    assert steady.refused < 0.005, f"{steady.refused:.2%} of calls answered 429 once settled"
     assert 2.85 <= pacer.rate("site") <= 3.1
 
 
-def test_pacing_at_the_limit_draws_no_429():
-    throughput, refused, pacer = simulate(pace=3.0, limit=3.0, seconds=300)
-    assert refused == 0 and throughput >= 0.99 and pacer.rate("site") == 3.0
+def test_pacing_at_the_limit_draws_no_429() -> None:
+    whole, steady, pacer = simulate(pace=3.0, limit=3.0, seconds=300)
+    assert whole.refused == 0 and steady.throughput >= 0.99 and pacer.rate("site") == 3.0
 
 
-def test_pacing_climbs_towards_a_raised_limit():
+def test_pacing_climbs_towards_a_raised_limit() -> None:
     # The ceiling creeps up (0.01 % a success): a raised limit is found slowly within a run, and a
     # new run starts again at the configured pace.
-    _, refused, pacer = simulate(pace=10.0, limit=2.0, seconds=3600, limit_after=4.0)
-    assert pacer.rate("site") > 2.0 * 1.25 and refused < 0.01
+    _, steady, pacer = simulate(pace=10.0, limit=2.0, seconds=3600, limit_after=4.0)
+    assert pacer.rate("site") > 2.0 * 1.25 and steady.refused < 0.01
 
 
-def test_pacing_out_of_a_429_storm_is_quick():
+def test_pacing_out_of_a_429_storm_is_quick() -> None:
     # 5 × the limit and a partner bucket of only 2 calls (the client-side test on the real sandbox,
-    # test_loop.py, asks < 5 % 429s after 3 seconds).
-    throughput, refused, _ = simulate(pace=40.0, limit=8.0, seconds=23, burst=2.0, settle_s=3.0)
-    assert refused < 0.04 and throughput > 0.65
+    # test_loop.py, asks < 5 % 429s after 3 seconds). Short of the 0.97 target here: the bounds hold
+    # what the pacer reaches today (0.690 and 6 429s in 133 calls; after 3 s 0.750 and 3 in 123),
+    # so a slower way out fails.
+    whole, steady, _ = simulate(pace=40.0, limit=8.0, seconds=23, burst=2.0, settle_s=3.0)
+    assert whole.throughput >= 0.68 and whole.refused < 0.05, whole
+    assert steady.throughput >= 0.74 and steady.refused < 0.03, steady
 
 
 def test_a_burst_of_429s_cuts_the_rate_once():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import shlex
 from pathlib import Path
 
 import pytest
@@ -16,30 +16,51 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "jars"
 
 
-def test_maven_runs_only_when_the_pom_changes(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runs: list[str] = []
+# A recording mvn: a line of arguments per start, and a jar named after the start's number. Shell
+# built-ins only, so it can stand alone on PATH.
+STUB_MVN = """#!/bin/sh
+echo "$*" >> {log}
+n=0
+while read -r _; do n=$((n + 1)); done < {log}
+for arg; do
+  case $arg in -DoutputDirectory=*) : > "${{arg#-DoutputDirectory=}}/run-$n.jar" ;; esac
+done
+"""
 
-    def fake_maven(pom: Path, profile: str, output_dir: Path) -> None:
-        runs.append(profile)
-        (output_dir / f"fake-{len(runs)}.jar").write_bytes(b"")
 
-    monkeypatch.setattr(maven, "_run_maven", fake_maven)
+@pytest.fixture
+def mvn_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The log of a recording `mvn`, the only one on PATH: a real Maven cannot start unseen."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "mvn-starts.log"
+    bin_dir.mkdir()
+    log.touch()
+    stub = bin_dir / "mvn"
+    stub.write_text(STUB_MVN.format(log=shlex.quote(str(log))))
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return log
+
+
+def maven_starts(log: Path) -> list[str]:
+    """The profile of each Maven start, in order."""
+    return [arg.removeprefix("-P") for line in log.read_text().splitlines() for arg in line.split() if arg[:2] == "-P"]
+
+
+def test_maven_runs_only_when_the_pom_changes(cache: Path, tmp_path: Path, mvn_log: Path) -> None:
     pom = tmp_path / "pom.xml"
     pom.write_text("<project>1</project>")
 
     folder = maven.ensure_jars("broker", pom=pom)
-    assert folder == cache / "broker" and runs == ["broker"]
+    assert folder == cache / "broker" and maven_starts(mvn_log) == ["broker"]
     assert (folder / maven.MARKER_NAME).read_text().strip() == maven.pom_sha256(pom)
 
-    started = time.perf_counter()
     assert maven.ensure_jars("broker", pom=pom) == folder
-    assert time.perf_counter() - started < 0.05
-    assert runs == ["broker"]
+    assert maven_starts(mvn_log) == ["broker"]  # a warm cache starts no Maven
 
     pom.write_text("<project>2</project>")
     maven.ensure_jars("broker", pom=pom)
-    assert runs == ["broker", "broker"]
-    assert [jar.name for jar in folder.glob("*.jar")] == ["fake-2.jar"]  # no jars left from the old pom
+    assert maven_starts(mvn_log) == ["broker", "broker"]
+    assert [jar.name for jar in folder.glob("*.jar")] == ["run-2.jar"]  # no jars left from the old pom
 
 
 def test_maven_failure_names_the_cause(cache: Path, tmp_path: Path) -> None:
