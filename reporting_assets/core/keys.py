@@ -41,6 +41,7 @@ SCHEDULE_TAG = "reporting_assets/schedule"
 ROLE_TAG = "reporting_assets/role"
 DOWNLOAD_ROLE = "download"
 ENQUEUE_DAY_TAG = "reporting_assets/enqueue_day"
+REFRESH_TAG = "reporting_assets/refresh"  # "true": report_requests downloads anew (as its refresh config)
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 MAX_RETRIES_TAG = "dagster/max_retries"

@@ -50,8 +50,8 @@ class Pipeline:
         self.kafka = kafka
         self.zone = zone
 
-    def first_request(self, date: str, account: str) -> ReportRequest:
-        return get_report("search_analytics").first_request(account, date, ROW_LIMIT)
+    def first_request(self, date: str, account: str, report: str = "search_analytics") -> ReportRequest:
+        return get_report(report).first_request(account, date, ROW_LIMIT)
 
     def enqueue(self, dates: list[str], accounts: list[str], record: bool = True) -> dict[int, int]:
         """First-page requests on the topic, then report_requests materializations with the watermark."""
@@ -99,12 +99,14 @@ class Pipeline:
         finally:
             consumer.close()
 
-    def land(self, date: str, account: str, rows_per_page: list[int], download: str = "") -> None:
+    def land(
+        self, date: str, account: str, rows_per_page: list[int], download: str = "", report: str = "search_analytics"
+    ) -> None:
         """Land pages 0.. of the partition with the given row counts (a full page promises another).
 
         `download`: the download the pages belong to (an enqueue's id; consumers name one otherwise).
         """
-        request = self.first_request(date, account).in_download(download)
+        request = self.first_request(date, account, report).in_download(download)
         for rows in rows_per_page:
             self.zone.land_page(request, [_row(request, i) for i in range(rows)])
             request = request.next_page()

@@ -166,6 +166,23 @@ def test_downloads_wait_for_the_watermark_then_one_range_run_per_rectangle(pipel
     assert evaluate_downloads(pipeline.instance, after, pipeline.kafka, zone, SETTINGS)[0] == []
 
 
+def test_every_enqueued_report_of_a_partition_is_waited_for_not_only_the_default(pipeline, warehouse, instance):
+    # Before, the sensor checked the landing zone for the default reports only: a partition enqueued with
+    # a second report was loaded (and dropped as done) while that report's pages were still coming.
+    zone = warehouse.landing_zone()
+    date, account = "2026-11-01", ACCOUNTS[0]
+    pipeline.enqueue([date], [account])
+    pipeline.commit()
+    pipeline.produce_other(3)  # the topic is busy: the landing zone must tell
+    pipeline.land(date, account, [4])  # search_analytics: complete
+    pipeline.land(date, account, [10], report="search_by_country")  # a full page: another one comes
+    requests, cursor, _ = evaluate_downloads(pipeline.instance, None, pipeline.kafka, zone, SETTINGS)
+    assert requests == [] and DownloadState.from_cursor(cursor).pending_partitions == 1
+    pipeline.land(date, account, [10, 3], report="search_by_country")
+    requests, _, _ = evaluate_downloads(pipeline.instance, cursor, pipeline.kafka, zone, SETTINGS)
+    assert [keys_of(r, instance) for r in requests] == [{key_str(date, account)}]
+
+
 def test_busy_topic_downloads_only_partitions_whose_pages_all_landed(pipeline, warehouse, instance):
     zone = warehouse.landing_zone()
     pipeline.enqueue(["2026-11-01"], ACCOUNTS)

@@ -30,7 +30,7 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
     consumer = kafka.consumer([], group_id=kafka.redrive_group)
     producer = kafka.producer()
     outcome: Counter[str] = Counter()
-    partitions: set[tuple[str, str]] = set()
+    went_back: set[tuple[str, str]] = set()  # (date, account)
     try:
         partitions = [
             TopicPartition(kafka.dead_letter_topic, p)
@@ -58,7 +58,7 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
                     retry = request.with_attempt(request.attempt + 1)
                     producer.send(kafka.request_topic, key=retry.key(), value=retry.encode())
                     outcome["redriven"] += 1
-                    partitions.add((retry.date, retry.account))
+                    went_back.add((retry.date, retry.account))
             if batch:
                 producer.flush(timeout=30)  # on the request topic before the letters are marked done
                 consumer.commit(
@@ -71,5 +71,5 @@ def redrive(kafka: KafkaCluster, max_messages: int = 100_000, timeout_s: float =
         "read": outcome["read"],
         "redriven": outcome["redriven"],
         "not_redrivable": outcome["not_redrivable"],
-        "partitions": sorted(partitions),
+        "partitions": sorted(went_back),
     }

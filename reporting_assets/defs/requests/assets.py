@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from reporting_assets.core.enqueue import request_frame, write_requests
-from reporting_assets.core.keys import ACCOUNTS_ASSET, REQUESTS_ASSET
+from reporting_assets.core.keys import ACCOUNTS_ASSET, REFRESH_TAG, REQUESTS_ASSET
 from reporting_assets.core.messages import DATA_STATES, MAX_ROW_LIMIT, new_download_id
 from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
 from reporting_assets.core.rerun import on_the_way, plan_enqueue
@@ -27,7 +27,8 @@ class RequestConfig(dg.Config):
     refresh: bool = Field(
         default=False,
         description=(
-            "Download again what is already downloaded or on its way. By default a run continues: a partition "
+            "Download again what is already downloaded or on its way (so does the run tag "
+            "reporting_assets/refresh=true, e.g. on a UI backfill). By default a run continues: a partition "
             "whose requests are still on the topics (a killed run's) or that is landed complete is not enqueued."
         ),
     )
@@ -57,12 +58,13 @@ def report_requests(
     if config.data_state not in DATA_STATES:
         raise ValueError(f"RequestConfig.data_state {config.data_state!r} is not one of {', '.join(DATA_STATES)}")
     pairs = [(account, date) for date, account in map(split_key, context.partition_keys)]
+    refresh = config.refresh or context.run.tags.get(REFRESH_TAG, "").lower() == "true"
     kafka.ensure_topics()
     cluster = kafka.cluster()
-    left = () if config.refresh else cluster.uncommitted_values([kafka.request_topic, kafka.delay_topic])
+    left = () if refresh else cluster.uncommitted_values([kafka.request_topic, kafka.delay_topic])
     pending = on_the_way(left, kafka.delay_topic)
     zone = warehouse.landing_zone()
-    plan = plan_enqueue(pairs, config.reports, pending, zone, refresh=config.refresh)
+    plan = plan_enqueue(pairs, config.reports, pending, zone, refresh=refresh)
     context.log.info(plan.describe())
     download = new_download_id()
     if plan.to_enqueue:
@@ -81,7 +83,7 @@ def report_requests(
             "download": download if enqueued else "",
             "partitions_continued": len(plan.continued),
             "partitions_already_downloaded": len(plan.downloaded),
-            "refresh": config.refresh,
+            "refresh": refresh,
             "partitions_in_run": len(pairs),
             "reports": dg.MetadataValue.json(config.reports),
             "topic": kafka.request_topic,
