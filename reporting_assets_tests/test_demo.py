@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from reporting_assets.infra.ports import free_ports, port_in_use
+from reporting_assets.sandbox import default_config
+from reporting_assets_tests.pipeline.test_end_to_end import exported_files, truth
 
 
 def test_demo_runs_the_whole_pipeline_and_cleans_up(tmp_path: Path):
@@ -43,4 +45,14 @@ def test_demo_runs_the_whole_pipeline_and_cleans_up(tmp_path: Path):
     exports = sorted((tmp_path / "data" / "exports" / "search_analytics").iterdir())
     assert [p.suffix for p in exports] == [".csv", ".json", ".parquet"] * 3
     assert all(str(p) in out for p in exports)
+    # Every format holds exactly the partner's rows of its day (not merely a file, or as many rows).
+    config = default_config()
+    accounts = [site.url for site in config.sites if not site.forbidden]
+    files = {f"{p.stem}/search_analytics{p.suffix}": str(p) for p in exports}
+    for date in sorted({p.stem for p in exports}):
+        formats = exported_files(files, date)
+        assert set(formats["csv"]) == truth(config, accounts, [date]) and len(formats["csv"]) == len(
+            set(formats["csv"])
+        )
+        assert formats["parquet"] == formats["csv"] and formats["json"] == formats["csv"]
     assert not port_in_use("127.0.0.1", kafka_port) and not port_in_use("127.0.0.1", sandbox_port)

@@ -44,12 +44,25 @@ def truth(config, accounts, dates, report="search_analytics") -> set[tuple]:
     return rows
 
 
+def export_tuple(row: dict) -> tuple:
+    """One exported row as the truth's tuple, whatever the file format gave (dates as text or as dates)."""
+    date = row["date"] if isinstance(row["date"], str) else row["date"].isoformat()
+    keys = (row["query"], row["page"], row["country"], row["device"])
+    return (row["account"], date, *keys, *(float(row[m]) for m in METRICS))
+
+
 def exported(csv_path: Path) -> list[tuple]:
     with csv_path.open(newline="") as handle:
-        return [
-            (r["account"], r["date"], r["query"], r["page"], r["country"], r["device"], *(float(r[m]) for m in METRICS))
-            for r in csv.DictReader(handle)
-        ]
+        return [export_tuple(r) for r in csv.DictReader(handle)]
+
+
+def exported_files(exports: dict[str, str], date: str) -> dict[str, list[tuple]]:
+    """The date's rows as read back from each export format, in file order."""
+    return {
+        "csv": exported(Path(exports[f"{date}/search_analytics.csv"])),
+        "parquet": [export_tuple(r) for r in pq.read_table(exports[f"{date}/search_analytics.parquet"]).to_pylist()],
+        "json": [export_tuple(r) for r in json.loads(Path(exports[f"{date}/search_analytics.json"]).read_text())],
+    }
 
 
 def digests(paths) -> dict[str, str]:
@@ -73,12 +86,12 @@ def test_pipeline_exports_exactly_the_partner_truth_and_a_rerun_changes_nothing(
     expected = truth(sandbox_config, readable, DATES)
     rows_seen = []
     for date in DATES:
-        rows = exported(Path(summary.exports[f"{date}/search_analytics.csv"]))
+        files = exported_files(summary.exports, date)
+        rows = files["csv"]
         assert len(rows) == len(set(rows)), "no row doubled"
+        # Parquet and JSON hold exactly the CSV's rows, in the same order (not merely as many).
+        assert files["parquet"] == rows and files["json"] == rows
         rows_seen.extend(rows)
-        parquet = pq.read_table(summary.exports[f"{date}/search_analytics.parquet"])
-        assert parquet.num_rows == len(rows)
-        assert len(json.loads(Path(summary.exports[f"{date}/search_analytics.json"]).read_text())) == len(rows)
     assert set(rows_seen) == expected and len(rows_seen) == len(expected)
     assert summary.rows_loaded == len(expected)
 

@@ -176,6 +176,7 @@ class Fleet:
         self.context = context or process_context()
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.kills = 0
+        self.stopped: set[str] = set()  # asked to stop by the trial (SIGTERM): their exit is planned
         events_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, count: int = 1, **overrides: Any) -> list[Any]:
@@ -207,10 +208,15 @@ class Fleet:
 
     def stop(self, process: Any, timeout_s: float) -> None:
         """Ask one consumer to stop (SIGTERM: it finishes its calls in flight, commits, leaves the group)."""
+        self.stopped.add(process.name)
         os.kill(process.pid, signal.SIGTERM)
         process.join(timeout_s)
         if process.exitcode != 0:
             raise TrialError(f"consumer {process.name} did not stop cleanly on SIGTERM (exit {process.exitcode})")
+
+    def ended_on_their_own(self) -> set[str]:
+        """Consumers that stopped by themselves (exit 0: drained, or out of time), not stopped or killed."""
+        return {p.name for p in self.processes if p.exitcode == 0 and p.name not in self.stopped}
 
     def crashed(self) -> list[str]:
         """Consumers that ended with an error (not killed by us, not a clean stop)."""
@@ -583,14 +589,19 @@ class Trial:
     # ---- the end ----
 
     def finish(self) -> None:
-        """Run to the end; consumers that stopped while work was left are started again."""
+        """Run to the end; consumers that stopped while work was left are counted, and started again."""
+        counted: set[str] = set()
         while True:
             wait_for(lambda: not self.fleet.alive(), self.remaining(), "the consumers to finish", every_s=0.1)
             if self.fleet.crashed():
                 raise TrialError(f"consumer processes failed: {self.fleet.crashed()}")
             if drained(self.kafka, self.kafka.request_topic) and complete(self.landing, self.workload):
                 break
-            self.result.early_exits += self.fleet.size
+            # Only those that ended by themselves: a consumer the trial killed (or that killed itself on
+            # the trial's orders) leaves work behind by design.
+            early = self.fleet.ended_on_their_own() - counted
+            self.result.early_exits += len(early)
+            counted |= early
             self.result.restarts += len(self.fleet.top_up())
         result = self.result
         result.sandbox_stats = self.sandbox.stats()
@@ -656,31 +667,42 @@ def truth_rows(workload: Workload) -> Counter[tuple]:
 
 
 def count_rows(result: TrialResult, landing: LandingZone, workload: Workload) -> None:
-    """DuckDB over the landed page chains (what `downloaded_reports` loads) against the sandbox's truth."""
-    files = []
+    """Landed rows against the sandbox's truth.
+
+    Lost: what `downloaded_reports` would load (each partition's newest download, its page chain) misses.
+    Doubled: what any reader of the zone would find twice: every landed file of every download, so a
+    page landed again under a second download (a first page taken for a new download) shows too.
+    """
+    chains = []
     for account in workload.accounts:
         for date in workload.dates:
             state = landing.completeness(REPORT.name, date, account)
             if not state.complete:
                 result.notes.append(f"incomplete: {date} {account}: {state.missing_start_rows} {state.dead_letters}")
-            files.extend(str(page.path) for page in state.pages)
-    with duckdb.connect() as db:
-        got = (
-            Counter(
-                (account, str(date), number, query, page, country, device, clicks, impressions, ctr, position)
-                for account, date, number, query, page, country, device, clicks, impressions, ctr, position in db.execute(
-                    "SELECT account, date, row_number, query, page, country, device, clicks, impressions, ctr, position "
-                    "FROM read_parquet(?)",
-                    [files],
-                ).fetchall()
-            )
-            if files
-            else Counter()
-        )
+            chains.extend(str(page.path) for page in state.pages)
+            downloads = landing.downloads(REPORT.name, date, account)
+            if len(downloads) > 1:
+                result.notes.append(f"doubled: {len(downloads)} downloads of {date} {account}, enqueued once")
+    every = [str(path) for path in landing.root.rglob("*.parquet") if not path.name.startswith(".")]
     expected = truth_rows(workload)
     result.rows_expected = sum(expected.values())
-    result.rows_lost = sum((expected - got).values())
-    result.rows_doubled = sum((got - expected).values())
+    result.rows_lost = sum((expected - landed_rows(chains)).values())
+    result.rows_doubled = sum((landed_rows(every) - expected).values())
+
+
+def landed_rows(files: list[str]) -> Counter:
+    """The rows of these page files as truth tuples, counted (DuckDB reads them as the load does)."""
+    if not files:
+        return Counter()
+    with duckdb.connect() as db:
+        return Counter(
+            (account, str(date), number, query, page, country, device, clicks, impressions, ctr, position)
+            for account, date, number, query, page, country, device, clicks, impressions, ctr, position in db.execute(
+                "SELECT account, date, row_number, query, page, country, device, clicks, impressions, ctr, position "
+                "FROM read_parquet(?, hive_partitioning = false)",
+                [files],
+            ).fetchall()
+        )
 
 
 def export_digests(env: TrialEnv, data_dir: Path, workload: Workload, kafka: KafkaResource) -> dict[str, str]:
@@ -726,9 +748,12 @@ def problems(result: TrialResult, reference: TrialResult | None) -> list[str]:
     found = []
     if result.rows_lost or result.rows_doubled:
         found.append(f"{result.rows_lost} rows lost, {result.rows_doubled} doubled of {result.rows_expected}")
-    found.extend(note for note in result.notes if note.startswith("incomplete"))
+    found.extend(note for note in result.notes if note.startswith(("incomplete", "doubled")))
     if result.crashed:
         found.append(f"consumer processes failed: {result.crashed}")
+    if result.early_exits:
+        # Stopped as "drained" (or at their runtime limit) with work left: a run would end short.
+        found.append(f"{result.early_exits} consumers stopped while requests were left")
     if result.repeat_successes > result.in_flight_bound:
         found.append(
             f"{result.repeat_successes} calls re-issued, but only {result.in_flight_bound} were in flight "
