@@ -2,9 +2,10 @@
 
 `<report>/date=<date>/account=<account>/download=<id>/<request id>.parquet`, and `<request id>.dead.json`
 beside it for a request of that download sent to the dead-letter topic. Each enqueue of a partition
-is a new download with an id that sorts by time; the enqueue makes its (empty) folder first, so the
-newest folder is always the latest enqueue, and a load takes that download whole or waits: never
-pages of two downloads, never an older download while a newer one is on its way. Once a download is
+is a new download with an id that sorts by time. Where an older download exists, the enqueue makes
+the new one's (empty) folder before sending its requests, so the newest folder is the latest enqueue,
+and a load takes that download whole or waits: never pages of two downloads, never an older download
+while a newer one is on its way. Once a download is
 loaded, the older ones are removed (`remove_older_downloads`); the loaded one stays, for audit and
 to load again.
 
@@ -146,14 +147,7 @@ class LandingZone:
 
     def downloads(self, report: str, date: str, account: str) -> list[str]:
         """Download ids of the partition, oldest first."""
-        folder = self.account_dir(report, date, account)
-        if not folder.is_dir():
-            return []
-        return sorted(
-            child.name.removeprefix(DOWNLOAD_PREFIX)
-            for child in folder.iterdir()
-            if child.name.startswith(DOWNLOAD_PREFIX) and child.is_dir()
-        )
+        return download_ids(self.account_dir(report, date, account))
 
     def latest_download(self, report: str, date: str, account: str) -> str | None:
         downloads = self.downloads(report, date, account)
@@ -255,10 +249,10 @@ class LandingZone:
                 continue
             accounts = []
             for account_dir in sorted(folder.iterdir()):
-                downloads = sorted(d for d in os.listdir(account_dir) if d.startswith(DOWNLOAD_PREFIX))
+                downloads = download_ids(account_dir)
                 if not downloads:
                     continue
-                letters = sorted((account_dir / downloads[-1]).glob("*.dead.json"))
+                letters = sorted((account_dir / f"{DOWNLOAD_PREFIX}{downloads[-1]}").glob("*.dead.json"))
                 if letters:
                     request = DeadLetter.decode(letters[0].read_bytes()).request or {}
                     accounts.append(str(request.get("account", account_dir.name)))
@@ -272,6 +266,17 @@ class LandingZone:
             for child in sorted(folder.iterdir()):
                 if child.name.startswith("date="):
                     yield child.name.removeprefix("date=")
+
+
+def download_ids(account_dir: Path) -> list[str]:
+    """The download ids in one partition's folder, oldest first (none: no folder)."""
+    if not account_dir.is_dir():
+        return []
+    return sorted(
+        child.name.removeprefix(DOWNLOAD_PREFIX)
+        for child in account_dir.iterdir()
+        if child.name.startswith(DOWNLOAD_PREFIX) and child.is_dir()
+    )
 
 
 def page_chain(pages: Sequence[LandedPage]) -> tuple[list[LandedPage], list[int]]:
