@@ -70,18 +70,7 @@ def test_completeness_follows_the_page_chain(tmp_path):
 def test_dead_letter_marker_blocks_completeness_until_redriven(tmp_path):
     zone = LandingZone(tmp_path)
     first = request()
-    letter = DeadLetter(
-        reason="server_error",
-        error="HTTP 500",
-        attempts=6,
-        source_topic="t",
-        source_partition=0,
-        source_offset=0,
-        request=first.to_json(),
-        raw_value=None,
-        failed_at="now",
-        status=500,
-    )
+    letter = letter_for(first, "server_error", status=500, attempts=6)
     zone.mark_dead_letter(first, letter)
     state = zone.completeness(first.report, first.date, first.account)
     assert not state.complete and state.dead_letters == (letter,)
@@ -127,18 +116,18 @@ def test_a_page_and_its_folders_are_on_disk_before_land_page_returns(tmp_path, m
         assert str(folder.parent) in synced  # each new folder's entry in its parent
 
 
-def letter_for(request_, reason="permission_denied"):
+def letter_for(request_, reason="permission_denied", status=403, attempts=1):
     return DeadLetter(
         reason=reason,
-        error="HTTP 403",
-        attempts=1,
+        error=f"HTTP {status}",
+        attempts=attempts,
         source_topic="t",
         source_partition=0,
         source_offset=0,
         request=request_.to_json(),
         raw_value=None,
         failed_at="now",
-        status=403,
+        status=status,
     )
 
 
