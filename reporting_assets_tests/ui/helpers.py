@@ -8,9 +8,10 @@ import os
 import re
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -305,6 +306,27 @@ class Chromium:
         if done.returncode != 0 or not screenshot.exists():
             raise AssertionError(f"chromium {url} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
         return done.stdout.decode(errors="replace")
+
+    def page_text(
+        self,
+        url: str,
+        screenshot: Path,
+        ready: Callable[[str], bool],
+        window: str | None = None,
+        deadline_s: float = 180,
+    ) -> str:
+        """The page's visible text once `ready(text)` holds, rendering again until then.
+
+        A render stops at the virtual-time budget; on a loaded machine the UI's queries may
+        not have answered by then ("Loading...", "- partitions"), so one render is not enough.
+        """
+        deadline = time.monotonic() + deadline_s
+        while True:
+            text = visible_text(self.page(url, screenshot, window))
+            if ready(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} never showed what was expected within {deadline_s:.0f} s: {text[:3000]}")
 
     def dump_dom(self, url: str, timeout_s: float = 90) -> str:
         done = subprocess.run([*self._args(), "--dump-dom", url], capture_output=True, timeout=timeout_s, check=False)
