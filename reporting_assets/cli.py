@@ -1,6 +1,7 @@
 """`python -m reporting_assets run`: the pipeline headless for a date range, after checking every setting.
 
 All checks run before anything is written: a bad setting ends with one line naming it and exit 2.
+`python -m reporting_assets reports` lists the report catalog.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.messages import MAX_ROW_LIMIT, InvalidRequestError, parse_date
-from reporting_assets.core.reports import UnknownReportError, get_report
+from reporting_assets.core.reports import CatalogError, UnknownReportError, get_report, load_catalog
 from reporting_assets.settings import Settings, consumer_variables
 
 EXIT_BAD_SETTING = 2
@@ -38,10 +39,15 @@ class RunPlan:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m reporting_assets", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("reports", help="list the report catalog (REPORTING_REPORTS_FILE, else the shipped reports.yaml)")
     run = sub.add_parser("run", help="enqueue, download, load and export a date range")
     run.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
     run.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
-    run.add_argument("--reports", default="search_analytics", help="comma-separated report names")
+    run.add_argument(
+        "--reports",
+        default="search_analytics",
+        help="comma-separated report names, or `all` (every report of the catalog: `python -m reporting_assets reports`)",
+    )
     run.add_argument(
         "--row-limit",
         type=int,
@@ -95,10 +101,14 @@ def plan(args: argparse.Namespace, settings: Settings) -> RunPlan:
         raise SettingProblem(f"--end-date {end} is not a complete day yet (today is {dt.date.today()})")
     reports = [name.strip() for name in args.reports.split(",") if name.strip()]
     try:
+        if reports == ["all"]:
+            reports = list(load_catalog().reports)
         for name in reports:
             get_report(name)
     except UnknownReportError as exc:
         raise SettingProblem(f"--reports: {exc}") from None
+    except CatalogError as exc:
+        raise SettingProblem(str(exc)) from None
     if not reports:
         raise SettingProblem("--reports is empty")
     tuning = consumer_tuning(args, settings.consumer)
@@ -172,8 +182,28 @@ def preflight(resources: dict, plan_: RunPlan) -> list[str]:
     return readable
 
 
+def catalog_lines() -> list[str]:
+    """One line per report: name, dimensions, search type, data state, then what else shapes its query."""
+    specs = list(load_catalog().reports.values())
+    width = max(len(spec.name) for spec in specs)
+    lines = []
+    for spec in specs:
+        extras = [f"aggregation {spec.aggregation_type}"] if spec.aggregation_type != "auto" else []
+        extras += ["filtered"] if spec.filters else []
+        line = f"{spec.name:<{width}}  {','.join(spec.dimensions):<40}  {spec.search_type:<10}  {spec.data_state:<10}"
+        lines.append(" ".join([line, *extras, spec.description]).rstrip())
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "reports":
+        try:
+            print("\n".join(catalog_lines()))
+        except CatalogError as exc:
+            print(f"reporting_assets: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_SETTING
+        return 0
     from reporting_assets.core.partner import PartnerConfigError
     from reporting_assets.settings import SettingError, build_resources
 
@@ -185,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SettingProblem(str(exc).splitlines()[0]) from None
         run_plan = plan(args, settings)
         preflight(resources, run_plan)
+    except CatalogError as problem:  # one line per bad entry
+        print(f"reporting_assets: error: {problem}", file=sys.stderr)
+        return EXIT_BAD_SETTING
     except SettingProblem as problem:
         print(f"reporting_assets: error: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTING

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +21,7 @@ from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.kafka import KafkaCluster
 from reporting_assets.core.messages import MAX_ROW_LIMIT
 from reporting_assets.core.partner import Partner
+from reporting_assets.core.reports import CATALOG_VARIABLE
 from reporting_assets.core.warehouse import Warehouse
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8085/"
@@ -86,6 +88,12 @@ class Settings(BaseModel):
         ge=1,
         le=MAX_ROW_LIMIT,
     )
+    reports_file: str = _env(
+        CATALOG_VARIABLE,
+        "",
+        "The report catalog, a YAML file (empty: the shipped reporting_assets/reports.yaml); "
+        "`python -m reporting_assets reports` lists it.",
+    )
     # Definitions
     start_date: dt.date = _env("REPORTING_START_DATE", dt.date(2026, 10, 1), "First daily partition.")
     sensors_running: Flag = _env("REPORTING_SENSORS_RUNNING", True, "Default status of the sensors.")
@@ -121,6 +129,14 @@ class Settings(BaseModel):
             dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
         except (dg.DagsterInvalidDefinitionError, dg.DagsterInvariantViolationError, ValueError):
             raise ValueError("is not a cron expression (e.g. '0 6 * * *')") from None
+        return value
+
+    @field_validator("reports_file")
+    @classmethod
+    def _reports_file(cls, value: str) -> str:
+        value = value.strip()
+        if value and not Path(value).expanduser().is_file():
+            raise ValueError("is not a file (a YAML report catalog, see reporting_assets/reports.yaml)")
         return value
 
     @field_validator("schedule_timezone")

@@ -11,7 +11,7 @@ from reporting_assets.core.messages import (
     download_id_of_message,
     new_download_id,
 )
-from reporting_assets.core.reports import REPORTS, UnknownReportError, get_report
+from reporting_assets.core.reports import UnknownReportError, get_report, load_catalog
 
 
 def make(**overrides) -> ReportRequest:
@@ -115,7 +115,7 @@ def test_dead_letter_round_trip_keeps_request():
 
 def test_report_catalog():
     assert get_report("search_analytics").dimensions[0] == "date"
-    assert all(spec.first_request("a", "2026-01-01", 10).start_row == 0 for spec in REPORTS.values())
+    assert all(spec.first_request("a", "2026-01-01", 10).start_row == 0 for spec in load_catalog().reports.values())
     with pytest.raises(UnknownReportError, match="unknown report 'nope'"):
         get_report("nope")
 

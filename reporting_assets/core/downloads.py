@@ -45,6 +45,19 @@ def create_table_sql(name: str) -> str:
     return f'CREATE TABLE IF NOT EXISTS "{name}" ({columns})'
 
 
+def ensure_table(db: duckdb.DuckDBPyConnection, name: str) -> None:
+    """The table with every landed column; one made before a column was added gets it (NULL)."""
+    db.execute(create_table_sql(name))
+    add_missing_columns(db, name, LANDED_SCHEMA.names)
+
+
+def add_missing_columns(db: duckdb.DuckDBPyConnection, name: str, columns: Iterable[str]) -> None:
+    have = {row[0] for row in db.execute(f'DESCRIBE "{name}"').fetchall()}
+    for field in LANDED_SCHEMA:
+        if field.name in columns and field.name not in have:
+            db.execute(f'ALTER TABLE "{name}" ADD COLUMN "{field.name}" {DUCKDB_TYPES[str(field.type)]}')
+
+
 def load_partition(db: duckdb.DuckDBPyConnection, load: PartitionLoad) -> int:
     """Delete-then-insert one (report, date, account) in the caller's transaction; returns rows."""
     name = table_name(get_report(load.report))
@@ -55,7 +68,9 @@ def load_partition(db: duckdb.DuckDBPyConnection, load: PartitionLoad) -> int:
     columns = ", ".join(f'"{name}"' for name in LANDED_SCHEMA.names)
     # hive_partitioning off: DuckDB would otherwise take `account`/`date` from the folder names,
     # which hold the file-safe form of the account, not the account itself.
-    db.execute(f'INSERT INTO "{name}" SELECT {columns} FROM read_parquet(?, hive_partitioning = false)', [files])
+    db.execute(
+        f'INSERT INTO "{name}" ({columns}) SELECT {columns} FROM read_parquet(?, hive_partitioning = false)', [files]
+    )
     return load.completeness.rows
 
 

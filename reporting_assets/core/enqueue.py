@@ -14,7 +14,20 @@ from pyspark.sql import functions as F
 from reporting_assets.core.messages import REQUEST_VERSION
 from reporting_assets.core.reports import ReportSpec
 
-IDENTITY_FIELDS = ("account", "data_state", "date", "dimensions", "report", "row_limit", "search_type", "start_row")
+# Alphabetical, as `compute_request_id`'s sorted keys; null columns (a plain report's aggregation_type
+# and filters) are left out by to_json, as Python leaves out the defaults.
+IDENTITY_FIELDS = (
+    "account",
+    "aggregation_type",
+    "data_state",
+    "date",
+    "dimensions",
+    "filters",
+    "report",
+    "row_limit",
+    "search_type",
+    "start_row",
+)
 
 
 def request_frame(
@@ -23,18 +36,30 @@ def request_frame(
     reports: Sequence[ReportSpec],
     row_limit: int,
     download: str,
-    data_state: str = "final",
+    data_state: str | None = None,
     skip: Collection[tuple[str, str, str]] = (),
 ) -> DataFrame:
     """One row per first-page request: columns `key` (account) and `value` (request JSON).
 
     `download`: the id of this enqueue's downloads (`new_download_id`), carried by every request.
+    `data_state`: instead of each report's own (its catalog entry's).
     `skip`: (report, date, account) partitions to leave out (downloaded, or still on their way).
     """
     pairs_frame = spark.createDataFrame(list(pairs), "account string, date string")
     reports_frame = spark.createDataFrame(
-        [(spec.name, list(spec.dimensions), spec.search_type) for spec in reports],
-        "report string, dimensions array<string>, search_type string",
+        [
+            (
+                spec.name,
+                list(spec.dimensions),
+                spec.search_type,
+                data_state or spec.data_state,
+                None if spec.aggregation_type == "auto" else spec.aggregation_type,
+                spec.filters or None,
+            )
+            for spec in reports
+        ],
+        "report string, dimensions array<string>, search_type string, data_state string, "
+        "aggregation_type string, filters string",
     )
     calls = pairs_frame.crossJoin(F.broadcast(reports_frame)).select(
         "account",
@@ -42,7 +67,9 @@ def request_frame(
         "report",
         "dimensions",
         "search_type",
-        F.lit(data_state).alias("data_state"),
+        "data_state",
+        "aggregation_type",
+        "filters",
         F.lit(row_limit).alias("row_limit"),
         F.lit(0).alias("start_row"),
     )
@@ -54,10 +81,11 @@ def request_frame(
     value = F.to_json(
         F.struct(
             F.col("account"),
+            F.col("aggregation_type"),
             F.lit(0).alias("attempt"),
             *[F.col(name) for name in ("data_state", "date", "dimensions")],
             F.lit(download).alias("download"),
-            *[F.col(name) for name in ("report", "request_id")],
+            *[F.col(name) for name in ("filters", "report", "request_id")],
             *[F.col(name) for name in ("row_limit", "search_type", "start_row")],
             F.lit(REQUEST_VERSION).alias("v"),
         )

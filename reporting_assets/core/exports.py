@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from reporting_assets.core.downloads import create_table_sql, table_name
+from reporting_assets.core.downloads import add_missing_columns, ensure_table, table_name
 from reporting_assets.core.durable import replace_durably, temporary_path
 from reporting_assets.core.landing import LANDED_SCHEMA
 from reporting_assets.core.reports import ReportSpec
@@ -41,12 +41,13 @@ def export_date(
     columns = ", ".join(f'"{name}"' for name in EXPORT_COLUMNS)
     source = table_name(report)
     export_table = f"export_{report.name}"
-    db.execute(create_table_sql(source))
+    ensure_table(db, source)
     db.execute("BEGIN TRANSACTION")
     db.execute(f'CREATE TABLE IF NOT EXISTS "{export_table}" AS SELECT {columns} FROM "{source}" LIMIT 0')
+    add_missing_columns(db, export_table, EXPORT_COLUMNS)
     db.execute(f'DELETE FROM "{export_table}" WHERE "date" = ?::DATE', [date])
     db.execute(
-        f'INSERT INTO "{export_table}" SELECT {columns} FROM "{source}" WHERE "date" = ?::DATE '
+        f'INSERT INTO "{export_table}" ({columns}) SELECT {columns} FROM "{source}" WHERE "date" = ?::DATE '
         "ORDER BY account, row_number",
         [date],
     )

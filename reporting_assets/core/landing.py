@@ -34,7 +34,15 @@ import pyarrow.parquet as pq
 from reporting_assets.core.durable import make_folder_durably, write_durably
 from reporting_assets.core.messages import DeadLetter, ReportRequest
 
-KEY_DIMENSIONS = ("query", "page", "country", "device")
+# Dimension (as the API names it) -> its column of the landed table; `date` has a column of its own.
+KEY_COLUMNS = {
+    "query": "query",
+    "page": "page",
+    "country": "country",
+    "device": "device",
+    "searchAppearance": "search_appearance",
+    "hour": "hour",
+}
 MAX_SAFE_ID_LENGTH = 120
 REQUEST_METADATA_KEY = b"reporting_assets.request"
 DOWNLOAD_PREFIX = "download="
@@ -48,7 +56,7 @@ LANDED_SCHEMA = pa.schema(
         ("request_id", pa.string()),
         ("download", pa.string()),
         ("row_number", pa.int64()),
-        *[(name, pa.string()) for name in KEY_DIMENSIONS],
+        *[(name, pa.string()) for name in KEY_COLUMNS.values()],
         ("clicks", pa.int64()),
         ("impressions", pa.int64()),
         ("ctr", pa.float64()),
@@ -311,8 +319,8 @@ def page_table(request: ReportRequest, rows: Sequence[dict[str, Any]]) -> pa.Tab
         columns["request_id"].append(request.request_id)
         columns["download"].append(request.download)
         columns["row_number"].append(request.start_row + offset)
-        for dimension in KEY_DIMENSIONS:
-            columns[dimension].append(keys[positions[dimension]] if dimension in positions else None)
+        for dimension, column in KEY_COLUMNS.items():
+            columns[column].append(keys[positions[dimension]] if dimension in positions else None)
         columns["clicks"].append(int(row["clicks"]))
         columns["impressions"].append(int(row["impressions"]))
         columns["ctr"].append(float(row["ctr"]))

@@ -22,9 +22,12 @@ MAX_ACCOUNT_LENGTH = 2_048
 # Search Console keeps 16 months of data; anything far outside that is a typo, not a request.
 EARLIEST_DATE = dt.date(2000, 1, 1)
 LATEST_DATE = dt.date(2100, 1, 1)
-DIMENSIONS = ("date", "query", "page", "country", "device")
+DIMENSIONS = ("date", "query", "page", "country", "device", "searchAppearance", "hour")
 SEARCH_TYPES = ("web", "image", "video", "news", "discover", "googleNews")
 DATA_STATES = ("final", "all", "hourly_all")
+AGGREGATION_TYPES = ("auto", "byPage", "byProperty", "byNewsShowcasePanel")
+FILTER_DIMENSIONS = ("query", "page", "country", "device", "searchAppearance")
+FILTER_OPERATORS = ("equals", "notEquals", "contains", "notContains", "includingRegex", "excludingRegex")
 # Download ids name folders of the landing zone: file-name safe, and they sort by time.
 DOWNLOAD_ID = re.compile(r"[A-Za-z0-9._-]{0,100}")
 
@@ -47,6 +50,9 @@ class ReportRequest:
     start_row: int = 0
     attempt: int = 0
     request_id: str = field(default="")
+    aggregation_type: str = "auto"
+    # `dimensionFilterGroups` as canonical JSON ("" for none): a string, so Spark hashes it like Python.
+    filters: str = ""
     # Which download of its (report, date, account) this request belongs to: set by the enqueue (one
     # id per enqueue, ordered by time, see `new_download_id`), inherited by continuation pages. Not
     # part of the request id: it tells a duplicate copy of a page (same id, same download) from a
@@ -81,7 +87,7 @@ class ReportRequest:
 
     def api_body(self) -> dict[str, Any]:
         """The JSON body of `searchanalytics.query` for this request."""
-        return {
+        body: dict[str, Any] = {
             "startDate": self.date,
             "endDate": self.date,
             "dimensions": list(self.dimensions),
@@ -90,10 +96,20 @@ class ReportRequest:
             "rowLimit": self.row_limit,
             "startRow": self.start_row,
         }
+        if self.aggregation_type != "auto":
+            body["aggregationType"] = self.aggregation_type
+        if self.filters:
+            body["dimensionFilterGroups"] = json.loads(self.filters)
+        return body
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["dimensions"] = list(self.dimensions)
+        # Defaults left out: a message of a plain report reads (and hashes) as before these fields.
+        if self.aggregation_type == "auto":
+            del data["aggregation_type"]
+        if not self.filters:
+            del data["filters"]
         if not self.download:
             del data["download"]  # a hand-written message may carry none: the consumer names it
         if not self.retries:
@@ -144,6 +160,8 @@ class ReportRequest:
                 attempt=data.get("attempt", 0),
                 download=data.get("download", ""),
                 retries=data.get("retries", 0),
+                aggregation_type=data.get("aggregation_type", "auto"),
+                filters=data.get("filters", ""),
             )
         except TypeError as exc:
             raise InvalidRequestError(str(exc)) from None
@@ -176,6 +194,11 @@ def compute_request_id(request: ReportRequest) -> str:
         "row_limit": request.row_limit,
         "start_row": request.start_row,
     }
+    # Only when set, so plain reports keep their ids (Spark's to_json leaves null fields out too).
+    if request.aggregation_type != "auto":
+        identity["aggregation_type"] = request.aggregation_type
+    if request.filters:
+        identity["filters"] = request.filters
     # Byte-for-byte what Spark's to_json gives for the same struct (see enqueue.py).
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
@@ -219,6 +242,20 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail(f"unknown search_type {request.search_type!r} (allowed: {', '.join(SEARCH_TYPES)})")
     if request.data_state not in DATA_STATES:
         fail(f"unknown data_state {request.data_state!r} (allowed: {', '.join(DATA_STATES)})")
+    if ("hour" in request.dimensions) != (request.data_state == "hourly_all"):
+        fail("the hour dimension and data_state hourly_all go together (Google refuses one without the other)")
+    if request.aggregation_type not in AGGREGATION_TYPES:
+        fail(f"unknown aggregation_type {request.aggregation_type!r} (allowed: {', '.join(AGGREGATION_TYPES)})")
+    if not isinstance(request.filters, str):
+        fail(f"filters must be a JSON string, got {type(request.filters).__name__}")
+    if request.filters:
+        try:
+            groups = json.loads(request.filters)
+        except ValueError:
+            fail(f"filters is not JSON: {request.filters[:200]!r}")
+        problems = filter_group_problems(groups)
+        if problems:
+            fail(f"filters: {problems[0]}")
     for name in ("row_limit", "start_row", "attempt", "retries"):
         value = getattr(request, name)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -288,3 +325,43 @@ class DelayedRequest:
 
     def original_request(self) -> ReportRequest:
         return ReportRequest.decode(json.dumps(self.request).encode())
+
+
+def filter_group_problems(groups: object) -> list[str]:
+    """What is wrong with a `dimensionFilterGroups` value, one message per problem (empty: valid)."""
+    if not isinstance(groups, list):
+        return [f"dimensionFilterGroups must be a list, got {type(groups).__name__}"]
+    problems: list[str] = []
+    for g, group in enumerate(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("filters"), list) or not group["filters"]:
+            problems.append(f"group {g}: needs a non-empty `filters` list")
+            continue
+        unknown = sorted(set(group) - {"groupType", "filters"})
+        if unknown or group.get("groupType", "and") != "and":
+            problems.append(f"group {g}: only `groupType: and` and `filters` are allowed")
+        for f, spec in enumerate(group["filters"]):
+            where = f"group {g} filter {f}"
+            if not isinstance(spec, dict) or set(spec) - {"dimension", "operator", "expression"}:
+                problems.append(f"{where}: needs dimension, operator and expression only")
+                continue
+            if spec.get("dimension") not in FILTER_DIMENSIONS:
+                problems.append(
+                    f"{where}: dimension {spec.get('dimension')!r} is not one of {', '.join(FILTER_DIMENSIONS)}"
+                )
+            operator = spec.get("operator", "equals")
+            if operator not in FILTER_OPERATORS:
+                problems.append(f"{where}: operator {operator!r} is not one of {', '.join(FILTER_OPERATORS)}")
+            expression = spec.get("expression")
+            if not isinstance(expression, str) or not expression:
+                problems.append(f"{where}: expression must be a non-empty string")
+            elif operator in ("includingRegex", "excludingRegex"):
+                try:
+                    re.compile(expression)
+                except re.error as exc:
+                    problems.append(f"{where}: expression {expression!r} is not a regular expression ({exc})")
+    return problems
+
+
+def canonical_filters(groups: list[dict[str, Any]]) -> str:
+    """The `filters` string of a request: compact JSON with sorted keys (stable request ids)."""
+    return json.dumps(groups, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if groups else ""

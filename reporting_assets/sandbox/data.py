@@ -18,12 +18,11 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from reporting_assets.sandbox.config import SandboxConfig, SiteSpec
 
-DIMENSIONS: tuple[str, ...] = ("date", "query", "page", "country", "device")
-# Real API dimensions the sandbox does not model: rejected with a clear message.
-UNSUPPORTED_DIMENSIONS: tuple[str, ...] = ("searchAppearance", "hour")
+DIMENSIONS: tuple[str, ...] = ("date", "query", "page", "country", "device", "searchAppearance", "hour")
 SEARCH_TYPES: tuple[str, ...] = ("web", "image", "video", "news", "discover", "googleNews")
 MAX_RANGE_DAYS = 1830  # keeps a typo'd range from planning millions of days
 
@@ -39,6 +38,22 @@ COUNTRIES: tuple[str, ...] = (
     "sgp", "hkg", "kor", "phl", "idn", "mys", "tha", "vnm", "are", "isr",
 )  # fmt: skip
 DEVICES: tuple[str, ...] = ("DESKTOP", "MOBILE", "TABLET")
+SEARCH_APPEARANCES: tuple[str, ...] = (
+    "AMP_BLUE_LINK", "RICHCARD", "VIDEO", "FAQ_RICH_RESULT", "REVIEW_SNIPPET", "PRODUCT_SNIPPETS",
+    "MERCHANT_LISTINGS", "TRANSLATED_RESULT", "RECIPE_FEATURE", "EVENT_RICH_RESULT",
+)  # fmt: skip
+PACIFIC = ZoneInfo("America/Los_Angeles")
+# Dimensions with few values: without query or page, a row per combination of theirs.
+BOUNDED_DIMENSIONS: tuple[str, ...] = ("country", "device", "searchAppearance", "hour")
+# Operators of a dimension filter -> (value, expression) -> keep the row?
+FILTER_OPERATORS = {
+    "equals": lambda v, e: v == e,
+    "notEquals": lambda v, e: v != e,
+    "contains": lambda v, e: e.lower() in v.lower(),
+    "notContains": lambda v, e: e.lower() not in v.lower(),
+    "includingRegex": lambda v, e: re.search(e, v) is not None,
+    "excludingRegex": lambda v, e: re.search(e, v) is None,
+}
 
 _HEADS = (
     "best", "cheap", "buy", "free", "new", "top", "how", "why", "compare", "review", "online", "fast",
@@ -87,14 +102,12 @@ def normalize_dimensions(dimensions: object) -> tuple[str, ...]:
     """Canonical dimension names in request order; ValueError if unknown, unsupported or repeated."""
     if isinstance(dimensions, str) or not isinstance(dimensions, Sequence):
         raise ValueError(f"dimensions must be a list of strings (got {dimensions!r})")
-    by_lower = {d.lower(): d for d in DIMENSIONS + UNSUPPORTED_DIMENSIONS}
+    by_lower = {d.lower(): d for d in DIMENSIONS}
     result: list[str] = []
     for raw in dimensions:
         name = by_lower.get(raw.lower().replace("_", "")) if isinstance(raw, str) else None
         if name is None:
             raise ValueError(f"dimensions: unknown dimension {raw!r} (allowed: {', '.join(DIMENSIONS)})")
-        if name in UNSUPPORTED_DIMENSIONS:
-            raise ValueError(f"dimensions: {name!r} is not supported by the sandbox")
         if name in result:
             raise ValueError(f"dimensions: {name!r} is listed twice")
         result.append(name)
@@ -146,20 +159,38 @@ def _stable_unit_float(*parts: object) -> float:
 
 def plan_units(start: dt.date, end: dt.date, dimensions: Sequence[str]) -> list[Unit]:
     """The units of a query, in serving order."""
-    if "date" not in dimensions:
+    if "date" not in dimensions and "hour" not in dimensions:
         return [Unit(f"{start.isoformat()}..{end.isoformat()}", None)]
     days = (end - start).days + 1
     return [Unit(d.isoformat(), d.isoformat()) for d in (start + dt.timedelta(n) for n in range(days))]
 
 
 def _combo_dimensions(dimensions: Sequence[str]) -> list[str]:
-    return [d for d in dimensions if d in ("country", "device")]
+    return [d for d in dimensions if d in BOUNDED_DIMENSIONS]
+
+
+def hours_of(day: str) -> tuple[str, ...]:
+    """The `hour` keys of a day as Google gives them: ISO-8601 with the Pacific offset of that hour."""
+    start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), tzinfo=PACIFIC)
+    return tuple((start + dt.timedelta(hours=h)).isoformat() for h in range(24))
+
+
+def _choices(dimension: str, unit: Unit) -> tuple[str, ...]:
+    if dimension == "country":
+        return COUNTRIES
+    if dimension == "device":
+        return DEVICES
+    if dimension == "searchAppearance":
+        return SEARCH_APPEARANCES
+    return hours_of(unit.date or unit.key[:10])
 
 
 def _combo_count(dimensions: Sequence[str]) -> int:
     count = 1
     for d in _combo_dimensions(dimensions):
-        count *= len(COUNTRIES) if d == "country" else len(DEVICES)
+        count *= {"country": len(COUNTRIES), "device": len(DEVICES), "searchAppearance": len(SEARCH_APPEARANCES)}.get(
+            d, 24
+        )
     return count
 
 
@@ -205,7 +236,7 @@ def page_base(site_url: str) -> str:
 
 
 def _open_ended_columns(
-    rng: random.Random, seed: int, site: SiteSpec, dimensions: Sequence[str], n: int
+    rng: random.Random, seed: int, site: SiteSpec, unit: Unit, dimensions: Sequence[str], n: int
 ) -> dict[str, list[str]]:
     """Dimension values per row when query or page is grouped by; query (else page) is injective."""
     base = page_base(site.url)
@@ -225,15 +256,18 @@ def _open_ended_columns(
         columns["country"] = [COUNTRIES[int(len(COUNTRIES) * rng.random() ** 2)] for _ in range(n)]
     if "device" in dimensions:
         columns["device"] = [DEVICES[int(len(DEVICES) * rng.random() ** 2)] for _ in range(n)]
+    for dimension in ("searchAppearance", "hour"):
+        if dimension in dimensions:
+            choices = _choices(dimension, unit)
+            columns[dimension] = [choices[int(len(choices) * rng.random() ** 2)] for _ in range(n)]
     return columns
 
 
-def _combo_columns(rng: random.Random, dimensions: Sequence[str], n: int) -> dict[str, list[str]]:
-    """Distinct (country, device) combinations when no open-ended dimension is grouped by."""
+def _combo_columns(rng: random.Random, unit: Unit, dimensions: Sequence[str], n: int) -> dict[str, list[str]]:
+    """Distinct combinations of the bounded dimensions when no open-ended dimension is grouped by."""
     combos: list[dict[str, str]] = [{}]
     for d in _combo_dimensions(dimensions):
-        choices = COUNTRIES if d == "country" else DEVICES
-        combos = [{**c, d: v} for c in combos for v in choices]
+        combos = [{**c, d: v} for c in combos for v in _choices(d, unit)]
     if n < len(combos):
         combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), n))]
     return {d: [c[d] for c in combos] for d in _combo_dimensions(dimensions)}
@@ -257,10 +291,10 @@ def unit_rows(
     # Sorted dimensions in the seed: the same grouping in another order gives the same data.
     rng = random.Random(_stable_int(seed, site.url, unit.key, ",".join(sorted(dimensions)), search_type))
     if _is_open_ended(dimensions):
-        columns = _open_ended_columns(rng, seed, site, dimensions, n)
+        columns = _open_ended_columns(rng, seed, site, unit, dimensions, n)
         scale, tail = float(_TYPE_SCALE[search_type]), 8
     else:
-        columns = _combo_columns(rng, dimensions, n)
+        columns = _combo_columns(rng, unit, dimensions, n)
         # Few rows that aggregate a whole site's day: bigger, less skewed numbers.
         scale, tail = _TYPE_SCALE[search_type] * max(1.0, site.rows_per_day / max(1, n)), 2
     if unit.date is not None:
@@ -298,6 +332,52 @@ class Query:
     end: dt.date
     dimensions: tuple[str, ...]
     search_type: str
+    # (dimension, operator, expression) triples, all of which a row must pass (groups are ANDed).
+    filters: tuple[tuple[str, str, str], ...] = ()
+
+    def keep(self, row: Row) -> bool:
+        keys = dict(zip(self.dimensions, row[0], strict=True))
+        return all(FILTER_OPERATORS[op](keys[dim], expression) for dim, op, expression in self.filters)
+
+
+def normalize_filters(groups: object, dimensions: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    """`dimensionFilterGroups` as triples; ValueError like the API's (or the sandbox's limits)."""
+    if groups in (None, []):
+        return ()
+    if not isinstance(groups, list):
+        raise ValueError("dimensionFilterGroups must be a list")
+    by_lower = {d.lower(): d for d in DIMENSIONS if d not in ("date", "hour")}
+    operators = {o.lower(): o for o in FILTER_OPERATORS}
+    triples: list[tuple[str, str, str]] = []
+    for group in groups:
+        if not isinstance(group, dict) or str(group.get("groupType", "and")).lower() != "and":
+            raise ValueError("dimensionFilterGroups: groupType must be and")
+        for spec in group.get("filters") or []:
+            if not isinstance(spec, dict):
+                raise ValueError("dimensionFilterGroups: a filter must be an object")
+            raw = spec.get("dimension")
+            dimension = by_lower.get(raw.lower().replace("_", "")) if isinstance(raw, str) else None
+            if dimension is None:
+                raise ValueError(f"dimensionFilterGroups: unknown dimension {raw!r}")
+            raw_op = spec.get("operator", "equals")
+            operator = operators.get(raw_op.lower().replace("_", "")) if isinstance(raw_op, str) else None
+            if operator is None:
+                raise ValueError(f"dimensionFilterGroups: unknown operator {raw_op!r}")
+            expression = spec.get("expression")
+            if not isinstance(expression, str):
+                raise ValueError("dimensionFilterGroups: expression must be a string")
+            if operator.endswith("Regex"):
+                try:
+                    re.compile(expression)
+                except re.error as exc:
+                    raise ValueError(
+                        f"dimensionFilterGroups: invalid regular expression {expression!r}: {exc}"
+                    ) from None
+            if dimension not in dimensions:
+                # The sandbox's data has no values for a dimension it is not grouped by.
+                raise ValueError(f"dimensionFilterGroups: the sandbox filters only grouped dimensions ({dimension})")
+            triples.append((dimension, operator, expression))
+    return tuple(triples)
 
 
 def make_query(
@@ -307,22 +387,35 @@ def make_query(
     end_date: str | dt.date,
     dimensions: Sequence[str] = (),
     search_type: str = "web",
+    filters: object = None,
 ) -> Query:
     site = config.site(site_url)
     if site is None:
         raise ValueError(f"unknown site {site_url!r}")
     start, end = parse_date(start_date, "startDate"), parse_date(end_date, "endDate")
     check_range(start, end)
-    return Query(site, start, end, normalize_dimensions(dimensions), normalize_search_type(search_type))
+    dims = normalize_dimensions(dimensions)
+    return Query(site, start, end, dims, normalize_search_type(search_type), normalize_filters(filters, dims))
 
 
 def iter_units(config: SandboxConfig, query: Query) -> Iterator[tuple[Unit, int]]:
-    """(unit, row count) pairs in serving order."""
+    """(unit, row count) pairs in serving order (a filtered unit is generated to count what passes)."""
     for unit in plan_units(query.start, query.end, query.dimensions):
-        yield (
-            unit,
-            unit_row_count(config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter),
-        )
+        if query.filters:
+            yield unit, len(query_unit_rows(config, query, unit))
+        else:
+            count = unit_row_count(
+                config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter
+            )
+            yield unit, count
+
+
+def query_unit_rows(config: SandboxConfig, query: Query, unit: Unit) -> list[Row]:
+    """The rows of one unit of a query, its filters applied."""
+    rows = unit_rows(
+        config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter, config.revision
+    )
+    return [row for row in rows if query.keep(row)] if query.filters else rows
 
 
 def expected_rows(
@@ -332,23 +425,13 @@ def expected_rows(
     end_date: str | dt.date,
     dimensions: Sequence[str],
     search_type: str = "web",
+    filters: object = None,
 ) -> list[dict[str, Any]]:
     """The complete, ordered list of rows the sandbox serves for this query (before paging)."""
-    query = make_query(config, site_url, start_date, end_date, dimensions, search_type)
+    query = make_query(config, site_url, start_date, end_date, dimensions, search_type, filters)
     rows: list[dict[str, Any]] = []
-    for unit, _count in iter_units(config, query):
-        rows.extend(
-            row_to_dict(r)
-            for r in unit_rows(
-                config.seed,
-                query.site,
-                unit,
-                query.dimensions,
-                query.search_type,
-                config.rows_jitter,
-                config.revision,
-            )
-        )
+    for unit in plan_units(query.start, query.end, query.dimensions):
+        rows.extend(row_to_dict(r) for r in query_unit_rows(config, query, unit))
     return rows
 
 
@@ -359,7 +442,8 @@ def expected_row_count(
     end_date: str | dt.date,
     dimensions: Sequence[str],
     search_type: str = "web",
+    filters: object = None,
 ) -> int:
-    """len(expected_rows(...)) without generating the rows."""
-    query = make_query(config, site_url, start_date, end_date, dimensions, search_type)
+    """len(expected_rows(...)) without generating the rows (unless filtered)."""
+    query = make_query(config, site_url, start_date, end_date, dimensions, search_type, filters)
     return sum(count for _unit, count in iter_units(config, query))

@@ -66,13 +66,13 @@ def _enum_field(payload: dict[str, Any], name: str, default: str, allowed: tuple
     return value.lower()
 
 
-def _aggregation(payload: dict[str, Any], dimensions: tuple[str, ...]) -> str:
+def _aggregation(payload: dict[str, Any], dimensions: tuple[str, ...], filtered: set[str]) -> str:
     raw = payload.get("aggregationType", "auto")
     name = AGGREGATION_TYPES.get(raw.lower().replace("_", "")) if isinstance(raw, str) else None
     if name is None:
         raise ValueError(f"aggregationType: unknown value {raw!r} (allowed: {', '.join(AGGREGATION_TYPES.values())})")
-    if name == "byProperty" and "page" in dimensions:
-        raise ValueError("aggregationType byProperty is not allowed when grouping by page")
+    if name == "byProperty" and ("page" in dimensions or "page" in filtered):
+        raise ValueError("aggregationType byProperty is not allowed when grouping or filtering by page")
     if name == "auto":
         return "byPage" if "page" in dimensions else "byProperty"
     return name
@@ -93,8 +93,10 @@ def parse_query_request(site: SiteSpec, payload: Any) -> QueryRequest:
     data.check_range(start, end)
     dimensions = data.normalize_dimensions(payload.get("dimensions") or [])
     search_type = data.normalize_search_type(payload.get("type") or payload.get("searchType") or "web")
-    if payload.get("dimensionFilterGroups"):
-        raise ValueError("dimensionFilterGroups is not supported by the sandbox")
+    filters = data.normalize_filters(payload.get("dimensionFilterGroups"), dimensions)
+    filtered = {dimension for dimension, _op, _expression in filters}
+    if search_type in ("discover", "googleNews") and "query" in dimensions:
+        raise ValueError(f"dimensions: query is not supported for type {search_type}")
     row_limit = _int_field(payload, "rowLimit", DEFAULT_ROW_LIMIT)
     if not 1 <= row_limit <= MAX_ROW_LIMIT:
         raise ValueError(f"rowLimit must be between 1 and {MAX_ROW_LIMIT} (got {row_limit})")
@@ -102,12 +104,17 @@ def parse_query_request(site: SiteSpec, payload: Any) -> QueryRequest:
     if start_row < 0:
         raise ValueError(f"startRow must be >= 0 (got {start_row})")
     data_state = _enum_field(payload, "dataState", "final", DATA_STATES)
+    if "hour" in dimensions and data_state != "hourly_all":
+        raise ValueError("grouping by hour requires dataState HOURLY_ALL")
+    aggregation = _aggregation(payload, dimensions, filtered)
+    if aggregation == "byNewsShowcasePanel" and (search_type not in ("discover", "googleNews") or "page" in dimensions):
+        raise ValueError("aggregationType byNewsShowcasePanel needs type discover or googleNews and no page")
     return QueryRequest(
-        query=data.Query(site, start, end, dimensions, search_type),
+        query=data.Query(site, start, end, dimensions, search_type, filters),
         row_limit=row_limit,
         start_row=start_row,
         data_state=data_state,
-        aggregation=_aggregation(payload, dimensions),
+        aggregation=aggregation,
     )
 
 
@@ -139,6 +146,7 @@ class RowCache:
             unit.key,
             query.dimensions,
             query.search_type,
+            query.filters,
         )
         with self._lock:
             cached = self._units.get(key)
@@ -146,9 +154,7 @@ class RowCache:
                 self._units.move_to_end(key)
                 return cached
         # Generate outside the lock; a rare duplicate generation is harmless.
-        rows = data.unit_rows(
-            config.seed, site, unit, query.dimensions, query.search_type, config.rows_jitter, config.revision
-        )
+        rows = data.query_unit_rows(config, query, unit)
         encoded = [encode_row(r) for r in rows]
         with self._lock:
             if key not in self._units:

@@ -12,6 +12,7 @@ import pytest
 from googleapiclient.errors import HttpError
 
 from reporting_assets.sandbox import FaultSpec, SandboxServer, default_config, expected_rows
+from reporting_assets.sandbox.data import SEARCH_APPEARANCES, hours_of
 from reporting_assets_tests.sandbox.helpers import (
     DAY,
     FORBIDDEN_SITE,
@@ -117,7 +118,27 @@ def test_search_type_and_deprecated_search_type(sandbox: SandboxServer, client: 
     image = expected_rows(sandbox.config, SHOP, DAY, DAY, ["query"], "image")
     assert _query(client, SHOP, dimensions=["query"], type="image")["rows"] == image
     assert _query(client, SHOP, dimensions=["query"], searchType="IMAGE")["rows"] == image
-    assert _query(client, SHOP, dimensions=["query"], type="googleNews", dataState="all")["rows"]
+    assert _query(client, SHOP, dimensions=["page"], type="googleNews", dataState="all")["rows"]
+
+
+def test_search_appearance_hour_and_filters(sandbox: SandboxServer, client: Any) -> None:
+    appearance = _query(client, SHOP, dimensions=["date", "searchAppearance"])["rows"]
+    assert appearance == expected_rows(sandbox.config, SHOP, DAY, DAY, ["date", "searchAppearance"])
+    assert {row["keys"][1] for row in appearance} <= set(SEARCH_APPEARANCES) and len(appearance) > 1
+
+    hours = _query(client, SHOP, dimensions=["hour"], dataState="hourly_all")["rows"]
+    assert sorted(row["keys"][0] for row in hours) == sorted(hours_of(DAY))
+    assert all(key.startswith(f"{DAY}T") and key.endswith(("-08:00", "-07:00")) for key in hours_of(DAY))
+
+    mobile = [{"filters": [{"dimension": "device", "operator": "equals", "expression": "MOBILE"}]}]
+    rows = _query(client, SHOP, dimensions=["query", "device"], dimensionFilterGroups=mobile, rowLimit=25000)["rows"]
+    everything = expected_rows(sandbox.config, SHOP, DAY, DAY, ["query", "device"])
+    assert rows == [row for row in everything if row["keys"][1] == "MOBILE"]
+    assert rows == expected_rows(sandbox.config, SHOP, DAY, DAY, ["query", "device"], filters=mobile)
+    assert 0 < len(rows) < len(everything)
+    regex = [{"filters": [{"dimension": "query", "operator": "excludingRegex", "expression": "^best "}]}]
+    kept = _query(client, SHOP, dimensions=["query"], dimensionFilterGroups=regex, rowLimit=25000)["rows"]
+    assert kept and not any(row["keys"][0].startswith("best ") for row in kept)
 
 
 # --- errors ---
@@ -134,7 +155,22 @@ def test_search_type_and_deprecated_search_type(sandbox: SandboxServer, client: 
         (_body(rowLimit=25001), "rowLimit"),
         (_body(startRow=-1), "startRow"),
         (_body(dimensions=["browser"]), "unknown dimension"),
-        (_body(dimensions=["searchAppearance"]), "not supported"),
+        (_body(dimensions=["query"], type="discover"), "query is not supported for type discover"),
+        (_body(dimensions=["hour"]), "HOURLY_ALL"),
+        (_body(aggregationType="byNewsShowcasePanel"), "byNewsShowcasePanel"),
+        (
+            _body(dimensionFilterGroups=[{"filters": [{"dimension": "page", "expression": "/blog"}]}]),
+            "only grouped dimensions",
+        ),
+        (
+            _body(
+                dimensions=["query"],
+                dimensionFilterGroups=[
+                    {"filters": [{"dimension": "query", "operator": "includingRegex", "expression": "("}]}
+                ],
+            ),
+            "invalid regular expression",
+        ),
         (_body(dimensions=["query", "query"]), "listed twice"),
         (_body(type="podcast"), "unknown search type"),
         (_body(dataState="fresh"), "dataState"),

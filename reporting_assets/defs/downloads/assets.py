@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from reporting_assets.core.downloads import create_table_sql, load_partition, remove_replaced, survey, table_name
+from reporting_assets.core.downloads import ensure_table, load_partition, remove_replaced, survey, table_name
 from reporting_assets.core.keys import COMPLETE_CHECK, DOWNLOAD_SENSOR, DOWNLOADS_ASSET, REQUESTS_ASSET, SENSOR_TAG
 from reporting_assets.core.landing import describe
 from reporting_assets.core.reports import get_report
@@ -67,7 +67,7 @@ def downloaded_reports(
     with warehouse.connect() as db:
         db.execute("BEGIN TRANSACTION")
         for report in sorted({load.report for load in loads}):
-            db.execute(create_table_sql(table_name(get_report(report))))
+            ensure_table(db, table_name(get_report(report)))
         rows = sum(load_partition(db, load) for load in loads)
         db.execute("COMMIT")
     replaced = remove_replaced(zone, loads)

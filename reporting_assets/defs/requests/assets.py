@@ -23,7 +23,10 @@ class RequestConfig(dg.Config):
         le=MAX_ROW_LIMIT,
         description="Rows per page (REPORTING_ROW_LIMIT; Search Console allows up to 25 000, the fewest calls).",
     )
-    data_state: str = Field(default="final", description="final, all or hourly_all.")
+    data_state: str | None = Field(
+        default=None,
+        description="final, all or hourly_all instead of each report's own (its catalog entry's data_state).",
+    )
     refresh: bool = Field(
         default=False,
         description=(
@@ -55,8 +58,14 @@ def report_requests(
     (`refresh` to download it anew).
     """
     reports = [get_report(name) for name in config.reports]
-    if config.data_state not in DATA_STATES:
+    if config.data_state is not None and config.data_state not in DATA_STATES:
         raise ValueError(f"RequestConfig.data_state {config.data_state!r} is not one of {', '.join(DATA_STATES)}")
+    hourly = sorted(spec.name for spec in reports if "hour" in spec.dimensions)
+    if config.data_state is not None and (config.data_state == "hourly_all") != bool(hourly):
+        raise ValueError(
+            f"RequestConfig.data_state {config.data_state}: Google takes hourly_all with the hour dimension and "
+            f"only with it (hourly reports asked for: {hourly or 'none'})"
+        )
     pairs = [(account, date) for date, account in map(split_key, context.partition_keys)]
     refresh = config.refresh or context.run.tags.get(REFRESH_TAG, "").lower() == "true"
     kafka.ensure_topics()
