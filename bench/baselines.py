@@ -29,7 +29,7 @@ def _download(client: Any, zone: LandingZone, request: ReportRequest) -> int:
     """Call, land, follow pages; returns the calls made."""
     calls = 0
     while True:
-        rows = client.query(request)
+        rows = client.query(request).rows
         calls += 1
         zone.land_page(request, rows)
         if len(rows) < request.row_limit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,8 +114,11 @@ def test_a_users_catalog_is_read_from_the_setting_and_again_when_edited(tmp_path
 def test_a_plain_report_keeps_its_request_ids_and_a_filtered_one_carries_its_query(tmp_path: Path):
     plain = get_report("search_analytics").first_request("https://shop.example.com/", "2026-11-02", 1000)
     assert "aggregation_type" not in plain.to_json() and "filters" not in plain.to_json()
-    # The id of before the catalog (no aggregation_type or filters in the identity).
-    assert plain.request_id == compute_request_id(plain) == "7194ef2236476643245ef3f7a51a4f64"
+    # Fresh, then final: the catalog's default.
+    assert plain.data_state == "all"
+    # A final request keeps the id of before the catalog (no aggregation_type or filters in its identity).
+    final = replace(plain, data_state="final", request_id="")
+    assert final.request_id == compute_request_id(final) == "7194ef2236476643245ef3f7a51a4f64"
     catalog = parse_catalog(
         textwrap.dedent(
             """

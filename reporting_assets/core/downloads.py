@@ -11,7 +11,7 @@ from reporting_assets.core.keys import parse_key
 from reporting_assets.core.landing import LANDED_SCHEMA, Completeness, LandingZone
 from reporting_assets.core.reports import ReportSpec, get_report
 
-DUCKDB_TYPES = {"string": "VARCHAR", "date32[day]": "DATE", "int64": "BIGINT", "double": "DOUBLE"}
+DUCKDB_TYPES = {"string": "VARCHAR", "date32[day]": "DATE", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN"}
 
 
 @dataclass(frozen=True)

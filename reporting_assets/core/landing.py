@@ -61,6 +61,9 @@ LANDED_SCHEMA = pa.schema(
         ("impressions", pa.int64()),
         ("ctr", pa.float64()),
         ("position", pa.float64()),
+        # Google still collects this day's data (dataState all, its metadata's first incomplete date):
+        # pulled again until final.
+        ("provisional", pa.bool_()),
     ]
 )
 
@@ -79,6 +82,8 @@ class LandedPage:
     request: ReportRequest
     rows: int
     path: Path
+
+    provisional: bool = False
 
     @property
     def full(self) -> bool:
@@ -101,6 +106,11 @@ class Completeness:
     @property
     def rows(self) -> int:
         return sum(page.rows for page in self.pages)
+
+    @property
+    def provisional(self) -> bool:
+        """Some page says Google still collects the day: a later download will change it."""
+        return any(page.provisional for page in self.pages)
 
 
 class LandingZone:
@@ -190,10 +200,10 @@ class LandingZone:
             if child.is_dir() and (child / f"date={date}").is_dir()
         )
 
-    def land_page(self, request: ReportRequest, rows: Sequence[dict[str, Any]]) -> Path:
+    def land_page(self, request: ReportRequest, rows: Sequence[dict[str, Any]], provisional: bool = False) -> Path:
         """Write one page atomically; clears a dead-letter marker of the same request (re-drive)."""
         path = self.page_path(request)
-        table = page_table(request, rows)
+        table = page_table(request, rows, provisional)
         write_durably(path, lambda file: pq.write_table(table, file, compression="zstd"))
         self.dead_letter_path(request).unlink(missing_ok=True)
         return path
@@ -306,7 +316,7 @@ def page_chain(pages: Sequence[LandedPage]) -> tuple[list[LandedPage], list[int]
         start_row += page.request.row_limit
 
 
-def page_table(request: ReportRequest, rows: Sequence[dict[str, Any]]) -> pa.Table:
+def page_table(request: ReportRequest, rows: Sequence[dict[str, Any]], provisional: bool = False) -> pa.Table:
     columns: dict[str, list[Any]] = {name: [] for name in LANDED_SCHEMA.names}
     positions = {dimension: index for index, dimension in enumerate(request.dimensions)}
     date = _date(request.date)
@@ -325,7 +335,12 @@ def page_table(request: ReportRequest, rows: Sequence[dict[str, Any]]) -> pa.Tab
         columns["impressions"].append(int(row["impressions"]))
         columns["ctr"].append(float(row["ctr"]))
         columns["position"].append(float(row["position"]))
-    metadata = {REQUEST_METADATA_KEY: request.encode(), b"rows": str(len(rows)).encode()}
+        columns["provisional"].append(provisional)
+    metadata = {
+        REQUEST_METADATA_KEY: request.encode(),
+        b"rows": str(len(rows)).encode(),
+        b"provisional": b"true" if provisional else b"false",
+    }
     return pa.table(columns, schema=LANDED_SCHEMA.with_metadata(metadata))
 
 
@@ -333,7 +348,8 @@ def read_page(path: Path) -> LandedPage:
     schema = pq.read_schema(path)
     metadata = schema.metadata or {}
     request = ReportRequest.decode(metadata[REQUEST_METADATA_KEY])
-    return LandedPage(request=request, rows=int(metadata[b"rows"]), path=path)
+    provisional = metadata.get(b"provisional") == b"true"
+    return LandedPage(request=request, rows=int(metadata[b"rows"]), path=path, provisional=provisional)
 
 
 def _date(value: str) -> dt.date:

@@ -117,7 +117,7 @@ class SearchConsoleClient:
             key=lambda site: site.url,
         )
 
-    def query(self, request: ReportRequest) -> list[dict[str, Any]]:
+    def query(self, request: ReportRequest) -> Answer:
         """One page of rows for the request, validated, in exactly one HTTP call (no retries here).
 
         Raises HttpError, MalformedResponseError, or the transport's errors (timeouts, DNS, resets).
@@ -127,7 +127,35 @@ class SearchConsoleClient:
             .query(siteUrl=request.account, body=request.api_body())
             .execute(num_retries=0)
         )
-        return validate_rows(answer, request)
+        return Answer(validate_rows(answer, request), provisional(answer, request))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A page of a Search Analytics query: its rows, and whether Google still collects that day's data."""
+
+    rows: list[dict[str, Any]]
+    provisional: bool = False
+
+
+def provisional(answer: dict[str, Any], request: ReportRequest) -> bool:
+    """Whether the request's day is still being collected, by the answer's `metadata`.
+
+    Google says it only for `dataState` all / hourly_all (final data leaves such days out): the first
+    incomplete date (grouped by date) or hour (grouped by hour), when the range reaches into them.
+    """
+    if request.data_state == "final":
+        return False
+    metadata = answer.get("metadata")
+    if not isinstance(metadata, dict):
+        return False
+    first = metadata.get("firstIncompleteDate") or str(metadata.get("firstIncompleteHour") or "")[:10]
+    if not isinstance(first, str) or not first:
+        return False
+    try:
+        return dt.date.fromisoformat(request.date) >= dt.date.fromisoformat(first)
+    except ValueError:
+        raise MalformedResponseError(f"metadata: {first!r} is not a date") from None
 
 
 def validate_rows(answer: object, request: ReportRequest) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 The shipped catalog is `reporting_assets/reports.yaml`; `REPORTING_REPORTS_FILE` points at another.
 An entry names a report, its dimensions, one or more search types, the aggregation, filters and the
-data state. An entry with several search types is one report per type (`<name>_<type>`), each with
+data state (default `all`: a day Google is still collecting is downloaded as it stands, marked
+provisional, and pulled again until final; `final` asks for finished days only). An entry with several search types is one report per type (`<name>_<type>`), each with
 its own table and exports: Google answers one search type per call. The catalog refuses what the
 API would refuse, one line per bad entry, before anything is requested.
 """
@@ -51,7 +52,7 @@ class ReportSpec:
     dimensions: tuple[str, ...]
     search_type: str = "web"
     description: str = ""
-    data_state: str = "final"
+    data_state: str = "all"
     aggregation_type: str = "auto"
     filters: str = ""  # canonical dimensionFilterGroups JSON, "" for none
     entry: str = ""  # the catalog entry it comes from (its name when the entry has one search type)
@@ -87,7 +88,7 @@ class CatalogEntry(BaseModel):
     search_types: list[str] = Field(default_factory=lambda: ["web"], min_length=1)
     aggregation_type: str = "auto"
     dimension_filter_groups: list[dict[str, Any]] = Field(default_factory=list)
-    data_state: str | None = None  # default: final, hourly_all with the hour dimension
+    data_state: str | None = None  # default: all (fresh, then final), hourly_all with the hour dimension
 
     @field_validator("name")
     @classmethod
@@ -143,6 +144,8 @@ class CatalogEntry(BaseModel):
             set(self.search_types) - NO_QUERY_TYPES or "page" in self.dimensions
         ):
             problems.append("aggregation_type byNewsShowcasePanel needs search types discover or googleNews, no page")
+        if "date" not in self.dimensions:
+            problems.append("dimensions need date (Google says which days are final only when grouped by date)")
         if "hour" in self.dimensions and self.data_state not in (None, "hourly_all"):
             problems.append("the hour dimension needs data_state hourly_all")
         if self.data_state == "hourly_all" and "hour" not in self.dimensions:
@@ -152,7 +155,7 @@ class CatalogEntry(BaseModel):
         return self
 
     def specs(self) -> list[ReportSpec]:
-        state = self.data_state or ("hourly_all" if "hour" in self.dimensions else "final")
+        state = self.data_state or ("hourly_all" if "hour" in self.dimensions else "all")
         several = len(self.search_types) > 1
         return [
             ReportSpec(

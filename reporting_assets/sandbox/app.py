@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote
 from reporting_assets.sandbox import responses
 from reporting_assets.sandbox.config import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets.sandbox.policies import Clock, FaultPicker, LoadQuota, RateLimiter
-from reporting_assets.sandbox.query import QueryRequest, RowCache, parse_query_request, response_body
+from reporting_assets.sandbox.query import QueryRequest, RowCache, parse_query_request, response_body, response_metadata
 from reporting_assets.sandbox.responses import Response
 from reporting_assets.sandbox.stats import CallRecord, Stats
 
@@ -243,7 +243,8 @@ class SandboxApp:
             return response, CallRecord(method, 403, site_url, call_key, quota_refused=True)
         rows = self._rows.page(config, request.query, request.start_row, request.row_limit)
         record = CallRecord(method, 200, site_url, call_key, fault=fault_kind, rows=len(rows), success=True)
-        return Response(200, response_body(rows, request.aggregation)), record
+        body = response_body(rows, request.aggregation, response_metadata(config, request.query))
+        return Response(200, body), record
 
     def _fault_response(self, config: SandboxConfig, request: QueryRequest, fault: FaultSpec) -> Response:
         if fault.kind == "http_500":

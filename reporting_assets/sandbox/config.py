@@ -8,10 +8,12 @@ the runtime `/_sandbox/config` endpoint.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 FAULT_KINDS: tuple[str, ...] = (
     "http_500",
@@ -25,6 +27,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "daily_limit",  # 403 dailyLimitExceeded: the project's daily quota is spent
     "connection_reset",  # the connection is closed with no answer, as by a host going down or unreachable
 )
+
+
+PACIFIC = ZoneInfo("America/Los_Angeles")
 
 
 def _require_number(name: str, value: Any, *, minimum: float, allow_none: bool = False, strict: bool = False) -> None:
@@ -146,6 +151,10 @@ class SandboxConfig:
     revision: int = 0  # the partner revised its data: the same rows, other numbers (0: the original)
     require_auth: bool = False  # API calls need a bearer token from POST /token (service-account flow)
     refuse_tokens: bool = False  # POST /token answers 400 invalid_grant (a revoked or wrong key)
+    # Google's lateness: the last `incomplete_days` days up to `today` (None: today in Pacific time)
+    # are still being collected. Final data leaves them out; dataState all gives them partial.
+    today: str | None = None
+    incomplete_days: int = 3
 
     def __post_init__(self) -> None:
         # Stored as tuples so a config can be shared between threads safely.
@@ -171,6 +180,32 @@ class SandboxConfig:
             raise ValueError(f"require_auth must be true or false (got {self.require_auth!r})")
         if not isinstance(self.refuse_tokens, bool):
             raise ValueError(f"refuse_tokens must be true or false (got {self.refuse_tokens!r})")
+        if self.today is not None:
+            try:
+                dt.date.fromisoformat(self.today)
+            except (TypeError, ValueError):
+                raise ValueError(f"today must be a YYYY-MM-DD date or null (got {self.today!r})") from None
+        _require_int("incomplete_days", self.incomplete_days, minimum=0)
+
+    def today_date(self) -> dt.date:
+        """The partner's today: `today`, else the date in Pacific time (Google's data day)."""
+        if self.today is not None:
+            return dt.date.fromisoformat(self.today)
+        return dt.datetime.now(PACIFIC).date()
+
+    def first_incomplete_date(self) -> dt.date:
+        """The first day still being collected (tomorrow when `incomplete_days` is 0)."""
+        return self.today_date() - dt.timedelta(days=self.incomplete_days - 1)
+
+    def completeness(self, day: dt.date) -> float:
+        """How much of a day's data is collected: 1 final, 0 none yet (the future), partial in between."""
+        today = self.today_date()
+        if day > today:
+            return 0.0
+        if day < self.first_incomplete_date():
+            return 1.0
+        age = (today - day).days  # 0 for today
+        return (age + 1) / (self.incomplete_days + 1)
 
     def _validate_sites(self) -> None:
         if not self.sites:

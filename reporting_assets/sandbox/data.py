@@ -18,9 +18,8 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from reporting_assets.sandbox.config import SandboxConfig, SiteSpec
+from reporting_assets.sandbox.config import PACIFIC, SandboxConfig, SiteSpec
 
 DIMENSIONS: tuple[str, ...] = ("date", "query", "page", "country", "device", "searchAppearance", "hour")
 SEARCH_TYPES: tuple[str, ...] = ("web", "image", "video", "news", "discover", "googleNews")
@@ -42,7 +41,6 @@ SEARCH_APPEARANCES: tuple[str, ...] = (
     "AMP_BLUE_LINK", "RICHCARD", "VIDEO", "FAQ_RICH_RESULT", "REVIEW_SNIPPET", "PRODUCT_SNIPPETS",
     "MERCHANT_LISTINGS", "TRANSLATED_RESULT", "RECIPE_FEATURE", "EVENT_RICH_RESULT",
 )  # fmt: skip
-PACIFIC = ZoneInfo("America/Los_Angeles")
 # Dimensions with few values: without query or page, a row per combination of theirs.
 BOUNDED_DIMENSIONS: tuple[str, ...] = ("country", "device", "searchAppearance", "hour")
 # Operators of a dimension filter -> (value, expression) -> keep the row?
@@ -334,6 +332,7 @@ class Query:
     search_type: str
     # (dimension, operator, expression) triples, all of which a row must pass (groups are ANDed).
     filters: tuple[tuple[str, str, str], ...] = ()
+    data_state: str = "final"  # final: days still being collected are left out; all / hourly_all: partial
 
     def keep(self, row: Row) -> bool:
         keys = dict(zip(self.dimensions, row[0], strict=True))
@@ -388,6 +387,7 @@ def make_query(
     dimensions: Sequence[str] = (),
     search_type: str = "web",
     filters: object = None,
+    data_state: str = "final",
 ) -> Query:
     site = config.site(site_url)
     if site is None:
@@ -395,7 +395,22 @@ def make_query(
     start, end = parse_date(start_date, "startDate"), parse_date(end_date, "endDate")
     check_range(start, end)
     dims = normalize_dimensions(dimensions)
-    return Query(site, start, end, dims, normalize_search_type(search_type), normalize_filters(filters, dims))
+    return Query(
+        site, start, end, dims, normalize_search_type(search_type), normalize_filters(filters, dims), data_state
+    )
+
+
+def unit_completeness(config: SandboxConfig, query: Query, unit: Unit) -> float:
+    """The share of a unit's data served: 1 once final; a day still being collected is partial with
+    dataState all / hourly_all and absent from final data; a whole-range unit counts its final days only."""
+    if unit.date is None:
+        return 1.0
+    share = config.completeness(dt.date.fromisoformat(unit.date))
+    return share if query.data_state != "final" or share == 1.0 else 0.0
+
+
+def _partial_count(count: int, share: float) -> int:
+    return count if share >= 1.0 else int(count * share)
 
 
 def iter_units(config: SandboxConfig, query: Query) -> Iterator[tuple[Unit, int]]:
@@ -407,15 +422,43 @@ def iter_units(config: SandboxConfig, query: Query) -> Iterator[tuple[Unit, int]
             count = unit_row_count(
                 config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter
             )
-            yield unit, count
+            yield unit, _partial_count(count, unit_completeness(config, query, unit))
 
 
 def query_unit_rows(config: SandboxConfig, query: Query, unit: Unit) -> list[Row]:
-    """The rows of one unit of a query, its filters applied."""
+    """The rows of one unit of a query: its collected share (the top rows, numbers scaled), filtered."""
     rows = unit_rows(
         config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter, config.revision
     )
+    share = unit_completeness(config, query, unit)
+    if share < 1.0:
+        rows = [_partial_row(row, share) for row in rows[: _partial_count(len(rows), share)]]
+        rows.sort(key=lambda r: (-r[1], -r[2], r[4], r[0]))
     return [row for row in rows if query.keep(row)] if query.filters else rows
+
+
+def _partial_row(row: Row, share: float) -> Row:
+    keys, clicks, impressions, _ctr, position = row
+    impressions = max(1, int(impressions * share))
+    clicks = min(impressions, int(clicks * share))
+    return (keys, clicks, impressions, clicks / impressions, position)
+
+
+def first_incomplete_date(config: SandboxConfig, query: Query) -> str | None:
+    """`metadata.first_incomplete_date` as Google gives it: dataState all, grouped by date, and the
+    range reaching into days still being collected."""
+    first = config.first_incomplete_date()
+    if query.data_state != "all" or "date" not in query.dimensions or query.end < first:
+        return None
+    return max(first, query.start).isoformat()
+
+
+def first_incomplete_hour(config: SandboxConfig, query: Query) -> str | None:
+    """`metadata.first_incomplete_hour`: dataState hourly_all, grouped by hour, reaching into them."""
+    first = config.first_incomplete_date()
+    if query.data_state != "hourly_all" or "hour" not in query.dimensions or query.end < first:
+        return None
+    return hours_of(max(first, query.start).isoformat())[0]
 
 
 def expected_rows(
@@ -426,9 +469,10 @@ def expected_rows(
     dimensions: Sequence[str],
     search_type: str = "web",
     filters: object = None,
+    data_state: str = "final",
 ) -> list[dict[str, Any]]:
     """The complete, ordered list of rows the sandbox serves for this query (before paging)."""
-    query = make_query(config, site_url, start_date, end_date, dimensions, search_type, filters)
+    query = make_query(config, site_url, start_date, end_date, dimensions, search_type, filters, data_state)
     rows: list[dict[str, Any]] = []
     for unit in plan_units(query.start, query.end, query.dimensions):
         rows.extend(row_to_dict(r) for r in query_unit_rows(config, query, unit))
@@ -443,7 +487,8 @@ def expected_row_count(
     dimensions: Sequence[str],
     search_type: str = "web",
     filters: object = None,
+    data_state: str = "final",
 ) -> int:
     """len(expected_rows(...)) without generating the rows (unless filtered)."""
-    query = make_query(config, site_url, start_date, end_date, dimensions, search_type, filters)
+    query = make_query(config, site_url, start_date, end_date, dimensions, search_type, filters, data_state)
     return sum(count for _unit, count in iter_units(config, query))

@@ -110,7 +110,7 @@ def parse_query_request(site: SiteSpec, payload: Any) -> QueryRequest:
     if aggregation == "byNewsShowcasePanel" and (search_type not in ("discover", "googleNews") or "page" in dimensions):
         raise ValueError("aggregationType byNewsShowcasePanel needs type discover or googleNews and no page")
     return QueryRequest(
-        query=data.Query(site, start, end, dimensions, search_type, filters),
+        query=data.Query(site, start, end, dimensions, search_type, filters, data_state),
         row_limit=row_limit,
         start_row=start_row,
         data_state=data_state,
@@ -147,6 +147,7 @@ class RowCache:
             query.dimensions,
             query.search_type,
             query.filters,
+            data.unit_completeness(config, query, unit),
         )
         with self._lock:
             cached = self._units.get(key)
@@ -180,9 +181,21 @@ class RowCache:
         return result
 
 
-def response_body(rows: list[bytes], aggregation: str) -> bytes:
-    """The JSON answer; like Google, `rows` is left out when there are none."""
+def response_body(rows: list[bytes], aggregation: str, metadata: dict[str, str] | None = None) -> bytes:
+    """The JSON answer; like Google, `rows` is left out when there are none, `metadata` unless it says something."""
     tail = b'"responseAggregationType":' + json.dumps(aggregation).encode() + b"}"
+    if metadata:
+        tail = b'"metadata":' + json.dumps(metadata, separators=(",", ":")).encode() + b"," + tail
     if not rows:
         return b"{" + tail
     return b'{"rows":[' + b",".join(rows) + b"]," + tail
+
+
+def response_metadata(config: SandboxConfig, query: data.Query) -> dict[str, str]:
+    """Google's `metadata`: where the data still being collected starts, when the query reaches it."""
+    metadata = {}
+    if (day := data.first_incomplete_date(config, query)) is not None:
+        metadata["firstIncompleteDate"] = day
+    if (hour := data.first_incomplete_hour(config, query)) is not None:
+        metadata["firstIncompleteHour"] = hour
+    return metadata

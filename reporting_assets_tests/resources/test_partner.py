@@ -38,7 +38,7 @@ def test_lists_sites_and_queries_rows_exactly(sandbox):
         ("https://locked.example.com/", False),
         ("https://www.example.com/", True),
     ]
-    rows = client.query(REQUEST)
+    rows = client.query(REQUEST).rows
     assert rows == expected_rows(sandbox.config, REQUEST.account, REQUEST.date, REQUEST.date, list(REQUEST.dimensions))
 
 

@@ -59,7 +59,7 @@ from reporting_assets.core.messages import (
     ReportRequest,
     download_id_of_message,
 )
-from reporting_assets.core.partner import MalformedResponseError, credentials_refused
+from reporting_assets.core.partner import Answer, MalformedResponseError, credentials_refused
 
 __all__ = ["ConsumerStats", "DownloadLoop", "PartnerClient"]
 
@@ -422,7 +422,7 @@ class DownloadLoop:
             # Another copy of this message already landed the page (and sent its continuation first).
             return Outcome("duplicate")
         try:
-            rows = self.download(request)
+            answer = self.download(request)
         except Retry as retry:
             return self._retry_or_give_up(work, retry)
         except Failure as failure:
@@ -439,8 +439,8 @@ class DownloadLoop:
                 return Outcome("dead_lettered", calls=1, reason=failure.reason)
             return self._defer(work, until, calls=1, reason=exhausted.reason)
         self.pacer.on_success(request.account)
-        continued = self.land(request, rows)
-        return Outcome("landed", rows=len(rows), continued=continued, calls=1)
+        continued = self.land(request, answer)
+        return Outcome("landed", rows=len(answer.rows), continued=continued, calls=1)
 
     def _retry_or_give_up(self, work: Work, retry: Retry) -> Outcome:
         """Ask again from memory (the scheduler waits, no worker does), from the delay topic, or never."""
@@ -484,7 +484,7 @@ class DownloadLoop:
         self.landing.await_page(parked)
         return Outcome("delayed", calls=calls)
 
-    def download(self, request: ReportRequest) -> list[dict[str, Any]]:
+    def download(self, request: ReportRequest) -> Answer:
         """One call to the partner and its answer, validated; a failure is raised already classified."""
         try:
             return self._client().query(request)
@@ -505,17 +505,17 @@ class DownloadLoop:
             # The network, the partner's host or its token endpoint did not answer (DNS included).
             raise Retry("transient", f"{type(exc).__name__}: {exc}", "transport_error") from None
 
-    def land(self, request: ReportRequest, rows: list[dict[str, Any]]) -> bool:
+    def land(self, request: ReportRequest, answer: Answer) -> bool:
         # The next page goes on the topic before this page lands (and before this offset is
         # committed): a page landed in this download always has its continuation sent, so another
         # copy of this request can skip both (`landed_in_download`).
-        full = len(rows) >= request.row_limit
+        full = len(answer.rows) >= request.row_limit
         if full:
             follow_up = request.next_page()
             self.producer.send(self.settings.request_topic, key=follow_up.key(), value=follow_up.encode()).get(
                 timeout=30
             )
-        self.landing.land_page(request, rows)
+        self.landing.land_page(request, answer.rows, provisional=answer.provisional)
         return full
 
     def dead_letter(self, record: Any, request: ReportRequest | None, failure: Failure) -> None:

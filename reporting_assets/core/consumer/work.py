@@ -19,6 +19,7 @@ from reporting_assets.core.partner import (
     DAILY_QUOTA_REASON,
     LOAD_QUOTA_REASON,
     THROTTLE_REASONS,
+    Answer,
     credentials_refused,
     http_error_reason,
     http_error_summary,
@@ -28,7 +29,7 @@ from reporting_assets.core.partner import (
 
 
 class PartnerClient(Protocol):
-    def query(self, request: ReportRequest) -> list[dict[str, Any]]: ...
+    def query(self, request: ReportRequest) -> Answer: ...
 
 
 @dataclass

@@ -100,6 +100,11 @@ def downloaded_reports(
             "partitions_in_run": len(context.partition_keys),
             "downloads_replaced": replaced,
             "downloads": dg.MetadataValue.json({load.label: load.completeness.download for load in loads[:50]}),
+            # Days Google still collects: pulled again (refresh_provisional) until final.
+            "provisional": sum(1 for load in loads if load.completeness.provisional),
+            "data_state": dg.MetadataValue.json(
+                {load.label: "provisional" if load.completeness.provisional else "final" for load in loads[:50]}
+            ),
         },
         check_results=[check],
     )
