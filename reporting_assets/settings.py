@@ -21,7 +21,7 @@ from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.kafka import KafkaCluster
 from reporting_assets.core.messages import MAX_ROW_LIMIT
 from reporting_assets.core.partner import Partner
-from reporting_assets.core.reports import CATALOG_VARIABLE
+from reporting_assets.core.reports import CATALOG_VARIABLE, DEFAULT_REPORTS, load_catalog
 from reporting_assets.core.warehouse import Warehouse
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8085/"
@@ -94,6 +94,11 @@ class Settings(BaseModel):
         "The report catalog, a YAML file (empty: the shipped reporting_assets/reports.yaml); "
         "`python -m reporting_assets reports` lists it.",
     )
+    reports: str = _env(
+        "REPORTING_REPORTS",
+        ",".join(DEFAULT_REPORTS),
+        "Reports the schedules and a run without config enqueue: catalog names, comma-separated, or `all`.",
+    )
     # Definitions
     start_date: dt.date = _env("REPORTING_START_DATE", dt.date(2026, 10, 1), "First daily partition.")
     sensors_running: Flag = _env("REPORTING_SENSORS_RUNNING", True, "Default status of the sensors.")
@@ -114,12 +119,21 @@ class Settings(BaseModel):
         "REPORTING_LATENESS_DAYS", 3, "The daily enqueue asks for the day this many days before its tick.", ge=0
     )
     enqueue_cron: str = _env("REPORTING_ENQUEUE_CRON", "0 6 * * *", "When the daily enqueue ticks.")
+    refresh_cron: str = _env(
+        "REPORTING_REFRESH_CRON", "0 7 * * *", "When provisional days and the lookback day are pulled again."
+    )
+    lookback_days: int = _env(
+        "REPORTING_LOOKBACK_DAYS",
+        4,
+        "A day is pulled once more this many days after the daily enqueue's day (Google revises final data).",
+        ge=0,
+    )
     accounts_cron: str = _env("REPORTING_ACCOUNTS_CRON", "0 5 * * *", "When the daily account discovery ticks.")
     schedule_timezone: str = _env("REPORTING_SCHEDULE_TIMEZONE", "UTC", "Time zone of the schedules.")
     # The tuning of sensor-launched download runs: REPORTING_CONSUMERS and REPORTING_CONSUMER_<FIELD>.
     consumer: ConsumerTuning = Field(default_factory=ConsumerTuning, description="Consumer tuning.")
 
-    @field_validator("enqueue_cron", "accounts_cron")
+    @field_validator("enqueue_cron", "accounts_cron", "refresh_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
         import dagster as dg
@@ -138,6 +152,24 @@ class Settings(BaseModel):
         if value and not Path(value).expanduser().is_file():
             raise ValueError("is not a file (a YAML report catalog, see reporting_assets/reports.yaml)")
         return value
+
+    @field_validator("reports")
+    @classmethod
+    def _reports(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError("names no report (catalog names, comma-separated, or `all`)")
+        return ",".join(names)
+
+    def report_names(self) -> list[str]:
+        """REPORTING_REPORTS resolved against the catalog; UnknownReportError / CatalogError name the problem."""
+        catalog = load_catalog(self.reports_file or None)
+        if self.reports == "all":
+            return list(catalog.reports)
+        names = self.reports.split(",")
+        for name in names:
+            catalog.get(name)
+        return names
 
     @field_validator("schedule_timezone")
     @classmethod

@@ -28,6 +28,7 @@ DOWNLOAD_SENSOR = "download_when_requests_done"
 EXPORT_SENSOR = "export_when_date_downloaded"
 LAG_SENSOR = "observe_request_lag"
 ENQUEUE_SCHEDULE = "enqueue_latest_complete_day"
+REFRESH_SCHEDULE = "refresh_provisional_days"
 ACCOUNTS_SCHEDULE = "discover_accounts_daily"
 
 # Jobs.

@@ -6,7 +6,7 @@ from pydantic import Field
 from reporting_assets.core.enqueue import request_frame, write_requests
 from reporting_assets.core.keys import ACCOUNTS_ASSET, REFRESH_TAG, REQUESTS_ASSET
 from reporting_assets.core.messages import DATA_STATES, MAX_ROW_LIMIT, new_download_id
-from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
+from reporting_assets.core.reports import get_report
 from reporting_assets.core.rerun import on_the_way, plan_enqueue
 from reporting_assets.defs.partitions import account_date_partitions, split_key
 from reporting_assets.resources.kafka import KafkaResource
@@ -16,7 +16,10 @@ from reporting_assets.settings import load_settings
 
 
 class RequestConfig(dg.Config):
-    reports: list[str] = Field(default=list(DEFAULT_REPORTS), description="Reports to request per partition.")
+    reports: list[str] = Field(
+        default=load_settings().report_names(),
+        description="Reports to request per partition (REPORTING_REPORTS; `python -m reporting_assets reports` lists them).",
+    )
     row_limit: int = Field(
         default=load_settings().row_limit,
         ge=1,
