@@ -16,7 +16,7 @@ from reporting_assets.sandbox.config import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets.sandbox.policies import Clock, FaultPicker, LoadQuota, RateLimiter
 from reporting_assets.sandbox.query import QueryRequest, RowCache, parse_query_request, response_body, response_metadata
 from reporting_assets.sandbox.responses import Response
-from reporting_assets.sandbox.stats import CallRecord, Stats
+from reporting_assets.sandbox.stats import CallIdentity, CallRecord, CallTimeline, Stats
 
 SITES_PATH = "/webmasters/v3/sites"
 QUERY_SUFFIX = "/searchAnalytics/query"
@@ -39,6 +39,37 @@ def _unknown_site(site_url: str) -> Response:
     return responses.not_found(f"Site not found: '{site_url}'.")
 
 
+def _identity(method: str, path: str, body: bytes) -> CallIdentity:
+    """What the call asks for, read leniently (a bad body is the API's to refuse, not this note's)."""
+    if path.rstrip("/") == SITES_PATH:
+        return CallIdentity("sites.list")
+    if not path.startswith(SITES_PATH + "/"):
+        return CallIdentity("unknown")
+    rest = path[len(SITES_PATH) + 1 :]
+    if not (rest.endswith(QUERY_SUFFIX) and method == "POST"):
+        return CallIdentity("sites.get" if method == "GET" else "unknown", unquote(rest, errors="replace"))
+    site_url = unquote(rest[: -len(QUERY_SUFFIX)], errors="replace")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict):
+        return CallIdentity("searchanalytics.query", site_url)
+
+    def number(name: str, default: int | None) -> int | None:
+        value = payload.get(name, default)
+        return value if isinstance(value, int) else None
+
+    return CallIdentity(
+        "searchanalytics.query",
+        site_url,
+        payload.get("startDate"),
+        payload.get("endDate"),
+        number("startRow", 0),
+        number("rowLimit", None),
+    )
+
+
 def _call_key(site_url: str, payload: Any) -> bytes:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(f"{site_url}\n{canonical}".encode(), digest_size=16).digest()
@@ -56,6 +87,7 @@ class SandboxApp:
         self._faults = FaultPicker()
         self._rows = RowCache()
         self._stats = Stats()
+        self._calls = CallTimeline(clock)
         self._tokens: set[str] = set()
         self._limiter.configure(config.per_site_qps, config.global_qps, config.burst)
         self._quota.configure(config.load_quota, config.load_quota_window_s)
@@ -86,10 +118,15 @@ class SandboxApp:
             return new
 
     def stats(self) -> dict[str, Any]:
-        return self._stats.snapshot()
+        return {**self._stats.snapshot(), "open_calls": self._calls.open_count()}
+
+    def calls(self) -> dict[str, Any]:
+        """The calls received and not yet answered, and the timeline of answered ones (`CallTimeline`)."""
+        return self._calls.snapshot()
 
     def reset_stats(self) -> None:
         self._stats.reset()
+        self._calls.reset()
 
     # --- entry point ---
 
@@ -103,6 +140,16 @@ class SandboxApp:
                     {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, 400
                 )
             return self._issue_token(body)
+        call_id = self._calls.received(_identity(method, path, body))
+        status = 0
+        try:
+            response = self._serve(method, path, body, headers)
+            status = response.status
+            return response
+        finally:
+            self._calls.answered(call_id, status)
+
+    def _serve(self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None) -> Response:
         config = self._config
         if config.latency_s:
             self.stop_event.wait(config.latency_s)
@@ -148,6 +195,8 @@ class SandboxApp:
             return responses.json_response({"ok": True})
         if route == ("GET", "/_sandbox/stats"):
             return responses.json_response(self.stats())
+        if route == ("GET", "/_sandbox/calls"):
+            return responses.json_response(self.calls())
         if route == ("POST", "/_sandbox/stats/reset"):
             self.reset_stats()
             return responses.json_response(self.stats())

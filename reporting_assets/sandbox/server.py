@@ -223,5 +223,11 @@ class SandboxServer:
         """Same dict as `GET /_sandbox/stats`."""
         return self._app.stats()
 
+    def calls(self) -> dict[str, Any]:
+        """Same dict as `GET /_sandbox/calls`: `now`, the `open` calls (received, not yet answered) and the
+        `answered` ones (each with its site, dates, startRow, rowLimit, receive and answer times, status)."""
+        return self._app.calls()
+
     def reset_stats(self) -> None:
+        """Counters and the timeline of answered calls start again from nothing."""
         self._app.reset_stats()
