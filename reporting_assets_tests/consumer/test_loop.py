@@ -304,11 +304,19 @@ def test_a_request_asked_again_waits_in_the_scheduler_not_in_a_worker(kafka, san
 def test_load_quota_refusals_wait_on_the_delay_topic_without_blocking_others(kafka, sandbox, tmp_path):
     landing = LandingZone(tmp_path)
     quota_site, other = SITES[1].url, SITES[0].url
+    # The load quota counts queries grouped by query or page: the other site asks for a report by country
+    # and device, which it never refuses, in 21 small pages (a chain of 7 a day) that take a while, so
+    # that they are still coming when the quota site is refused. (The quota is per site: with the same
+    # report both sites were refused, and the check below could not hold.)
+    cheap = get_report("search_by_country")
     sandbox.update_config(load_quota=1, load_quota_window_s=2.0)
     requests = [
-        REPORT.first_request(site, f"2026-10-{day:02d}", row_limit=100)
+        request
         for day in range(1, 4)
-        for site in (quota_site, other)
+        for request in (
+            REPORT.first_request(quota_site, f"2026-10-{day:02d}", row_limit=100),
+            cheap.first_request(other, f"2026-10-{day:02d}", row_limit=5),
+        )
     ]
     enqueue(kafka, requests)
     loop = run_loop(kafka, sandbox, landing, quota_wait_s=2.5)
@@ -317,18 +325,41 @@ def test_load_quota_refusals_wait_on_the_delay_topic_without_blocking_others(kaf
     assert loop.stats.delayed >= 1 and loop.stats.released >= 1
     assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
     for day in range(1, 4):
-        for site in (quota_site, other):
-            state = landing.completeness(REPORT.name, f"2026-10-{day:02d}", site)
+        for report, site in ((REPORT, quota_site), (cheap, other)):
+            state = landing.completeness(report.name, f"2026-10-{day:02d}", site)
             assert state.complete, (site, day, state)
-    # The other site did not wait behind the refused one: all its pages landed before any quota-site retry.
-    other_done = max(
-        p.path.stat().st_mtime for d in range(1, 4) for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", other)
-    )
-    quota_last = max(
-        p.path.stat().st_mtime for d in range(1, 4) for p in landing.pages(REPORT.name, f"2026-10-{d:02d}", quota_site)
-    )
-    assert other_done < quota_last
+    # The other site did not wait behind the refused one: the sandbox had answered all its pages before
+    # it received the quota site's first retry (a call of a page it had refused).
+    calls = sandbox.calls()
+    assert calls["dropped"] == 0
+    answered = calls["answered"]
+    other_calls = [c for c in answered if c["site_url"] == other]
+    assert [c["status"] for c in other_calls] == [200] * 21, other_calls
+    first_retry = first_call_after_a_refusal(answered, quota_site)
+    assert max(c["answered_at"] for c in other_calls) < first_retry, timeline(answered)
     assert kafka.lag(kafka.request_topic).total == 0 and kafka.lag(delay_topic(kafka)).total == 0
+
+
+def timeline(calls: list[dict]) -> list[str]:
+    """The calls as lines (site, date, startRow, status, received and answered, in seconds from the first)."""
+    zero = min(c["received_at"] for c in calls)
+    return [
+        f"{c['site_url']} {c['start_date']} {c['start_row']} {c['status']} "
+        f"{c['received_at'] - zero:.3f}-{c['answered_at'] - zero:.3f}"
+        for c in calls
+    ]
+
+
+def first_call_after_a_refusal(calls: list[dict], site: str) -> float:
+    """When the sandbox received the first call of a page of `site` that it had refused (403) before."""
+    refused: set[tuple] = set()
+    for call in sorted((c for c in calls if c["site_url"] == site), key=lambda c: c["received_at"]):
+        page = (call["start_date"], call["start_row"], call["row_limit"])
+        if page in refused:
+            return call["received_at"]
+        if call["status"] == 403:
+            refused.add(page)
+    raise AssertionError(f"no refused page of {site} was asked again")
 
 
 @pytest.mark.parametrize("kind", ["rate_limit_403", "user_rate_limit_403"])
