@@ -8,20 +8,22 @@ them again, and repeats until the topic is drained. `check_trial` then proves:
 * **nothing lost, nothing doubled** -- the landed page chains, read by DuckDB, hold exactly the
   sandbox's `expected_rows`, row for row; and the exports made by the real `downloaded_reports` and
   `exported_reports` assets are byte-identical to those of a clean (never killed) run;
-* **re-issued calls are bounded by what was in flight** -- the sandbox's `repeat_successes` (calls
-  answered with data twice or more) never exceed the in-flight bound, summed over every event that
-  moves a partition to a new owner:
+* **re-issued calls are exactly what was in flight** -- every call the sandbox answered with data
+  a second time was of a page in flight, measured from outside the consumers
+  (`in_flight.py`), at a moment between the two calls when its partition could change hands:
 
-  - a **kill**: measured from outside right after the victims are dead: the requests at or beyond
-    their partition's committed offset whose page had already landed (done, not yet committed),
-    plus `concurrency` calls per killed consumer that may have been under way (answered, not landed);
-  - a **rebalance** among live consumers (a restarted consumer joining, the group noticing a dead
-    member): reported by the consumer handing partitions over (`worker.TracedLoop`): the calls it
-    had started beyond the committed offset of each partition it gives up.
+  - a **kill**, measured right after the victims are dead: the calls the sandbox had received and
+    not answered, those answered whose page had not landed, and the pages landed, each with its
+    request message at or beyond its partition's committed offset (read with the admin client);
+  - a **rebalance** (a restarted consumer joining, the group noticing a dead member, a join, a
+    leave, the start): `in_flight.GroupWindows` watches the group from outside (DescribeGroups and
+    the committed offsets every 50 ms); over a window from the last sample before the group changed
+    to the first that finds it Stable again, the pages received by its end whose message was not
+    committed at its start.
 
-  The new owner restarts from the committed offset, so these are exactly the calls it may repeat.
-  Anything above (a duplicate continuation page cascading down a chain, an offset committed too
-  early and re-done, ...) breaks the bound.
+  The new owner restarts from the committed offset, so these are the only calls it may repeat.
+  A repeat of any other page (a duplicate continuation page cascading down a chain, an offset
+  committed too early and re-done, a page called by two owners) fails the trial, whatever the count.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_row_count, expected_rows
 from reporting_assets_tests import helpers
-from reporting_assets_tests.reliability import worker
+from reporting_assets_tests.reliability import in_flight, worker
 
 REPORT = get_report("search_analytics")
 log = logging.getLogger(__name__)
@@ -297,9 +299,12 @@ class Kill:
     at_landed: int  # landed pages when the kill came
     consumers_alive: int
     victims: int
-    landed_uncommitted: int  # requests beyond the committed offsets whose page had landed
-    bound: int  # landed_uncommitted + victims * concurrency
+    at: float  # time.monotonic once the victims were dead (the sandbox's clock)
+    at_ms: float  # the same moment in epoch ms (the messages' timestamps)
+    committed: dict[int, int]  # the group's committed offsets then
+    landed: set[str]  # request ids of the pages landed then
     repeat_successes_before: int
+    in_flight: dict[str, int] = field(default_factory=dict)  # counted from outside at the end (`in_flight.py`)
 
 
 @dataclass
@@ -320,8 +325,11 @@ class TrialResult:
     joins: int = 0  # consumers started into a running group on purpose
     leaves: int = 0  # consumers asked to stop (SIGTERM) mid-run
     broker_restarts: list[BrokerRestart] = field(default_factory=list)
-    handovers: int = 0  # rebalances in which a live consumer gave partitions away
-    handover_exposure: int = 0  # calls those consumers had started beyond the committed offsets
+    handovers: int = 0  # rebalances in which a live consumer gave partitions away (its own report)
+    handover_exposure: int = 0  # calls those consumers said they had started beyond the committed offsets
+    windows: int = 0  # rebalance windows seen from outside (`in_flight.GroupWindows`)
+    window_in_flight: int = 0  # pages in flight over those windows, summed
+    reissued: list[in_flight.Reissue] = field(default_factory=list)  # calls answered with data again
     restarts: int = 0  # consumers started again after a kill or an early exit
     early_exits: int = 0  # consumer processes that stopped before the topic was drained
     crashed: list[str] = field(default_factory=list)
@@ -341,7 +349,13 @@ class TrialResult:
 
     @property
     def in_flight_bound(self) -> int:
-        return sum(kill.bound for kill in self.kills) + self.handover_exposure
+        """Pages in flight at the kills and over the rebalance windows, summed (measured from outside)."""
+        return sum(kill.in_flight.get("pages", 0) for kill in self.kills) + self.window_in_flight
+
+    @property
+    def unexplained(self) -> list[in_flight.Reissue]:
+        """Calls made again of a page not in flight at any kill or rebalance between its two calls."""
+        return [reissue for reissue in self.reissued if reissue.moment is None]
 
     @property
     def throttled(self) -> int:
@@ -491,6 +505,7 @@ class Trial:
         enqueue(self.kafka, self.workload.first_requests())
         with contextlib.ExitStack() as stack:
             self.sandbox = stack.enter_context(SandboxServer(self.workload.sandbox_config()))
+            self.group_windows = stack.enter_context(in_flight.GroupWindows(self.kafka))
             spec = fleet_spec(self.kafka, self.workload, self.sandbox.url, self.landing_dir)
             self.fleet = Fleet(spec, self.data_dir / "events", self.workload.consumers, self.env.context)
             stack.callback(self.fleet.close)
@@ -510,6 +525,7 @@ class Trial:
                     break
                 getattr(self, step.action)(step)
             self.finish()
+        self.hold_to_in_flight()
         count_rows(self.result, self.landing, self.workload)
         if self.exports:
             self.result.export_digests = export_digests(self.env, self.data_dir, self.workload, self.kafka)
@@ -530,19 +546,20 @@ class Trial:
         repeats_before = self.sandbox.stats()["repeat_successes"]
         at_landed = landed_count(self.landing_dir)
         self.fleet.kill(victims)
-        # In flight at the kill. The committed offsets first: nothing of the victims moves any more.
+        # In flight at the kill, from outside (counted at the end, once the topic is whole): the moment,
+        # the committed offsets and the landed pages now that nothing of the victims moves any more.
+        at, at_ms = time.monotonic(), time.time() * 1000
         committed = self.kafka.committed_offsets(self.kafka.request_topic)
-        records = self.topic_log.catch_up(self.remaining())
-        landed = landed_ids(self.landing_dir)
-        done_uncommitted = sum(1 for (p, o), rid in records.items() if o >= committed[p] and rid in landed)
         self.result.kills.append(
             Kill(
                 mode=mode,
                 at_landed=at_landed,
                 consumers_alive=alive,
                 victims=len(victims),
-                landed_uncommitted=done_uncommitted,
-                bound=done_uncommitted + len(victims) * self.workload.concurrency,
+                at=at,
+                at_ms=at_ms,
+                committed=committed,
+                landed=landed_ids(self.landing_dir),
                 repeat_successes_before=repeats_before,
             )
         )
@@ -605,6 +622,7 @@ class Trial:
             self.result.restarts += len(self.fleet.top_up())
         result = self.result
         result.sandbox_stats = self.sandbox.stats()
+        self.calls = self.sandbox.calls()
         events = result.events = self.fleet.events()
         # Partitions given away by live consumers: at a rebalance (revoked at its start, released at its
         # end), or when one stops (its last commit may fail if a rebalance is under way; normally it
@@ -619,6 +637,25 @@ class Trial:
         dead = sum(self.kafka.end_offsets(self.kafka.dead_letter_topic).values())
         if dead:
             result.notes.append(f"incomplete: {dead} dead letters")
+
+    def hold_to_in_flight(self) -> None:
+        """Every call answered with data again, with the kill or rebalance window that explains it."""
+        result, calls = self.result, self.calls
+        on_topic = in_flight.messages(self.kafka, self.kafka.request_topic)
+        moments = []
+        for kill in result.kills:
+            measured = in_flight.measure(calls, kill.at, kill.at, on_topic, kill.committed, kill.landed, kill.at_ms)
+            kill.in_flight = measured.counts()
+            moments.append(measured)
+        windows = [
+            in_flight.measure(calls, w.start, w.end, on_topic, w.committed, set(), w.end_ms)
+            for w in self.group_windows.windows
+        ]
+        result.windows = len(windows)
+        result.window_in_flight = sum(len(w.pages) for w in windows)
+        result.reissued = in_flight.reissues(calls, moments + windows, statuses=frozenset({200}))
+        if calls["dropped"]:
+            result.notes.append(f"incomplete: the sandbox's timeline dropped {calls['dropped']} calls")
 
 
 def run_trial(
@@ -754,11 +791,15 @@ def problems(result: TrialResult, reference: TrialResult | None) -> list[str]:
     if result.early_exits:
         # Stopped as "drained" (or at their runtime limit) with work left: a run would end short.
         found.append(f"{result.early_exits} consumers stopped while requests were left")
-    if result.repeat_successes > result.in_flight_bound:
+    if result.unexplained:
         found.append(
-            f"{result.repeat_successes} calls re-issued, but only {result.in_flight_bound} were in flight "
-            f"(kills: {[(k.mode, k.landed_uncommitted, k.bound) for k in result.kills]}, "
-            f"handovers: {result.handovers} with {result.handover_exposure} started calls)"
+            f"{len(result.unexplained)} calls re-issued of pages not in flight at any kill or rebalance: "
+            f"{[r.page for r in result.unexplained]} (kills: {[(k.mode, k.in_flight) for k in result.kills]}, "
+            f"{result.windows} rebalance windows with {result.window_in_flight} pages in flight)"
+        )
+    if len(result.reissued) != result.repeat_successes:
+        found.append(
+            f"the sandbox's timeline has {len(result.reissued)} calls re-issued, its counter {result.repeat_successes}"
         )
     if reference is not None and result.export_digests and result.export_digests != reference.export_digests:
         differing = sorted(
@@ -782,8 +823,9 @@ def describe(result: TrialResult) -> str:
         )
     return (
         f"seed {result.seed}: {result.pages} pages, kills [{kills}]{extra}, restarts {result.restarts}, "
-        f"early exits {result.early_exits}, 429s {result.throttled}, handovers {result.handovers}, "
-        f"re-issued {result.repeat_successes} <= bound {result.in_flight_bound}, "
+        f"early exits {result.early_exits}, 429s {result.throttled}, rebalance windows {result.windows}, "
+        f"re-issued {result.repeat_successes} of {result.in_flight_bound} in flight "
+        f"({len(result.unexplained)} not in flight), "
         f"rows lost {result.rows_lost} doubled {result.rows_doubled}, {result.elapsed_s:.1f}s"
     )
 
@@ -811,7 +853,8 @@ def summary_rows(results: list[TrialResult], reference: TrialResult | None) -> d
         "exports_checked": sum(1 for r in results if r.export_digests),
         "reissued": sum(r.repeat_successes for r in results),
         "bound": sum(r.in_flight_bound for r in results),
-        "over_bound": sum(1 for r in results if r.repeat_successes > r.in_flight_bound),
+        "over_bound": sum(1 for r in results if r.unexplained),
+        "rebalance_windows": sum(r.windows for r in results),
         "max_reissued": max((r.repeat_successes for r in results), default=0),
         "duplicates_skipped": sum(stats.get("duplicates", 0) for r in results for stats in r.consumer_stats),
         "failed": sum(1 for r in results if problems(r, reference)),
@@ -825,11 +868,12 @@ def summary_markdown(title: str, results: list[TrialResult], reference: TrialRes
         f"### {title}",
         "",
         "| trials | failed | faults injected | rows expected | rows lost | rows doubled | exports byte-identical "
-        "| re-issued calls | in-flight bound | trials over the bound |",
+        "| re-issued calls | pages in flight at kills and rebalances (from outside) | trials with a re-issue "
+        "not in flight |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         f"| {t['trials']} | {t['failed']} | {t['sigkills']} consumer SIGKILLs in {t['kill_events']} kills "
         f"({t['kills_all']} of the whole group), {t['throttled']} 429s, {t['broker_restarts']} broker restarts, "
-        f"{t['joins_leaves']} joins/leaves, {t['rebalance_handovers']} rebalance hand-overs "
+        f"{t['joins_leaves']} joins/leaves, {t['rebalance_windows']} rebalance windows "
         f"| {t['rows_expected']} | {t['rows_lost']} | {t['rows_doubled']} "
         f"| {t['exports_identical']}/{t['exports_checked']} | {t['reissued']} (max {t['max_reissued']} in a trial) "
         f"| {t['bound']} | {t['over_bound']} |",
@@ -843,7 +887,7 @@ def summary_markdown(title: str, results: list[TrialResult], reference: TrialRes
 
 def trial_markdown(results: list[TrialResult], reference: TrialResult | None) -> str:
     lines = [
-        "| seed | pages | kills (mode@landed pages) | other faults | 429s | hand-overs | re-issued | bound "
+        "| seed | pages | kills (mode@landed pages) | other faults | 429s | rebalance windows | re-issued | in flight "
         "| rows lost | rows doubled | exports identical | seconds |",
         "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -863,7 +907,7 @@ def trial_markdown(results: list[TrialResult], reference: TrialResult | None) ->
             else ("yes" if r.export_digests == reference.export_digests else "**no**")
         )
         lines.append(
-            f"| {r.seed} | {r.pages} | {kills} | {other} | {r.throttled} | {r.handovers} | {r.repeat_successes} "
+            f"| {r.seed} | {r.pages} | {kills} | {other} | {r.throttled} | {r.windows} | {r.repeat_successes} "
             f"| {r.in_flight_bound} | {r.rows_lost} | {r.rows_doubled} | {identical} | {r.elapsed_s:.1f} |"
         )
     return "\n".join(lines) + "\n"
