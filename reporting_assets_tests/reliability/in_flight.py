@@ -9,7 +9,7 @@ offset, so these are the only pages it may call again. Each part is read from ou
 * **landed**: its page file in the landing zone, its message not committed (a new owner finds the
   file and skips the call).
 
-A moment is a kill (`start == end`), or a window in which partitions may have changed hands (a
+A moment is a kill (from the SIGKILL to the victims found dead), or a window in which partitions may have changed hands (a
 rebalance): then the pages received by its end whose message was not committed at its start. A call
 of a page asked before (`reissues`) is explained when the page was in flight at a moment between the
 two calls; any other repeat is a defect (an offset committed too early and re-done, a continuation
@@ -130,14 +130,15 @@ def measure(
     landed: set[str],
     sent_by_ms: float,
 ) -> InFlight:
-    """In flight at a kill (`start == end`) or over a window: pages received by `end` whose message is
-    at or beyond the partition's `committed` offset (read at `start`); `landed` read then too.
+    """In flight at a kill (from the signal, `start`, to the victims' death, `end`) or over a window:
+    pages received by `end` whose message is at or beyond the partition's `committed` offset (read at
+    `end` for a kill, at `start` for a window), `landed` read at `end`; `open`: those open at `start`.
     `calls` is a snapshot taken at or after `end`, `on_topic` the messages read afterwards, of which
     only those sent by `sent_by_ms` (epoch ms) count: a copy of a page sent again later (its parent
     page re-run) does not make the page in flight at the moment."""
     uncommitted = [m for m in on_topic if m.offset >= committed.get(m.partition, 0) and m.timestamp_ms <= sent_by_ms]
     received = {page_of(call) for call in query_calls(calls) if call["received_at"] <= end}
-    open_pages = frozenset(page_of(call) for call in open_at(calls, end) if call["method"] == QUERY)
+    open_pages = frozenset(page_of(call) for call in open_at(calls, start) if call["method"] == QUERY)
     landed_pages = frozenset(m.page for m in uncommitted if m.request_id in landed)
     answered = frozenset({m.page for m in uncommitted} & received) - open_pages - landed_pages
     return InFlight(start, end, open_pages, answered, landed_pages)

@@ -299,7 +299,8 @@ class Kill:
     at_landed: int  # landed pages when the kill came
     consumers_alive: int
     victims: int
-    at: float  # time.monotonic once the victims were dead (the sandbox's clock)
+    signalled: float  # time.monotonic as the SIGKILLs went (the sandbox's clock)
+    at: float  # once the victims were dead
     at_ms: float  # the same moment in epoch ms (the messages' timestamps)
     committed: dict[int, int]  # the group's committed offsets then
     landed: set[str]  # request ids of the pages landed then
@@ -545,6 +546,7 @@ class Trial:
     def _kill(self, mode: str, victims: list[Any], alive: int) -> None:
         repeats_before = self.sandbox.stats()["repeat_successes"]
         at_landed = landed_count(self.landing_dir)
+        signalled = time.monotonic()
         self.fleet.kill(victims)
         # In flight at the kill, from outside (counted at the end, once the topic is whole): the moment,
         # the committed offsets and the landed pages now that nothing of the victims moves any more.
@@ -556,6 +558,7 @@ class Trial:
                 at_landed=at_landed,
                 consumers_alive=alive,
                 victims=len(victims),
+                signalled=signalled,
                 at=at,
                 at_ms=at_ms,
                 committed=committed,
@@ -644,7 +647,9 @@ class Trial:
         on_topic = in_flight.messages(self.kafka, self.kafka.request_topic)
         moments = []
         for kill in result.kills:
-            measured = in_flight.measure(calls, kill.at, kill.at, on_topic, kill.committed, kill.landed, kill.at_ms)
+            measured = in_flight.measure(
+                calls, kill.signalled, kill.at, on_topic, kill.committed, kill.landed, kill.at_ms
+            )
             kill.in_flight = measured.counts()
             moments.append(measured)
         windows = [
