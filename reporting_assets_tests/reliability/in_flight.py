@@ -86,6 +86,11 @@ def query_calls(calls: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted(found, key=lambda call: call["received_at"])
 
 
+def page_calls(calls: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The query calls that name a page (the sandbox read their body: a call cut off by a kill may not)."""
+    return [call for call in query_calls(calls) if call["start_date"] is not None]
+
+
 def messages(kafka: KafkaResource, topic: str, timeout_s: float = 60) -> list[Message]:
     """Every request message on `topic`, read without a group (the consumers are not disturbed)."""
     consumer = KafkaConsumer(
@@ -137,8 +142,10 @@ def measure(
     only those sent by `sent_by_ms` (epoch ms) count: a copy of a page sent again later (its parent
     page re-run) does not make the page in flight at the moment."""
     uncommitted = [m for m in on_topic if m.offset >= committed.get(m.partition, 0) and m.timestamp_ms <= sent_by_ms]
-    received = {page_of(call) for call in query_calls(calls) if call["received_at"] <= end}
-    open_pages = frozenset(page_of(call) for call in open_at(calls, start) if call["method"] == QUERY)
+    received = {page_of(call) for call in page_calls(calls) if call["received_at"] <= end}
+    open_pages = frozenset(
+        page_of(call) for call in open_at(calls, start) if call["method"] == QUERY and call["start_date"] is not None
+    )
     landed_pages = frozenset(m.page for m in uncommitted if m.request_id in landed)
     answered = frozenset({m.page for m in uncommitted} & received) - open_pages - landed_pages
     return InFlight(start, end, open_pages, answered, landed_pages)
@@ -152,7 +159,7 @@ def reissues(
     end and this one after its start."""
     last: dict[Page, float] = {}
     found = []
-    for call in query_calls(calls):
+    for call in page_calls(calls):
         if statuses is not None and call["status"] not in statuses:
             continue
         page, at = page_of(call), call["received_at"]

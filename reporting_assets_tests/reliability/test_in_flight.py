@@ -59,3 +59,10 @@ def test_a_repeat_before_the_moment_or_of_a_refused_call_is_not_explained_by_it(
     # Only answers with data: a 429 and its retry are one call.
     successes = in_flight.reissues(calls, [later], statuses=frozenset({200}))
     assert [(r.page, r.moment) for r in successes] == [(page(0), None)]
+
+
+def test_calls_whose_body_never_arrived_whole_name_no_page() -> None:
+    cut = {**call(0, 1.0, 1.1, 400), "start_date": None, "end_date": None, "start_row": None, "row_limit": None}
+    calls = {"answered": [cut, {**cut, "id": 99}, call(0, 2.0, 2.1)], "open": []}
+    assert in_flight.page_calls(calls) == [calls["answered"][2]]
+    assert in_flight.reissues(calls, []) == []
