@@ -17,7 +17,7 @@ them again, and repeats until the topic is drained. `check_trial` then proves:
     request message at or beyond its partition's committed offset (read with the admin client);
   - a **rebalance** (a restarted consumer joining, the group noticing a dead member, a join, a
     leave, the start): `in_flight.GroupWindows` watches the group from outside (DescribeGroups and
-    the committed offsets every 50 ms); over a window from the last sample before the group changed
+    the committed offsets every 250 ms); over a window from the last sample before the group changed
     to the first that finds it Stable again, the pages received by its end whose message was not
     committed at its start.
 
