@@ -146,7 +146,7 @@ def measure(
     open_pages = frozenset(
         page_of(call) for call in open_at(calls, start) if call["method"] == QUERY and call["start_date"] is not None
     )
-    landed_pages = frozenset(m.page for m in uncommitted if m.request_id in landed)
+    landed_pages = frozenset(m.page for m in uncommitted if m.request_id in landed) - open_pages  # parts: disjoint
     answered = frozenset({m.page for m in uncommitted} & received) - open_pages - landed_pages
     return InFlight(start, end, open_pages, answered, landed_pages)
 
