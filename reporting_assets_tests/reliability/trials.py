@@ -47,7 +47,6 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-from kafka import KafkaConsumer, TopicPartition
 
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import ReportRequest
@@ -244,46 +243,8 @@ class Fleet:
 # ---- observing from outside ---------------------------------------------------------------------
 
 
-class TopicLog:
-    """Every request message on the topic, read without a group (it never disturbs the consumers)."""
-
-    def __init__(self, kafka: KafkaResource, partitions: int) -> None:
-        self.kafka = kafka
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
-        )
-        self.tps = [TopicPartition(kafka.request_topic, p) for p in range(partitions)]
-        self.consumer.assign(self.tps)
-        self.consumer.seek_to_beginning(*self.tps)
-        self.records: dict[tuple[int, int], str] = {}  # (partition, offset) -> request_id
-
-    def catch_up(self, timeout_s: float = 60) -> dict[tuple[int, int], str]:
-        end = self.consumer.end_offsets(self.tps)
-        deadline = time.monotonic() + timeout_s
-        while any(self.consumer.position(tp) < end[tp] for tp in self.tps):
-            if time.monotonic() > deadline:
-                raise TrialError("could not read the request topic to its end")
-            for tp, records in self.consumer.poll(timeout_ms=200).items():
-                for record in records:
-                    self.records[(tp.partition, record.offset)] = ReportRequest.decode(record.value).request_id
-        return self.records
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def landed_ids(landing_dir: Path) -> set[str]:
-    if not landing_dir.exists():
-        return set()
-    return {path.stem for path in landing_dir.rglob("*.parquet") if not path.name.startswith(".")}
-
-
 def landed_count(landing_dir: Path) -> int:
-    return len(landed_ids(landing_dir))
+    return len(in_flight.landed_ids(landing_dir))
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.05) -> None:
@@ -510,8 +471,6 @@ class Trial:
             spec = fleet_spec(self.kafka, self.workload, self.sandbox.url, self.landing_dir)
             self.fleet = Fleet(spec, self.data_dir / "events", self.workload.consumers, self.env.context)
             stack.callback(self.fleet.close)
-            self.topic_log = TopicLog(self.kafka, self.workload.partitions)
-            stack.callback(self.topic_log.close)
             if self.first:
                 self.fleet.start(1, **self.first)
             self.fleet.top_up()
@@ -562,7 +521,7 @@ class Trial:
                 at=at,
                 at_ms=at_ms,
                 committed=committed,
-                landed=landed_ids(self.landing_dir),
+                landed=in_flight.landed_ids(self.landing_dir),
                 repeat_successes_before=repeats_before,
             )
         )
@@ -939,7 +898,6 @@ __all__ = [
     "Fleet",
     "Plan",
     "Step",
-    "TopicLog",
     "TrialEnv",
     "TrialError",
     "TrialResult",
