@@ -48,15 +48,42 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(pid: int) -> list[int]:
-    """SIGKILL `pid` and everything below it at once, like a machine losing the run; returns the pids."""
-    pids = [pid, *descendants(pid)]
-    for target in pids:
+def process_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) of `pid` from /proc/<pid>/stat; None if gone."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    return fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
+
+
+def is_dead(pid: int, started: int) -> bool:
+    """Whether the process `pid` that started at `started` has ended: its /proc entry is gone, is a zombie
+    (dead, waiting for its parent to reap it), or belongs to a newer process that reused the pid."""
+    stat = process_stat(pid)
+    return stat is None or stat[1] != started or stat[0] in ("Z", "X")
+
+
+def kill_tree(pid: int, timeout_s: float = 30) -> list[int]:
+    """SIGKILL `pid` and everything below it at once, like a machine losing the run; returns the pids
+    confirmed dead, once every one of them is (fails naming those still alive after `timeout_s`)."""
+    targets: dict[int, int] = {}
+    for target in [pid, *descendants(pid)]:
+        stat = process_stat(target)
+        if stat is not None and stat[0] not in ("Z", "X"):
+            targets[target] = stat[1]
+    for target in targets:
         try:
             os.kill(target, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return pids
+    wait_for(
+        lambda: all(is_dead(p, started) for p, started in targets.items()),
+        timeout_s,
+        lambda: f"killed processes to die; still alive: {[p for p, s in targets.items() if not is_dead(p, s)]}",
+    )
+    return sorted(p for p, started in targets.items() if is_dead(p, started))
 
 
 class DagsterDev:
@@ -206,6 +233,24 @@ class DagsterDev:
             {"s": self.sensor_selector(name)},
         )["startSensor"]
         assert result["__typename"] == "Sensor" and result["sensorState"]["status"] == "RUNNING", result
+
+    def stop_schedule(self, name: str) -> None:
+        """The UI's toggle of a schedule, to off."""
+        selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "scheduleName": name}
+        schedule = self.graphql(
+            """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
+                 __typename ... on Schedule { id } ... on PythonError { message } } }""",
+            {"s": selector},
+        )["scheduleOrError"]
+        assert schedule["__typename"] == "Schedule", schedule
+        result = self.graphql(
+            """mutation($id: String!) { stopRunningSchedule(id: $id) {
+                 __typename ... on ScheduleStateResult { scheduleState { status } }
+                 ... on PythonError { message } } }""",
+            {"id": schedule["id"]},
+        )["stopRunningSchedule"]
+        assert result["__typename"] == "ScheduleStateResult", result
+        assert result["scheduleState"]["status"] == "STOPPED", result
 
     def launch_assets(self, asset_keys: list[str], tags: Mapping[str, str] | None = None) -> str:
         """Materialize assets (the UI's Materialize button, or its launchpad with `tags`); returns the run id."""

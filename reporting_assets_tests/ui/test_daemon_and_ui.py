@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,15 +25,24 @@ import pytest
 from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG  # a hidden tag: no public name
 
 from reporting_assets.core.keys import (
+    ACCOUNTS_SCHEDULE,
     CONSUMER_SENSOR,
     DOWNLOAD_SENSOR,
+    DOWNLOADS_ASSET,
+    ENQUEUE_DAY_TAG,
+    ENQUEUE_SCHEDULE,
     EXPORT_SENSOR,
     LAG_CHECK,
     LAG_SENSOR,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
     REDRIVE_JOB,
+    REQUESTS_ASSET,
+    SENSOR_TAG,
 )
-from reporting_assets.core.reports import get_report
-from reporting_assets.defs.partitions import daily_partitions, partition_key
+from reporting_assets.core.messages import ReportRequest
+from reporting_assets.core.reports import DEFAULT_REPORTS, get_report
+from reporting_assets.defs.partitions import account_date_partitions, daily_partitions, partition_key, split_key
 from reporting_assets.infra.ports import free_port
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec, expected_rows
@@ -153,6 +163,14 @@ class Watch:
         evaluation = history[0].event.dagster_event.event_specific_data
         return history[0].id, evaluation.passed, evaluation.description or ""
 
+    def step_pids(self, run_id: str, op: str) -> dict[str, int]:
+        """Step key -> pid of its step process, for the steps of `op` started so far (multiprocess executor)."""
+        return {
+            entry.dagster_event.step_key: entry.dagster_event.pid
+            for entry in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED)
+            if entry.dagster_event and (entry.dagster_event.step_key or "").startswith(f"{op}[")
+        }
+
     def worker_pid(self, run_id: str) -> int | None:
         """Pid of the run worker (the parent of the consumer step processes), from its engine events."""
         for entry in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
@@ -163,6 +181,35 @@ class Watch:
             if match:
                 return int(match.group(1))
         return None
+
+
+def run_partitions(run: dg.DagsterRun, instance: dg.DagsterInstance) -> list[str]:
+    """The partition keys a run was asked for: its partition range (a rectangle of dates x accounts), or its key."""
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if start and end:
+        return list(
+            account_date_partitions.get_partition_keys_in_range(
+                dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance
+            )
+        )
+    return [run.tags["dagster/partition"]] if "dagster/partition" in run.tags else []
+
+
+def materialized_by(instance: dg.DagsterInstance, asset: str, run_id: str) -> list[str]:
+    """The partitions of `asset` that one run materialized, as often as it did."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return sorted(
+        r.event_log_entry.dagster_event.partition
+        for r in records
+        if r.event_log_entry.dagster_event.asset_key == dg.AssetKey(asset)
+    )
+
+
+def every_value(env: dict, topic: str) -> list[bytes]:
+    """Every message value on `topic`, from its first offset to its end offsets as they are now."""
+    cluster = KafkaResource(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], request_topic=topic).cluster()
+    # Read from a group that never commits (read without joining it): from offset 0, all of it.
+    return [value for _, value in cluster.uncommitted_values([topic], group_id=f"{topic}.test-reader")]
 
 
 def landed_pages(data_dir: Path) -> int:
@@ -243,10 +290,16 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
     first = watch.until(lambda: (runs := watch.download_runs()) and runs[0], 60, "the consumer sensor's download run")
     assert first.tags["dagster/run_key"] == "consumers-after-none"
     pid = watch.until(lambda: watch.worker_pid(first.run_id), 90, "the download run's worker process")
+    consumers = int(env["REPORTING_CONSUMERS"])
+    steps = watch.until(
+        lambda: len(found := watch.step_pids(first.run_id, "consume_requests")) == consumers and found,
+        90,
+        f"the download run's {consumers} consumer step processes",
+    )
     watch.until(lambda: landed_pages(data_dir) >= 1, 90, "the first landed page")
     assert kafka.lag(kafka.request_topic).total > 0, "the download run finished before it could be killed"
-    killed = kill_tree(pid)
-    assert len(killed) >= 2, f"expected the run worker and its consumer processes, got {killed}"
+    killed = kill_tree(pid)  # the pids confirmed dead
+    assert {pid, *steps.values()} <= set(killed), f"run worker {pid} and consumers {steps}: dead {killed}"
     run = watch.until(lambda: watch.finished(first.run_id), 60, "the killed run to be marked finished")
     assert run.status == dg.DagsterRunStatus.FAILURE
 
@@ -289,16 +342,52 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
     for date in DATES:
         rows = exported(data_dir / "exports" / "search_analytics" / f"{date}.csv")
         assert rows == truth(sandbox_config, date)
-    runs = [r.dagster_run for r in watch.instance.get_run_records()]
-    failed = [r.run_id for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
-    assert len(watch.download_runs()) >= 3  # the killed one, its replacement, the one after the re-drive
+    records = watch.instance.get_run_records()
+    failed = [r.dagster_run.run_id for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
     assert failed == [first.run_id], f"only the killed run may fail: {failed}"
-    sensor_runs = [
-        r
-        for r in runs
-        if r.tags.get("reporting_assets/sensor") in ("download_when_requests_done", "export_when_date_downloaded")
+    # Every run the sensors launched, and none twice. The consumer sensor: the killed run, its replacement,
+    # the one for the re-driven requests, each keyed by the run before it.
+    consumer_runs = [r.dagster_run for r in reversed(watch.instance.get_run_records(dg.RunsFilter(tags=ROLE_TAG)))]
+    assert [(r.tags.get(SENSOR_TAG), r.tags["dagster/run_key"]) for r in consumer_runs] == [
+        (CONSUMER_SENSOR, run_key)
+        for run_key in (
+            "consumers-after-none",
+            f"consumers-after-{first.run_id}",
+            f"consumers-after-{replacement.run_id}",
+        )
     ]
-    assert len(sensor_runs) >= 3  # at least one download range run, and one export per date
+    # The download sensor: runs whose partition ranges cover the 6 partitions once each, then once the
+    # re-drive enqueued them again, the failing site's 2 (however a tick grouped them into ranges).
+    redriven_at = watch.instance.get_run_record_by_id(redrive).create_timestamp
+    downloads = [r for r in records if r.dagster_run.tags.get(SENSOR_TAG) == DOWNLOAD_SENSOR]
+    covered = {
+        phase: Counter(
+            key
+            for r in downloads
+            if (r.create_timestamp > redriven_at) == phase
+            for key in run_partitions(r.dagster_run, watch.instance)
+        )
+        for phase in (False, True)
+    }
+    assert covered == {False: Counter(keys), True: Counter(str(partition_key(d, FAILING)) for d in DATES)}, covered
+    for r in downloads:  # each materialized its range, once
+        asked = sorted(run_partitions(r.dagster_run, watch.instance))
+        assert materialized_by(watch.instance, DOWNLOADS_ASSET, r.dagster_run.run_id) == asked, r.dagster_run.tags
+    # The export sensor: one run per date, after the re-drive (the dates were held until then).
+    exports = [r for r in records if r.dagster_run.tags.get(SENSOR_TAG) == EXPORT_SENSOR]
+    assert sorted(key for r in exports for key in run_partitions(r.dagster_run, watch.instance)) == DATES
+    assert all(r.create_timestamp > redriven_at for r in exports)
+    # And no other run: the test's own launches are the accounts run, the backfill's, and the re-drive.
+    backfill_runs = [r.dagster_run.run_id for r in records if r.dagster_run.tags.get("dagster/backfill") == backfill]
+    enqueued_by_backfill = [
+        k for run_id in backfill_runs for k in materialized_by(watch.instance, REQUESTS_ASSET, run_id)
+    ]
+    assert sorted(enqueued_by_backfill) == sorted(keys)
+    others = [r.dagster_run for r in records if SENSOR_TAG not in r.dagster_run.tags]
+    assert sorted(r.run_id for r in others) == sorted([accounts_run, redrive, *backfill_runs]), [
+        (r.job_name, r.tags) for r in others
+    ]
+    assert len(records) == len(others) + len(consumer_runs) + len(downloads) + len(exports)
 
     # The UI, in a real browser: the asset graph, the catalog, the partitions and the lag check pages.
     # Each page is rendered again until its queries have answered (a loaded machine can be slower than one render).
@@ -405,10 +494,9 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
                 dt.date.fromisoformat(enqueue.tags[SCHEDULED_EXECUTION_TIME_TAG][:10]) - dt.timedelta(days=2)
             ).isoformat()
         )
-        accounts_runs = watch.until(
-            lambda: schedule_runs("discover_accounts_daily"), 120, "the accounts schedule's run"
-        )
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in accounts_runs if r.is_finished)
+        watch.until(
+            lambda: schedule_runs(ACCOUNTS_SCHEDULE), 120, "the accounts schedule's run"
+        )  # (all succeed: below)
         keys = {str(partition_key(day, account)) for account in ACCOUNTS}
         # One run enqueued the day for every account (one Spark job).
         materializations = watch.instance.fetch_materializations(dg.AssetKey("report_requests"), limit=100).records
@@ -454,22 +542,78 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
             150,
             "a tick of the enqueue schedule after the restart",
         )
-        after = {r.dagster_run.run_id for r in watch.instance.get_run_records()}
-        new_runs = [watch.run(run_id) for run_id in after - before]
-        assert (
-            len(
-                [
-                    r
-                    for r in schedule_runs("enqueue_latest_complete_day")
-                    if r.tags["dagster/run_key"] == f"enqueue-{day}"
-                ]
+        # From here on nothing new starts: both schedules off (the UI's toggles) once their ticks in progress
+        # ended; then every enqueue run, finished or not, is waited for.
+        for name in (ENQUEUE_SCHEDULE, ACCOUNTS_SCHEDULE):
+            dev.stop_schedule(name)
+            watch.until(
+                lambda name=name: all(t["status"] != "STARTED" for t in dev.ticks("schedule", name, limit=1)),
+                120,
+                f"the last tick of {name} to end",
             )
-            == 1
+        enqueue_runs = [watch.run(range_run), *reversed(schedule_runs(ENQUEUE_SCHEDULE))]
+        watch.until(lambda: all(watch.finished(r.run_id) for r in enqueue_runs), 300, "every enqueue run to finish")
+        # What was asked for: the range run's rectangle, and each schedule run's day (today's, and the next
+        # day's too if midnight passed meanwhile) for the accounts not enqueued yet. No key asked twice.
+        asked = Counter(key for r in enqueue_runs for key in run_partitions(r, watch.instance))
+        assert max(asked.values()) == 1, asked
+        expected = set(asked)
+        days = {split_key(key)[0] for key in expected}
+        days_before = {
+            split_key(key)[0] for r in enqueue_runs if r.run_id in before for key in run_partitions(r, watch.instance)
+        }
+        assert {day, *DATES} <= days_before <= days, (days, days_before)
+        for r in enqueue_runs[1:]:  # a schedule run enqueues its own day
+            assert {split_key(key)[0] for key in run_partitions(r, watch.instance)} == {r.tags[ENQUEUE_DAY_TAG]}
+        assert expected == {str(partition_key(d, account)) for d in days for account in ACCOUNTS}
+        # Each partition enqueued once (one materialization of report_requests, by the run that asked for it) ...
+        materializations = watch.instance.fetch_materializations(dg.AssetKey(REQUESTS_ASSET), limit=10_000).records
+        assert sorted((r.partition_key, r.run_id) for r in materializations) == sorted(
+            (key, r.run_id) for r in enqueue_runs for key in run_partitions(r, watch.instance)
         )
-        next_day = [r for r in new_runs if r.tags.get("dagster/schedule_name") == "enqueue_latest_complete_day"]
-        if not next_day:  # (unless midnight passed meanwhile, and the next day's work began)
-            # The restarted daemon launched nothing but schedule ticks whose run keys dedupe them.
-            assert all(r.tags.get("dagster/schedule_name") for r in new_runs), [(r.job_name, r.tags) for r in new_runs]
+        # ... and on the request topic, every (date, account, report) first page exactly once.
+        first_pages = Counter(
+            (request.date, request.account, request.report)
+            for request in map(ReportRequest.decode, every_value(schedule_env, schedule_env["REPORTING_REQUEST_TOPIC"]))
+            if request.start_row == 0
+        )
+        assert first_pages == Counter((*split_key(key), report) for key in expected for report in DEFAULT_REPORTS), (
+            first_pages
+        )
+
+        # The sensors finish what was enqueued (a new day's too), and nothing twice: each partition downloaded
+        # by one run, each date exported by one; every run of the test succeeded.
+        watch.until(
+            lambda: (
+                watch.materialized("exported_reports") >= days
+                and all(r.dagster_run.is_finished for r in watch.instance.get_run_records())
+            ),
+            300,
+            f"{sorted(days)} exported and every run ended",
+        )
+        records = watch.instance.get_run_records()
+        assert [r.dagster_run.run_id for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS] == []
+        assert watch.materialized("downloaded_reports") == expected
+        assert watch.materialized("exported_reports") == days
+        launched = {
+            sensor: Counter(
+                key
+                for r in records
+                if r.dagster_run.tags.get(SENSOR_TAG) == sensor
+                for key in run_partitions(r.dagster_run, watch.instance)
+            )
+            for sensor in (DOWNLOAD_SENSOR, EXPORT_SENSOR)
+        }
+        assert launched == {DOWNLOAD_SENSOR: Counter(expected), EXPORT_SENSOR: Counter(days)}, launched
+        # What the restarted daemon launched: the accounts schedule's run of each tick (its run key dedupes
+        # within a tick only, and a refresh of the accounts changes nothing), and work on new days only.
+        new_days = days - days_before
+        for run in (r.dagster_run for r in records if r.dagster_run.run_id not in before):
+            kind = run.tags.get("dagster/schedule_name") or run.tags.get(SENSOR_TAG)
+            if kind == ACCOUNTS_SCHEDULE:
+                continue
+            assert new_days, f"the restarted daemon launched a {kind} run with no new day to work on: {run.tags}"
+            assert {split_key(key)[0] for key in run_partitions(run, watch.instance)} <= new_days, run.tags
         print("schedule tick after restart:", schedule_tick, "steps:", watch.steps, flush=True)
     finally:
         dev.stop(timeout_s=10)
