@@ -446,7 +446,10 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
     Dagster's backfills split a rectangle into one run per date), and the enqueue schedule as the daemon
     runs it: one run for the latest complete day; the sensors download and export both. Then `dagster
     dev` is restarted on the same instance: every sensor and the schedule tick again, and nothing is
-    launched twice (cursors, and the schedule's check of what is enqueued, survive the restart)."""
+    launched twice (cursors, and the schedule's check of what is enqueued, survive the restart): over the
+    whole test, each (date, account, report) first page is on the request topic once, each partition is
+    enqueued and downloaded by one run, each date exported by one. The days are the runs' own, so midnight
+    passing changes what is expected, not whether it is checked."""
     home = tmp_path / "dagster_home"
     DagsterDev.prepare_home(home)
     data_dir = Path(schedule_env["REPORTING_DATA_DIR"])
