@@ -29,6 +29,7 @@ from reporting_assets.core.keys import (
     LAG_SENSOR,
     RANGE_END_TAG,
     RANGE_START_TAG,
+    REFRESH_SCHEDULE,
     ROLE_TAG,
     key_str,
     parse_key,
@@ -511,6 +512,6 @@ def test_the_code_location_registers_the_sensors_schedules_and_request_topic_che
 
     repository = defs().get_repository_def()
     assert {s.name for s in repository.sensor_defs} == {CONSUMER_SENSOR, DOWNLOAD_SENSOR, EXPORT_SENSOR, LAG_SENSOR}
-    assert {s.name for s in repository.schedule_defs} == {ENQUEUE_SCHEDULE, "discover_accounts_daily"}
+    assert {s.name for s in repository.schedule_defs} == {ENQUEUE_SCHEDULE, REFRESH_SCHEDULE, "discover_accounts_daily"}
     checks = {(key.asset_key.to_user_string(), key.name) for key in repository.asset_graph.asset_check_keys}
     assert {("report_requests", LAG_CHECK), ("report_requests", DEAD_LETTER_CHECK)} <= checks
