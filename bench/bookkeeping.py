@@ -17,13 +17,14 @@ COMMIT_BATCHED = {"commit_every": 200, "commit_interval_s": 1.0}
 
 def settings(bench: Bench) -> dict[str, Any]:
     return {
-        "requests": 800 if bench.quick else 2_400,
+        # Five short rounds say more than two long ones: rounds differ by more than the margin.
+        "requests": 800 if bench.quick else 1_200,
         "accounts": 16,
         "rows_per_day": 20,
         "latency_s": 0.0,
         "rate_limits": None,
         "partitions": PARTITIONS,
-        "rounds": 1 if bench.quick else 2,
+        "rounds": 5,
         "qps_per_account": 100_000.0,  # no limit to respect, so no pacing
         "variants": [
             {"concurrency": 1, "commit": COMMIT_DEFAULTS},
@@ -93,6 +94,11 @@ def plain(bench: Bench, config: dict[str, Any], requests: list[Any], concurrency
     return {"total_s": result["run_s"], "cpu_s": result["cpu_s"], "calls": calls}
 
 
+def round_overheads_ms(plains: list[dict[str, Any]], paths: list[dict[str, Any]], n: int) -> list[float]:
+    """Per round: the Kafka path's ms per request minus the plain loop's of the same round."""
+    return [(path["total_s"] - plain["total_s"]) / n * 1000 for plain, path in zip(plains, paths, strict=True)]
+
+
 def run(bench: Bench) -> dict[str, Any]:
     config = settings(bench)
     requests = requests_for(site_urls(config["accounts"]), config["requests"] // config["accounts"])
@@ -114,20 +120,24 @@ def run(bench: Bench) -> dict[str, Any]:
 
     rows = []
     overhead: dict[int, float] = {}
+    spread: dict[int, tuple[float, float]] = {}
     for index, variant in enumerate(config["variants"]):
         concurrency = variant["concurrency"]
         base_ms = median(plains[concurrency], "total_s") / n * 1000
         base_cpu_ms = median(plains[concurrency], "cpu_s") / n * 1000
         runs = paths[index]
         path_ms = median(runs, "total_s") / n * 1000
-        overhead[index] = path_ms - base_ms
+        # Each round's Kafka run against the plain loop of the same round: a noisy moment hits both.
+        paired = round_overheads_ms(plains[concurrency], runs, n)
+        overhead[index] = statistics.median(paired)
+        spread[index] = (min(paired), max(paired))
         rows.append(
             [
                 str(concurrency),
                 f"every {variant['commit']['commit_every']} / {variant['commit']['commit_interval_s']:g} s",
                 f"{base_ms:.2f}",
                 f"{median(runs, 'produce_s') / n * 1000:.2f} + {median(runs, 'consume_s') / n * 1000:.2f} = {path_ms:.2f}",
-                f"{path_ms - base_ms:+.2f}",
+                f"{overhead[index]:+.2f} ({spread[index][0]:+.2f} .. {spread[index][1]:+.2f})",
                 f"{path_ms / base_ms:.2f}",
                 f"{base_cpu_ms:.2f} / {median(runs, 'cpu_s') / n * 1000:.2f}",
                 f"{median(runs, 'commits'):.0f}",
@@ -149,7 +159,7 @@ def run(bench: Bench) -> dict[str, Any]:
             "commit (every n / interval)",
             "plain loop ms/request",
             "Kafka path ms/request (produce + consume·land·commit)",
-            "overhead ms/request",
+            "overhead ms/request: median of rounds (min .. max)",
             "ratio",
             "CPU ms/request plain / Kafka consumer",
             "commits",
@@ -159,8 +169,10 @@ def run(bench: Bench) -> dict[str, Any]:
         "baseline": "(c) `plain_loop` in bench/baselines.py: the same client, endpoint and Parquet files, no Kafka",
         "notes": [
             f"N = {n} requests, {config['accounts']} accounts, one page each ({config['rows_per_day']} rows); sandbox "
-            "latency 0, no rate limits. Median of "
-            f"{config['rounds']} interleaved round(s).",
+            f"latency 0, no rate limits. {config['rounds']} interleaved rounds (plain loop, then the Kafka variants, "
+            "per concurrency); the overhead is each round's Kafka run minus that round's plain loop, its median "
+            "over the rounds (the verdict's figure) with the lowest and highest round beside it; the other columns "
+            "are medians of the rounds.",
             "Kafka path = the driver producing the N requests (kafka-python, acks=all) + one consumer process from its "
             "first record until all N are landed and their offsets committed. The consumer's group join (and client "
             "construction, for both sides) is a fixed start-up cost, shown apart and not spread over the requests.",
@@ -170,7 +182,9 @@ def run(bench: Bench) -> dict[str, Any]:
         "targets": [
             {
                 "target": "<= 1 ms per request of overhead (default settings: 4 in flight, commit after every request, asynchronous, one at a time)",
-                "value": f"{overhead[default_index]:+.2f} ms (sequential: {overhead[sequential_index]:+.2f} ms)",
+                "value": f"{overhead[default_index]:+.2f} ms, median of {config['rounds']} rounds (rounds "
+                f"{spread[default_index][0]:+.2f} .. {spread[default_index][1]:+.2f}; sequential: "
+                f"{overhead[sequential_index]:+.2f} ms)",
                 "met": overhead[default_index] <= 1.0,
             }
         ],
