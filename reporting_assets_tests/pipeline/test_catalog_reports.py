@@ -45,7 +45,9 @@ def truth(config, accounts, spec) -> list[tuple]:
     filters = json.loads(spec.filters) if spec.filters else None
     rows = []
     for account in accounts:
-        for row in expected_rows(config, account, DATE, DATE, list(spec.dimensions), spec.search_type, filters):
+        for row in expected_rows(
+            config, account, DATE, DATE, list(spec.dimensions), spec.search_type, filters, spec.data_state
+        ):
             keys = dict(zip(spec.dimensions, row["keys"], strict=True))
             rows.append(
                 (
