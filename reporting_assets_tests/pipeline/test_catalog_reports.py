@@ -8,21 +8,14 @@ from pathlib import Path
 
 from reporting_assets import runner
 from reporting_assets.core.consumer.tuning import ConsumerTuning
+from reporting_assets.core.landing import KEY_COLUMNS
 from reporting_assets.core.reports import SHIPPED_CATALOG, load_catalog
 from reporting_assets.sandbox import expected_rows
 
 DATE = "2026-11-02"
 FAST_CONSUMERS = ConsumerTuning(consumers=2, idle_timeout_s=2.0, qps_per_account=200.0, retry_backoff_s=0.01)
 METRICS = ("clicks", "impressions", "ctr", "position")
-# The API's dimension -> its export column.
-COLUMNS = {
-    "query": "query",
-    "page": "page",
-    "country": "country",
-    "device": "device",
-    "searchAppearance": "search_appearance",
-    "hour": "hour",
-}
+COLUMNS = KEY_COLUMNS  # the API's dimension -> its export column
 # The user's own reports (entries of the `reports:` list): a filter, an aggregation, two news types.
 CUSTOM = """
   - name: mobile_non_brand
