@@ -64,7 +64,11 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     ("env_changes", "args", "message"),
     [
         ({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:{closed}"}, [], "KAFKA_BOOTSTRAP_SERVERS"),
-        ({"PARTNER_API_ENDPOINT": "http://127.0.0.1:{closed}/"}, [], "PARTNER_API_ENDPOINT"),
+        (  # (no retries of sites.list: the client's backoff would make this case wait some 20 s)
+            {"PARTNER_API_ENDPOINT": "http://127.0.0.1:{closed}/", "PARTNER_NUM_RETRIES": "0"},
+            [],
+            "PARTNER_API_ENDPOINT",
+        ),
         (
             {"PARTNER_CREDENTIALS_FILE": "/nonexistent/key.json"},
             [],
