@@ -1,7 +1,8 @@
 """`python -m reporting_assets run`: the pipeline headless for a date range, after checking every setting.
 
 All checks run before anything is written: a bad setting ends with one line naming it and exit 2.
-`python -m reporting_assets reports` lists the report catalog.
+`python -m reporting_assets reports` lists the report catalog; `plan` says what a `run` of the same flags
+would enqueue, call and take, and writes nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("reports", help="list the report catalog (REPORTING_REPORTS_FILE, else the shipped reports.yaml)")
     run = sub.add_parser("run", help="enqueue, download, load and export a date range")
+    plan_ = sub.add_parser(
+        "plan", help="what a run of the same flags would enqueue, call and take, before it spends quota; writes nothing"
+    )
+    for command in (run, plan_):
+        selection_arguments(command)
+    run.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help=(
+            "export a date even though some of its requests are dead-lettered (their rows missing); without it "
+            "such a date is not exported and the command says which and why"
+        ),
+    )
+    run.add_argument("--log-level", default="WARNING")
+    return parser.parse_args(argv)
+
+
+def selection_arguments(run: argparse.ArgumentParser) -> None:
+    """What to download and how fast: the flags `run` and `plan` share."""
     run.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
     run.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
     run.add_argument(
@@ -63,14 +83,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "what is left is called)"
         ),
     )
-    run.add_argument(
-        "--allow-incomplete",
-        action="store_true",
-        help=(
-            "export a date even though some of its requests are dead-lettered (their rows missing); without it "
-            "such a date is not exported and the command says which and why"
-        ),
-    )
     for flag, field in TUNING_FIELDS.items():
         declared = ConsumerTuning.model_fields[field]
         run.add_argument(
@@ -79,8 +91,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             default=None,
             help=f"{declared.description} (default: {consumer_variables()[field]}, else {declared.default})",
         )
-    run.add_argument("--log-level", default="WARNING")
-    return parser.parse_args(argv)
 
 
 def plan(args: argparse.Namespace, settings: Settings) -> RunPlan:
@@ -195,6 +205,26 @@ def catalog_lines() -> list[str]:
     return lines
 
 
+def cost_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> list[str]:
+    """`plan`: what the run would enqueue and call, read from the topics and the landing zone only."""
+    from reporting_assets.core.cost import run_cost, selection
+    from reporting_assets.core.rerun import on_the_way, plan_enqueue
+
+    kafka = resources["kafka"]
+    left = () if run_plan.refresh else kafka.cluster().uncommitted_values([kafka.request_topic, kafka.delay_topic])
+    zone = resources["warehouse"].landing_zone()
+    pairs = selection(run_plan.dates, accounts)
+    enqueue = plan_enqueue(pairs, run_plan.reports, on_the_way(left, kafka.delay_topic), zone, run_plan.refresh)
+    tuning = run_plan.tuning
+    cost = run_cost(enqueue, zone, run_plan.row_limit, tuning.qps_per_account, tuning.global_qps)
+    dates = f"{run_plan.dates[0]}..{run_plan.dates[-1]}"
+    head = (
+        f"plan for {dates} ({len(run_plan.dates)} days) x {len(accounts)} accounts x {len(run_plan.reports)} "
+        f"reports ({', '.join(run_plan.reports)}): {len(pairs) * len(run_plan.reports)} partitions"
+    )
+    return [head, *(f"  {line}" for line in cost.lines(tuning.qps_per_account, tuning.global_qps)), "nothing written"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "reports":
@@ -214,13 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SettingError, PartnerConfigError, ValueError) as exc:
             raise SettingProblem(str(exc).splitlines()[0]) from None
         run_plan = plan(args, settings)
-        preflight(resources, run_plan)
+        readable = preflight(resources, run_plan)
     except CatalogError as problem:  # one line per bad entry
         print(f"reporting_assets: error: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTING
     except SettingProblem as problem:
         print(f"reporting_assets: error: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTING
+
+    if args.command == "plan":
+        print("\n".join(cost_lines(resources, run_plan, run_plan.accounts or readable)))
+        return 0
 
     import dagster as dg
 

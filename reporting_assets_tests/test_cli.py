@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from reporting_assets import cli
+from reporting_assets.core.messages import ReportRequest
 from reporting_assets.core.reports import get_report
 from reporting_assets.infra.ports import free_port
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
+from reporting_assets.settings import build_resources
 from reporting_assets_tests.helpers import KEY_ID, service_account_file, wait_for
 
 SITES = [SiteSpec("https://www.example.com/", 40), SiteSpec("https://shop.example.com/", 30)]
@@ -124,6 +127,39 @@ def test_a_run_for_one_account_and_day_exports_it(env, tmp_path):
     csv = tmp_path / "data" / "exports" / "search_analytics" / "2026-11-01.csv"
     lines = csv.read_text().splitlines()
     assert len(lines) == 1 + 30 and all("shop.example.com" in line for line in lines[1:])
+
+
+def files(root: Path) -> dict[str, float]:
+    return {str(path): path.stat().st_mtime for path in root.rglob("*")}
+
+
+def test_plan_says_what_a_run_would_enqueue_and_call_and_writes_nothing(env, tmp_path, monkeypatch, capsys):
+    # One partition downloaded (shop, 2026-11-01: 30 rows), one still on the request topic (www, 2026-11-02).
+    assert run(env, "--accounts", "https://shop.example.com/", "--consumers", "1").returncode == 0
+    on_the_topic = ReportRequest("search_analytics", "https://www.example.com/", "2026-11-02", ("date", "query"))
+    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    producer.send(env["REPORTING_REQUEST_TOPIC"], on_the_topic.encode()).get(timeout=30)
+    producer.close()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    kafka = build_resources()["kafka"]
+    offsets, written = kafka.end_offsets(kafka.request_topic), files(tmp_path)
+
+    argv = ["plan", "--start-date", "2026-11-01", "--end-date", "2026-11-02", "--row-limit", "10", "--qps", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 accounts x 1 reports (search_analytics): 4 partitions" in out, out
+    assert "to enqueue          : 2 requests" in out  # www 11-01 and shop 11-02
+    # shop's 30 rows a day at 10 a page: 4 calls (the last one empty); www has no history: 1 at least
+    assert "calls               : 2 at least (one page each), about 5 as earlier downloads went" in out, out
+    assert "about 2 s (2 calls/s per account)" in out, out  # shop's 4 calls at 2 calls/s
+    assert "continued           : 1 partitions" in out and "already downloaded  : 1 partitions" in out, out
+    # Nothing written: the topic, the data folder and the instance are as they were.
+    assert kafka.end_offsets(kafka.request_topic) == offsets
+    assert files(tmp_path) == written
+
+    assert cli.main([*argv, "--refresh"]) == 0
+    assert "to enqueue          : 4 requests" in capsys.readouterr().out
 
 
 PAGED_SITES = [

@@ -190,6 +190,17 @@ class LandingZone:
             if child.is_dir() and self.account_dir(urllib.parse.unquote(child.name), date, account).is_dir()
         )
 
+    def dates_of(self, report: str, account: str) -> list[str]:
+        """The dates with a download of this (report, account), oldest first."""
+        folder = self.root / safe_id(report)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            child.name.removeprefix("date=")
+            for child in folder.iterdir()
+            if child.name.startswith("date=") and (child / f"account={safe_id(account)}").is_dir()
+        )
+
     def reports_of_date(self, date: str) -> list[str]:
         """The reports with a download of any account on this date."""
         if not self.root.is_dir():

@@ -1,0 +1,76 @@
+"""What a run will cost before it spends any quota: requests, calls and time at the partner's pace.
+
+Read-only: the topics' uncommitted requests and the landing zone say what is already downloaded or on
+its way (as the enqueue decides, `core.rerun`); earlier downloads of the same (report, account) say
+how many pages a day it takes. Nothing is enqueued, landed or recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.rerun import EnqueuePlan, PartitionId
+
+# Search Console's per-site limit (1 200 queries a minute): no pace gets one account past it.
+SITE_QPS_LIMIT = 20.0
+
+
+@dataclass(frozen=True)
+class RunCost:
+    plan: EnqueuePlan
+    minimum_calls: int  # one first page per request to enqueue
+    expected_calls: int  # pages a day as earlier downloads of the same report and account took
+    seconds: float  # at the pace: per account in parallel, within the project-wide budget
+
+    def lines(self, qps_per_account: float, global_qps: float | None) -> list[str]:
+        pace = f"{min(qps_per_account, SITE_QPS_LIMIT):g} calls/s per account"
+        pace += f", {global_qps:g} calls/s in all" if global_qps else ""
+        return [
+            f"to enqueue          : {len(self.plan.to_enqueue)} requests",
+            f"calls               : {self.minimum_calls} at least (one page each), "
+            f"about {self.expected_calls} as earlier downloads went",
+            f"time at the pace    : about {math.ceil(self.seconds)} s ({pace})",
+            f"continued           : {len(self.plan.continued)} partitions still on the topics (no new request)",
+            f"already downloaded  : {len(self.plan.downloaded)} partitions (--refresh to download them again)",
+        ]
+
+
+def pages_a_day(zone: LandingZone, report: str, account: str, row_limit: int) -> int:
+    """The calls one day of (report, account) took last time, at `row_limit` rows a page (1: no history)."""
+    for date in reversed(zone.dates_of(report, account)):
+        landed = zone.completeness(report, date, account)
+        if landed.complete:
+            return landed.rows // row_limit + 1  # a full last page is followed by one empty call
+    return 1
+
+
+def run_cost(
+    plan: EnqueuePlan,
+    zone: LandingZone,
+    row_limit: int,
+    qps_per_account: float,
+    global_qps: float | None = None,
+) -> RunCost:
+    calls_by_account: Counter[str] = Counter()
+    pages: dict[tuple[str, str], int] = {}
+    partition: PartitionId
+    for partition in plan.to_enqueue:
+        report, _, account = partition
+        if (report, account) not in pages:
+            pages[(report, account)] = pages_a_day(zone, report, account, row_limit)
+        calls_by_account[account] += pages[(report, account)]
+    expected = sum(calls_by_account.values())
+    pace = min(qps_per_account, SITE_QPS_LIMIT)
+    seconds = max((calls / pace for calls in calls_by_account.values()), default=0.0)
+    if global_qps:
+        seconds = max(seconds, expected / global_qps)
+    return RunCost(plan, len(plan.to_enqueue), expected, seconds)
+
+
+def selection(dates: Sequence[str], accounts: Sequence[str]) -> list[tuple[str, str]]:
+    """(account, date) pairs in the enqueue's order."""
+    return [(account, date) for date in dates for account in accounts]
