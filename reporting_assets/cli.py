@@ -2,7 +2,7 @@
 
 All checks run before anything is written: a bad setting ends with one line naming it and exit 2.
 `python -m reporting_assets reports` lists the report catalog; `plan` says what a `run` of the same flags
-would enqueue, call and take, and writes nothing.
+would enqueue, call and take, and `status` where a range stands; both write nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     for command in (run, plan_):
         selection_arguments(command)
+    status = sub.add_parser(
+        "status",
+        help="per report, date and account: on the topics, downloaded, dead-lettered, exported; writes nothing",
+    )
+    status.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
+    status.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    status.add_argument("--reports", default="search_analytics", help="comma-separated report names, or `all`")
+    status.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
+    status.set_defaults(row_limit=None, refresh=False, **dict.fromkeys(TUNING_FLAGS))
     run.add_argument(
         "--allow-incomplete",
         action="store_true",
@@ -225,6 +234,26 @@ def cost_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> l
     return [head, *(f"  {line}" for line in cost.lines(tuning.qps_per_account, tuning.global_qps)), "nothing written"]
 
 
+def status_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> list[str]:
+    """`status`: one line per (report, date, account), from the topics and the landing zone only."""
+    from reporting_assets.core.rerun import requests_on_the_way
+    from reporting_assets.core.status import partition_status, tally
+
+    kafka, warehouse = resources["kafka"], resources["warehouse"]
+    left = requests_on_the_way(
+        kafka.cluster().uncommitted_values([kafka.request_topic, kafka.delay_topic]), kafka.delay_topic
+    )
+    zone = warehouse.landing_zone()
+    statuses = [
+        partition_status(zone, warehouse.exports_dir, left, (report, date, account))
+        for report in run_plan.reports
+        for date in run_plan.dates
+        for account in accounts
+    ]
+    width = max((len(account) for account in accounts), default=0)
+    return [*(status.line(width) for status in statuses), tally(statuses)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "reports":
@@ -254,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "plan":
         print("\n".join(cost_lines(resources, run_plan, run_plan.accounts or readable)))
+        return 0
+    if args.command == "status":
+        print("\n".join(status_lines(resources, run_plan, run_plan.accounts or readable)))
         return 0
 
     import dagster as dg

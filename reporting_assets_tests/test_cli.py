@@ -16,7 +16,7 @@ from reporting_assets import cli
 from reporting_assets.core.messages import ReportRequest
 from reporting_assets.core.reports import get_report
 from reporting_assets.infra.ports import free_port
-from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_rows
+from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec, expected_rows
 from reporting_assets.settings import build_resources
 from reporting_assets_tests.helpers import KEY_ID, service_account_file, wait_for
 
@@ -160,6 +160,29 @@ def test_plan_says_what_a_run_would_enqueue_and_call_and_writes_nothing(env, tmp
 
     assert cli.main([*argv, "--refresh"]) == 0
     assert "to enqueue          : 4 requests" in capsys.readouterr().out
+
+
+def test_status_after_a_run_with_a_dead_letter_names_it(env, sandbox, tmp_path, monkeypatch, capsys):
+    # www's calls fail (503, no waits on the delay topic): its request is dead-lettered and the date held.
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url="https://www.example.com/")])
+    failing = {**env, "REPORTING_CONSUMER_TRANSIENT_WAITS_S": "none", "REPORTING_CONSUMER_RETRY_BACKOFF_S": "0.05"}
+    assert run(failing, "--consumers", "1").returncode == 1
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    written = files(tmp_path)
+
+    assert cli.main(["status", "--start-date", "2026-11-01", "--end-date", "2026-11-02"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    by_partition = {tuple(line.split()[:3]): line for line in lines[:-1]}
+    assert len(by_partition) == 4, lines
+    www = by_partition[("search_analytics", "2026-11-01", "https://www.example.com/")]
+    assert "dead-lettered: 1 server_error (HTTP 503)" in www and "not exported" in www, www
+    shop = by_partition[("search_analytics", "2026-11-01", "https://shop.example.com/")]
+    assert "downloaded: final, 1 pages, 30 rows landed" in shop and "not exported" in shop, shop
+    for account in ("https://www.example.com/", "https://shop.example.com/"):
+        assert "not enqueued" in by_partition[("search_analytics", "2026-11-02", account)]
+    assert lines[-1] == "4 partitions: 2 not enqueued, 1 dead-lettered, 1 downloaded; 0 exported", lines[-1]
+    assert files(tmp_path) == written
 
 
 PAGED_SITES = [

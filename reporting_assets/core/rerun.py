@@ -8,6 +8,7 @@ their way; a refresh enqueues everything again.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,10 +37,10 @@ class EnqueuePlan:
         )
 
 
-def on_the_way(values: Iterable[tuple[str, bytes]], delay_topic: str | None) -> set[PartitionId]:
-    """The partitions with a request not yet done: uncommitted (topic, value)s of the request and
+def requests_on_the_way(values: Iterable[tuple[str, bytes]], delay_topic: str | None) -> Counter[PartitionId]:
+    """Per partition, its requests not yet done: uncommitted (topic, value)s of the request and
     delay topics. Messages that are not requests are left to the consumer (it dead-letters them)."""
-    partitions: set[PartitionId] = set()
+    partitions: Counter[PartitionId] = Counter()
     for topic, value in values:
         try:
             if topic == delay_topic:
@@ -48,8 +49,13 @@ def on_the_way(values: Iterable[tuple[str, bytes]], delay_topic: str | None) -> 
                 request = ReportRequest.decode(value)
         except InvalidRequestError:
             continue
-        partitions.add((request.report, request.date, request.account))
+        partitions[(request.report, request.date, request.account)] += 1
     return partitions
+
+
+def on_the_way(values: Iterable[tuple[str, bytes]], delay_topic: str | None) -> set[PartitionId]:
+    """The partitions with a request not yet done (see `requests_on_the_way`)."""
+    return set(requests_on_the_way(values, delay_topic))
 
 
 def plan_enqueue(
