@@ -26,6 +26,18 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()  # also after a failed start: a JVM must never outlive the session
 
 
+@pytest.fixture(autouse=True)
+def no_stale_defs_state_storage() -> Iterator[None]:
+    """Each test starts with no current DefsStateStorage. Dagster 1.13's `DagsterInstance.__exit__`
+    disposes the instance but leaves it the current storage, so after a test's `instance_for_test`
+    the next test that loads definitions (the components loader) or materializes without an instance
+    read a dead weakref: "Attempted to resolve undefined DagsterInstance weakref" (the unit tier)."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage  # no public name
+
+    with set_defs_state_storage(None):
+        yield
+
+
 @pytest.fixture
 def unique_name() -> Callable[[str], str]:
     """``unique_name("requests")`` -> ``"requests-1f3a9c0b2d"``: topics and groups no other test sees."""
