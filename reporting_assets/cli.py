@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -64,7 +66,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "such a date is not exported and the command says which and why"
         ),
     )
-    run.add_argument("--log-level", default="WARNING")
+    run.add_argument("--log-level", default="WARNING", help="Dagster's log level of the runs")
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="the libraries' output (Dagster, Spark, Kafka) on the console; without it, in data/logs/ (named at the end)",
+    )
     return parser.parse_args(argv)
 
 
@@ -254,6 +261,31 @@ def status_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) ->
     return [*(status.line(width) for status in statuses), tally(statuses)]
 
 
+def run_pipeline(args: argparse.Namespace, resources: dict, run_plan: RunPlan) -> tuple[int, dict, Any]:
+    """Enqueue, download, load and export: (requests enqueued, the download's summary, what was loaded)."""
+    import dagster as dg
+
+    from reporting_assets import runner
+
+    instance = dg.DagsterInstance.get()
+    request = {"reports": run_plan.reports, "row_limit": run_plan.row_limit, "refresh": run_plan.refresh}
+    request_config = {"ops": {"report_requests": {"config": request}}}
+    accounts = runner.discover_accounts(instance, resources, args.log_level)
+    chosen = run_plan.accounts or accounts
+    enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)
+    download = runner.download(instance, run_plan.tuning, args.log_level)
+    loaded = runner.load_and_export(
+        instance,
+        resources,
+        run_plan.dates,
+        chosen,
+        args.log_level,
+        reports=run_plan.reports,
+        allow_incomplete=args.allow_incomplete,
+    )
+    return enqueued, download, loaded
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "reports":
@@ -288,26 +320,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(status_lines(resources, run_plan, run_plan.accounts or readable)))
         return 0
 
-    import dagster as dg
+    from reporting_assets.console import libraries_to, log_path
 
-    from reporting_assets import runner
-
-    instance = dg.DagsterInstance.get()
-    request = {"reports": run_plan.reports, "row_limit": run_plan.row_limit, "refresh": run_plan.refresh}
-    request_config = {"ops": {"report_requests": {"config": request}}}
-    accounts = runner.discover_accounts(instance, resources, args.log_level)
-    chosen = run_plan.accounts or accounts
-    enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)
-    download = runner.download(instance, run_plan.tuning, args.log_level)
-    loaded = runner.load_and_export(
-        instance,
-        resources,
-        run_plan.dates,
-        chosen,
-        args.log_level,
-        reports=run_plan.reports,
-        allow_incomplete=args.allow_incomplete,
-    )
+    log = log_path(settings.data_dir, "run")
+    try:
+        with libraries_to(log, verbose=args.verbose) as quiet:
+            enqueued, download, loaded = run_pipeline(args, resources, run_plan)
+    except Exception:
+        if args.verbose:
+            raise
+        with log.open("a") as handle:
+            traceback.print_exc(file=handle)
+        print(f"reporting_assets: error: the run failed; the traceback is in {log}", file=sys.stderr)
+        return 1
     print(
         f"enqueued {enqueued} requests, {download['api_calls']} API calls, {loaded.rows} rows, "
         f"{loaded.dead_lettered} dead letters"
@@ -316,4 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name}: {path}")
     for date, why in sorted(loaded.held.items()):
         print(f"  not exported {date}: {why}")
+    if quiet:
+        print(f"  log (Dagster, Spark, Kafka): {quiet}")
     return 0 if loaded.dead_lettered == 0 and not loaded.held else 1

@@ -127,6 +127,11 @@ def test_a_run_for_one_account_and_day_exports_it(env, tmp_path):
     csv = tmp_path / "data" / "exports" / "search_analytics" / "2026-11-01.csv"
     lines = csv.read_text().splitlines()
     assert len(lines) == 1 + 30 and all("shop.example.com" in line for line in lines[1:])
+    # Quiet: nothing of Dagster, Spark or Kafka on the console; it is in the log the summary names.
+    assert result.stderr == "", result.stderr[-3000:]
+    log = Path(result.stdout.rsplit("log (Dagster, Spark, Kafka): ", 1)[1].strip())
+    noise = log.read_text()
+    assert "STEP_WORKER_STARTED" in noise and "BetaWarning" in noise and " WARN " in noise, noise[-3000:]
 
 
 def files(root: Path) -> dict[str, float]:
