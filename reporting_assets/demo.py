@@ -11,12 +11,15 @@ import argparse
 import datetime as dt
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
+from reporting_assets.console import libraries_to, log_path
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 
 DEMO_QPS_PER_SITE = 8.0
@@ -50,14 +53,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-port", type=int, default=8085)
     parser.add_argument("--consumers", type=int, default=None, help="default: REPORTING_CONSUMERS, else 2")
     parser.add_argument("--log-level", default="WARNING", help="Dagster console log level of the runs.")
+    parser.add_argument(
+        "--verbose", action="store_true", help="the libraries' output on the console (default: data/logs/demo-*.log)"
+    )
     args = parser.parse_args(argv)
-
-    from reporting_assets.infra.kafka import BrokerSettings, LocalKafkaBroker
-    from reporting_assets.sandbox import SandboxServer, default_config
 
     data_dir = Path(args.data_dir).resolve()
     dates = default_dates()
+    log = log_path(data_dir, "demo")
+    try:
+        summary, stats, quiet = run_demo(args, data_dir, dates, log)
+    except Exception:
+        if args.verbose:
+            raise
+        with log.open("a") as handle:
+            traceback.print_exc(file=handle)
+        print(f"reporting_assets demo: error: the demo failed; the traceback is in {log}", file=sys.stderr)
+        return 1
+    print("\nreporting_assets demo summary")
+    print(f"  accounts discovered : {len(summary.accounts)}")
+    print(
+        f"  requests enqueued   : {summary.requests_enqueued} (+{summary.download.get('continued', 0)} continuation pages)"
+    )
+    print(f"  API calls           : {stats['calls_total']} ({stats['rate_limited']} answered 429)")
+    print(f"  rows loaded         : {summary.rows_loaded}")
+    print(f"  dead letters        : {summary.dead_lettered}")
+    print("  exports             :")
+    for name, path in sorted(summary.exports.items()):
+        print(f"    {name:28} {path}")
+    for date, why in sorted(summary.held.items()):
+        print(f"  not exported {date} : {why}")
+    if quiet:
+        print(f"  log (Dagster, Spark, Kafka): {quiet}")
+    return 0 if not summary.held else 1
+
+
+def run_demo(args: argparse.Namespace, data_dir: Path, dates: list[str], log: Path) -> tuple[Any, dict, Path | None]:
+    """Broker, sandbox, the pipeline: (its summary, the sandbox's counters, the log the libraries wrote)."""
+    from reporting_assets.infra.kafka import BrokerSettings, LocalKafkaBroker
+    from reporting_assets.sandbox import SandboxServer, default_config
+
     with ExitStack() as stack:
+        quiet = stack.enter_context(libraries_to(log, verbose=args.verbose))  # restored last
         broker = LocalKafkaBroker(
             BrokerSettings(
                 port=args.kafka_port, controller_port=args.kafka_controller_port, data_dir=data_dir / "kafka"
@@ -90,20 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
         )
         stats = sandbox.stats()
-    print("\nreporting_assets demo summary")
-    print(f"  accounts discovered : {len(summary.accounts)}")
-    print(
-        f"  requests enqueued   : {summary.requests_enqueued} (+{summary.download.get('continued', 0)} continuation pages)"
-    )
-    print(f"  API calls           : {stats['calls_total']} ({stats['rate_limited']} answered 429)")
-    print(f"  rows loaded         : {summary.rows_loaded}")
-    print(f"  dead letters        : {summary.dead_lettered}")
-    print("  exports             :")
-    for name, path in sorted(summary.exports.items()):
-        print(f"    {name:28} {path}")
-    for date, why in sorted(summary.held.items()):
-        print(f"  not exported {date} : {why}")
-    return 0 if not summary.held else 1
+    return summary, stats, quiet
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ def test_demo_runs_the_whole_pipeline_and_cleans_up(tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
+    # Quiet: no library warning, Spark WARN or Dagster DEBUG line on the console; they are in the named log.
+    assert result.stderr == "", result.stderr[-3000:]
+    assert not any(word in out for word in ("Warning", "WARN", "DEBUG")), out
+    log = Path(out.rsplit("log (Dagster, Spark, Kafka): ", 1)[1].strip())
+    assert "STEP_WORKER_STARTED" in log.read_text()
     assert "accounts discovered : 5" in out
     assert "requests enqueued   : 15" in out
     assert "dead letters        : 0" in out
