@@ -99,13 +99,15 @@ def selection_arguments(run: argparse.ArgumentParser) -> None:
             "what is left is called)"
         ),
     )
-    for flag, field in TUNING_FIELDS.items():
+    for field, flag in TUNING_FLAGS.items():  # every ConsumerTuning field, described where it is declared
         declared = ConsumerTuning.model_fields[field]
+        default = declared.default_factory() if declared.default_factory else declared.default
         run.add_argument(
-            TUNING_FLAGS[flag],
-            type=declared.annotation,
-            default=None,
-            help=f"{declared.description} (default: {consumer_variables()[field]}, else {declared.default})",
+            flag,
+            dest=field,
+            default=None,  # text: ConsumerTuning checks and converts it, as it does the environment's
+            metavar=field.upper(),
+            help=f"{declared.description} (default: {consumer_variables()[field]}, else {default})",
         )
 
 
@@ -149,25 +151,27 @@ def plan(args: argparse.Namespace, settings: Settings) -> RunPlan:
     return RunPlan(dates, reports, accounts, tuning, row_limit, refresh=args.refresh)
 
 
-# CLI flag -> the ConsumerTuning field it sets.
-TUNING_FLAGS = {"consumers": "--consumers", "qps": "--qps"}
-TUNING_FIELDS = {"consumers": "consumers", "qps": "qps_per_account"}
+# ConsumerTuning field -> the CLI flag that sets it: its name, `--qps` for the pace.
+TUNING_FLAGS = {
+    field: "--qps" if field == "qps_per_account" else f"--{field.replace('_', '-')}"
+    for field in ConsumerTuning.model_fields
+}
 
 
 def consumer_tuning(args: argparse.Namespace, base: ConsumerTuning) -> ConsumerTuning:
     """The environment's consumer tuning (REPORTING_CONSUMER_*) with the flags given on top, checked by
     ConsumerTuning; the error names the flag."""
-    values = {TUNING_FIELDS[flag]: getattr(args, flag) for flag in TUNING_FLAGS if getattr(args, flag) is not None}
+    values = {field: getattr(args, field) for field in TUNING_FLAGS if getattr(args, field, None) is not None}
     try:
         return ConsumerTuning(**{**base.model_dump(), **values})
     except ValidationError as error:
         problem = error.errors()[0]
-        flag = {field: TUNING_FLAGS[f] for f, field in TUNING_FIELDS.items()}[str(problem["loc"][0])]
+        flag = TUNING_FLAGS[str(problem["loc"][0])]
         limits = problem.get("ctx") or {}
-        bound = (
-            f"> {limits['gt']}" if "gt" in limits else f">= {limits.get('ge')}" if "ge" in limits else problem["msg"]
-        )
-        raise SettingProblem(f"{flag} must be {bound}, got {problem.get('input')}") from None
+        if "gt" in limits or "ge" in limits:
+            bound = f"> {limits['gt']}" if "gt" in limits else f">= {limits['ge']}"
+            raise SettingProblem(f"{flag} must be {bound}, got {problem.get('input')}") from None
+        raise SettingProblem(f"{flag}: {problem['msg']}, got {problem.get('input')!r}") from None
 
 
 def preflight(resources: dict, plan_: RunPlan) -> list[str]:

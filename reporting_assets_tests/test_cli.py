@@ -88,6 +88,9 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         ({}, ["--start-date", "2020-01-01"], "before the first daily partition"),
         ({}, ["--reports", "search_analytics,nope"], "--reports: unknown report 'nope'"),
         ({}, ["--qps", "-1"], "--qps must be > 0"),
+        ({}, ["--quota-wait-s", "-5"], "--quota-wait-s must be >= 0"),
+        ({}, ["--concurrency", "many"], "--concurrency: Input should be a valid integer"),
+        ({}, ["--transient-waits-s", "30,-1"], "--transient-waits-s must be >= 0"),
         ({}, ["--row-limit", "0"], "--row-limit must be within 1..25000"),
         ({"REPORTING_ROW_LIMIT": "30000"}, [], "REPORTING_ROW_LIMIT=30000 must be <= 25000"),
         ({}, ["--accounts", "https://unknown.example.com/"], "--accounts: unknown or unreadable"),
@@ -163,6 +166,9 @@ def test_plan_says_what_a_run_would_enqueue_and_call_and_writes_nothing(env, tmp
     assert kafka.end_offsets(kafka.request_topic) == offsets
     assert files(tmp_path) == written
 
+    # Every consumer knob is a flag: a project-wide budget of 1 call/s makes the 5 calls take 5 s.
+    assert cli.main([*argv, "--global-qps", "1"]) == 0
+    assert "about 5 s (2 calls/s per account, 1 calls/s in all)" in capsys.readouterr().out
     assert cli.main([*argv, "--refresh"]) == 0
     assert "to enqueue          : 4 requests" in capsys.readouterr().out
 
