@@ -141,40 +141,11 @@ def files(root: Path) -> dict[str, float]:
     return {str(path): path.stat().st_mtime for path in root.rglob("*")}
 
 
-def test_plan_says_what_a_run_would_enqueue_and_call_and_writes_nothing(env, tmp_path, monkeypatch, capsys):
-    # One partition downloaded (shop, 2026-11-01: 30 rows), one still on the request topic (www, 2026-11-02).
-    assert run(env, "--accounts", "https://shop.example.com/", "--consumers", "1").returncode == 0
-    on_the_topic = ReportRequest("search_analytics", "https://www.example.com/", "2026-11-02", ("date", "query"))
-    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
-    producer.send(env["REPORTING_REQUEST_TOPIC"], on_the_topic.encode()).get(timeout=30)
-    producer.close()
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    kafka = build_resources()["kafka"]
-    offsets, written = kafka.end_offsets(kafka.request_topic), files(tmp_path)
-
-    argv = ["plan", "--start-date", "2026-11-01", "--end-date", "2026-11-02", "--row-limit", "10", "--qps", "2"]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "2 accounts x 1 reports (search_analytics): 4 partitions" in out, out
-    assert "to enqueue          : 2 requests" in out  # www 11-01 and shop 11-02
-    # shop's 30 rows a day at 10 a page: 4 calls (the last one empty); www has no history: 1 at least
-    assert "calls               : 2 at least (one page each), about 5 as earlier downloads went" in out, out
-    assert "about 2 s (2 calls/s per account)" in out, out  # shop's 4 calls at 2 calls/s
-    assert "continued           : 1 partitions" in out and "already downloaded  : 1 partitions" in out, out
-    # Nothing written: the topic, the data folder and the instance are as they were.
-    assert kafka.end_offsets(kafka.request_topic) == offsets
-    assert files(tmp_path) == written
-
-    # Every consumer knob is a flag: a project-wide budget of 1 call/s makes the 5 calls take 5 s.
-    assert cli.main([*argv, "--global-qps", "1"]) == 0
-    assert "about 5 s (2 calls/s per account, 1 calls/s in all)" in capsys.readouterr().out
-    assert cli.main([*argv, "--refresh"]) == 0
-    assert "to enqueue          : 4 requests" in capsys.readouterr().out
-
-
-def test_status_after_a_run_with_a_dead_letter_names_it(env, sandbox, tmp_path, monkeypatch, capsys):
-    # www's calls fail (503, no waits on the delay topic): its request is dead-lettered and the date held.
+def test_status_names_a_dead_letter_and_plan_says_what_a_run_would_call_and_both_write_nothing(
+    env, sandbox, tmp_path, monkeypatch, capsys
+):
+    # www's calls fail (503, no waits on the delay topic): its request is dead-lettered and the date held;
+    # shop's 2026-11-01 (30 rows) is downloaded.
     sandbox.update_config(faults=[FaultSpec("http_503", site_url="https://www.example.com/")])
     failing = {**env, "REPORTING_CONSUMER_TRANSIENT_WAITS_S": "none", "REPORTING_CONSUMER_RETRY_BACKOFF_S": "0.05"}
     assert run(failing, "--consumers", "1").returncode == 1
@@ -193,6 +164,31 @@ def test_status_after_a_run_with_a_dead_letter_names_it(env, sandbox, tmp_path, 
     for account in ("https://www.example.com/", "https://shop.example.com/"):
         assert "not enqueued" in by_partition[("search_analytics", "2026-11-02", account)]
     assert lines[-1] == "4 partitions: 2 not enqueued, 1 dead-lettered, 1 downloaded; 0 exported", lines[-1]
+    assert files(tmp_path) == written
+
+    # plan: one partition still on the request topic (www, 2026-11-02), shop's 11-01 downloaded.
+    on_the_topic = ReportRequest("search_analytics", "https://www.example.com/", "2026-11-02", ("date", "query"))
+    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    producer.send(env["REPORTING_REQUEST_TOPIC"], on_the_topic.encode()).get(timeout=30)
+    producer.close()
+    kafka = build_resources()["kafka"]
+    offsets, written = kafka.end_offsets(kafka.request_topic), files(tmp_path)
+    argv = ["plan", "--start-date", "2026-11-01", "--end-date", "2026-11-02", "--row-limit", "10", "--qps", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 accounts x 1 reports (search_analytics): 4 partitions" in out, out
+    assert "to enqueue          : 2 requests" in out  # www 11-01 (its download ended dead-lettered), shop 11-02
+    # shop's 30 rows a day at 10 a page: 4 calls (the last one empty); www has no complete history: 1 at least
+    assert "calls               : 2 at least (one page each), about 5 as earlier downloads went" in out, out
+    assert "about 2 s (2 calls/s per account)" in out, out  # shop's 4 calls at 2 calls/s
+    assert "continued           : 1 partitions" in out and "already downloaded  : 1 partitions" in out, out
+    # Every consumer knob is a flag: a project-wide budget of 1 call/s makes the 5 calls take 5 s.
+    assert cli.main([*argv, "--global-qps", "1"]) == 0
+    assert "about 5 s (2 calls/s per account, 1 calls/s in all)" in capsys.readouterr().out
+    assert cli.main([*argv, "--refresh"]) == 0
+    assert "to enqueue          : 4 requests" in capsys.readouterr().out
+    # Nothing written: the topic, the data folder and the instance are as they were.
+    assert kafka.end_offsets(kafka.request_topic) == offsets
     assert files(tmp_path) == written
 
 
