@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -324,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(status_lines(resources, run_plan, run_plan.accounts or readable)))
         return 0
 
-    from reporting_assets.console import libraries_to, log_path
+    from reporting_assets.console import failed, libraries_to, log_path
 
     log = log_path(settings.data_dir, "run")
     try:
@@ -333,10 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         if args.verbose:
             raise
-        with log.open("a") as handle:
-            traceback.print_exc(file=handle)
-        print(f"reporting_assets: error: the run failed; the traceback is in {log}", file=sys.stderr)
-        return 1
+        return failed(log, "reporting_assets")
     print(
         f"enqueued {enqueued} requests, {download['api_calls']} API calls, {loaded.rows} rows, "
         f"{loaded.dead_lettered} dead letters"

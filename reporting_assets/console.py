@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,3 +39,13 @@ def libraries_to(log: Path, verbose: bool = False) -> Iterator[Path | None]:
             sys.stderr.flush()
             os.dup2(console, 2)
             os.close(console)
+
+
+def failed(log: Path, command: str) -> int:
+    """In the handler of an exception a quiet run let escape: its traceback to the log, one line on the
+    console naming the log; the exit code."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as handle:
+        traceback.print_exc(file=handle)
+    print(f"{command}: error: the run failed; the traceback is in {log}", file=sys.stderr)
+    return 1

@@ -11,7 +11,6 @@ import argparse
 import datetime as dt
 import os
 import sys
-import traceback
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from reporting_assets.console import libraries_to, log_path
+from reporting_assets.console import failed, libraries_to, log_path
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 
 DEMO_QPS_PER_SITE = 8.0
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         if args.verbose:
             raise
-        with log.open("a") as handle:
-            traceback.print_exc(file=handle)
-        print(f"reporting_assets demo: error: the demo failed; the traceback is in {log}", file=sys.stderr)
-        return 1
+        return failed(log, "reporting_assets demo")
     print("\nreporting_assets demo summary")
     print(f"  accounts discovered : {len(summary.accounts)}")
     print(
