@@ -46,16 +46,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     plan_ = sub.add_parser(
         "plan", help="what a run of the same flags would enqueue, call and take, before it spends quota; writes nothing"
     )
-    for command in (run, plan_):
-        selection_arguments(command)
     status = sub.add_parser(
         "status",
         help="per report, date and account: on the topics, downloaded, dead-lettered, exported; writes nothing",
     )
-    status.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
-    status.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
-    status.add_argument("--reports", default="search_analytics", help="comma-separated report names, or `all`")
-    status.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
+    for command in (run, plan_, status):
+        range_arguments(command)
+    for command in (run, plan_):
+        download_arguments(command)
     status.set_defaults(row_limit=None, refresh=False, **dict.fromkeys(TUNING_FLAGS))
     run.add_argument(
         "--allow-incomplete",
@@ -74,23 +72,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def selection_arguments(run: argparse.ArgumentParser) -> None:
-    """What to download and how fast: the flags `run` and `plan` share."""
-    run.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
-    run.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
-    run.add_argument(
+def range_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which partitions: the flags `run`, `plan` and `status` share."""
+    parser.add_argument("--start-date", required=True, help="first date, YYYY-MM-DD")
+    parser.add_argument("--end-date", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    parser.add_argument(
         "--reports",
         default="search_analytics",
         help="comma-separated report names, or `all` (every report of the catalog: `python -m reporting_assets reports`)",
     )
-    run.add_argument(
+    parser.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
+
+
+def download_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to download them: the flags `run` and `plan` share."""
+    parser.add_argument(
         "--row-limit",
         type=int,
         default=None,
         help=f"rows per page (default: REPORTING_ROW_LIMIT, else {MAX_ROW_LIMIT})",
     )
-    run.add_argument("--accounts", default="", help="comma-separated accounts (default: all readable)")
-    run.add_argument(
+    parser.add_argument(
         "--refresh",
         action="store_true",
         help=(
@@ -101,7 +103,7 @@ def selection_arguments(run: argparse.ArgumentParser) -> None:
     for field, flag in TUNING_FLAGS.items():  # every ConsumerTuning field, described where it is declared
         declared = ConsumerTuning.model_fields[field]
         default = declared.default_factory() if declared.default_factory else declared.default
-        run.add_argument(
+        parser.add_argument(
             flag,
             dest=field,
             default=None,  # text: ConsumerTuning checks and converts it, as it does the environment's
@@ -241,7 +243,7 @@ def cost_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> l
         f"plan for {dates} ({len(run_plan.dates)} days) x {len(accounts)} accounts x {len(run_plan.reports)} "
         f"reports ({', '.join(run_plan.reports)}): {len(pairs) * len(run_plan.reports)} partitions"
     )
-    return [head, *(f"  {line}" for line in cost.lines(tuning.qps_per_account, tuning.global_qps)), "nothing written"]
+    return [head, *(f"  {line}" for line in cost.lines()), "nothing written"]
 
 
 def status_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reporting_assets.core.landing import LandingZone
-from reporting_assets.core.rerun import EnqueuePlan, PartitionId
+from reporting_assets.core.rerun import EnqueuePlan
 
 # Search Console's per-site limit (1 200 queries a minute): no pace gets one account past it.
 SITE_QPS_LIMIT = 20.0
@@ -25,10 +25,12 @@ class RunCost:
     minimum_calls: int  # one first page per request to enqueue
     expected_calls: int  # pages a day as earlier downloads of the same report and account took
     seconds: float  # at the pace: per account in parallel, within the project-wide budget
+    pace: float  # calls/s per account: the consumers' pace within the site limit
+    global_qps: float | None = None
 
-    def lines(self, qps_per_account: float, global_qps: float | None) -> list[str]:
-        pace = f"{min(qps_per_account, SITE_QPS_LIMIT):g} calls/s per account"
-        pace += f", {global_qps:g} calls/s in all" if global_qps else ""
+    def lines(self) -> list[str]:
+        pace = f"{self.pace:g} calls/s per account"
+        pace += f", {self.global_qps:g} calls/s in all" if self.global_qps else ""
         return [
             f"to enqueue          : {len(self.plan.to_enqueue)} requests",
             f"calls               : {self.minimum_calls} at least (one page each), "
@@ -57,9 +59,7 @@ def run_cost(
 ) -> RunCost:
     calls_by_account: Counter[str] = Counter()
     pages: dict[tuple[str, str], int] = {}
-    partition: PartitionId
-    for partition in plan.to_enqueue:
-        report, _, account = partition
+    for report, _, account in plan.to_enqueue:
         if (report, account) not in pages:
             pages[(report, account)] = pages_a_day(zone, report, account, row_limit)
         calls_by_account[account] += pages[(report, account)]
@@ -68,7 +68,7 @@ def run_cost(
     seconds = max((calls / pace for calls in calls_by_account.values()), default=0.0)
     if global_qps:
         seconds = max(seconds, expected / global_qps)
-    return RunCost(plan, len(plan.to_enqueue), expected, seconds)
+    return RunCost(plan, len(plan.to_enqueue), expected, seconds, pace, global_qps)
 
 
 def selection(dates: Sequence[str], accounts: Sequence[str]) -> list[tuple[str, str]]:
