@@ -318,7 +318,8 @@ class Harness:
 
     def __init__(self, qps: float | None = None, window: int = 100, per_account: int = 2, slots: int = 10) -> None:
         self.clock = FakeClock()
-        self.pacer = FakePacer() if qps is None else AccountPacer(qps_per_account=qps, clock=self.clock)
+        # A real pacer saving up one call only: an account's second call waits for its pace.
+        self.pacer = FakePacer() if qps is None else AccountPacer(qps_per_account=qps, burst=1, clock=self.clock)
         self.commit_points: dict[TopicPartition, int] = {TP: 0, OTHER: 0}
         self.in_flight: list[Work] = []
         self.slots = slots
