@@ -247,7 +247,8 @@ def cost_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> l
 
 
 def status_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> list[str]:
-    """`status`: one line per (report, date, account), from the topics and the landing zone only."""
+    """`status`: one line per (report, date, account), from the topics and the landing zone; the consumer
+    group's members say whether the requests left are being downloaded."""
     from reporting_assets.core.rerun import requests_on_the_way
     from reporting_assets.core.status import partition_status, tally
 
@@ -256,8 +257,9 @@ def status_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) ->
         kafka.cluster().uncommitted_values([kafka.request_topic, kafka.delay_topic]), kafka.delay_topic
     )
     zone = warehouse.landing_zone()
+    downloading = kafka.cluster().group_members() > 0
     statuses = [
-        partition_status(zone, warehouse.exports_dir, left, (report, date, account))
+        partition_status(zone, warehouse.exports_dir, left, (report, date, account), downloading)
         for report in run_plan.reports
         for date in run_plan.dates
         for account in accounts
@@ -267,10 +269,13 @@ def status_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) ->
 
 
 def run_pipeline(args: argparse.Namespace, resources: dict, run_plan: RunPlan) -> tuple[int, dict, Any]:
-    """Enqueue, download, load and export: (requests enqueued, the download's summary, what was loaded)."""
+    """Enqueue, download, load and export: (requests enqueued, the download's summary, what was loaded).
+    A line as each step ends, the download's progress while it runs."""
     import dagster as dg
 
     from reporting_assets import runner
+    from reporting_assets.console import ProgressDisplay
+    from reporting_assets.core.cost import group_pace
 
     instance = dg.DagsterInstance.get()
     request = {"reports": run_plan.reports, "row_limit": run_plan.row_limit, "refresh": run_plan.refresh}
@@ -278,7 +283,19 @@ def run_pipeline(args: argparse.Namespace, resources: dict, run_plan: RunPlan) -
     accounts = runner.discover_accounts(instance, resources, args.log_level)
     chosen = run_plan.accounts or accounts
     enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)
-    download = runner.download(instance, run_plan.tuning, args.log_level)
+    say(
+        f"enqueue: {enqueued} requests ({len(run_plan.dates)} days x {len(chosen)} accounts x "
+        f"{len(run_plan.reports)} reports)"
+    )
+    tuning = run_plan.tuning
+    pace = group_pace(tuning.qps_per_account, len(chosen), tuning.global_qps)
+    with ProgressDisplay() as progress:
+        watch = runner.DownloadWatching(resources["kafka"], pace, progress)
+        download = runner.download(instance, tuning, args.log_level, watch)
+    say(
+        f"load and export: {len(run_plan.dates) * len(chosen) * len(run_plan.reports)} partitions, "
+        f"{len(run_plan.dates)} dates"
+    )
     loaded = runner.load_and_export(
         instance,
         resources,
@@ -289,6 +306,10 @@ def run_pipeline(args: argparse.Namespace, resources: dict, run_plan: RunPlan) -
         allow_incomplete=args.allow_incomplete,
     )
     return enqueued, download, loaded
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

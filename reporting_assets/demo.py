@@ -121,6 +121,8 @@ def run_demo(args: argparse.Namespace, data_dir: Path, dates: list[str], log: Pa
             dates,
             demo_tuning(os.environ, args.consumers),
             log_level=args.log_level,
+            progress=True,
+            say=lambda line: print(line, flush=True),
         )
         stats = sandbox.stats()
     return summary, stats, quiet

@@ -6,20 +6,26 @@ instance; the consumers run as the `download_requests` job in their own processe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
+from reporting_assets.console import ProgressDisplay
 from reporting_assets.core.consumer.tuning import ConsumerTuning
-from reporting_assets.core.keys import RANGE_END_TAG, RANGE_START_TAG
+from reporting_assets.core.cost import group_pace
+from reporting_assets.core.keys import PROGRESS_TAG, RANGE_END_TAG, RANGE_START_TAG
+from reporting_assets.core.progress import DownloadProgress
 from reporting_assets.defs.accounts.assets import accounts
 from reporting_assets.defs.downloads.assets import downloaded_reports
 from reporting_assets.defs.downloads.jobs import consumer_run_config
 from reporting_assets.defs.exports.assets import exported_reports
 from reporting_assets.defs.partitions import account_partitions, partition_key
 from reporting_assets.defs.requests.assets import report_requests
+from reporting_assets.resources.kafka import KafkaResource
+from reporting_assets.watch import RunWatcher
 
 
 def quiet(run_config: Mapping[str, Any] | None, log_level: str | None) -> dict[str, Any]:
@@ -106,18 +112,43 @@ def materialize_ranges(
 
 
 def download(
-    instance: dg.DagsterInstance, tuning: ConsumerTuning | None = None, log_level: str | None = None
+    instance: dg.DagsterInstance,
+    tuning: ConsumerTuning | None = None,
+    log_level: str | None = None,
+    watch: DownloadWatching | None = None,
 ) -> dict[str, Any]:
-    """The consumer job, out of process (multiprocess executor); resources come from the environment."""
+    """The consumer job, out of process (multiprocess executor); resources come from the environment.
+    With `watch`, its `on_progress` hears how the run goes every second and once at its end."""
     from reporting_assets import definitions
 
     run_config = quiet(consumer_run_config(tuning or ConsumerTuning()), log_level)
-    with dg.execute_job(
-        dg.reconstructable(definitions.download_requests_job), instance, run_config=run_config
-    ) as result:
-        if not result.success:
-            raise RuntimeError(f"download_requests run {result.run_id} failed")
-        return result.output_for_node("summarize_downloads")
+    token = uuid.uuid4().hex
+    watcher = None
+    if watch is not None:
+        watcher = RunWatcher(instance, token, watch.kafka, watch.quota_qps, watch.on_progress)
+        watcher.start()
+    try:
+        with dg.execute_job(
+            dg.reconstructable(definitions.download_requests_job),
+            instance,
+            run_config=run_config,
+            tags={PROGRESS_TAG: token},
+        ) as result:
+            if not result.success:
+                raise RuntimeError(f"download_requests run {result.run_id} failed")
+            return result.output_for_node("summarize_downloads")
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+@dataclass(frozen=True)
+class DownloadWatching:
+    """Who hears a download's progress, and what it needs to measure it."""
+
+    kafka: KafkaResource
+    quota_qps: float  # the pace the partner allows the run, for an ETA before one is measured
+    on_progress: Callable[[DownloadProgress], None]
 
 
 @dataclass
@@ -178,11 +209,26 @@ def run_pipeline(
     request_config: Mapping[str, Any] | None = None,
     log_level: str | None = None,
     allow_incomplete: bool = False,
+    progress: bool = False,
+    say: Callable[[str], None] = lambda line: None,
 ) -> PipelineSummary:
+    """Every step in turn; `say` hears a line as each one ends; with `progress`, the download's progress
+    on the console."""
+    tuning = tuning or ConsumerTuning()
     summary = PipelineSummary()
     summary.accounts = discover_accounts(instance, resources, log_level)
+    say(f"accounts: {len(summary.accounts)}")
     summary.requests_enqueued = enqueue(instance, resources, dates, summary.accounts, request_config, log_level)
-    summary.download = download(instance, tuning, log_level)
+    say(f"enqueue: {summary.requests_enqueued} requests")
+    if progress:
+        pace = group_pace(tuning.qps_per_account, len(summary.accounts), tuning.global_qps)
+        with ProgressDisplay() as display:
+            summary.download = download(
+                instance, tuning, log_level, DownloadWatching(resources["kafka"], pace, display)
+            )
+    else:
+        summary.download = download(instance, tuning, log_level)
+    say(f"load and export: {len(dates)} dates x {len(summary.accounts)} accounts")
     loaded = load_and_export(instance, resources, dates, summary.accounts, log_level, allow_incomplete=allow_incomplete)
     summary.rows_loaded, summary.dead_lettered = loaded.rows, loaded.dead_lettered
     summary.exports, summary.held = loaded.exports, loaded.held

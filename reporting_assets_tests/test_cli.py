@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from kafka import KafkaProducer
 
@@ -20,6 +26,7 @@ from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, Si
 from reporting_assets.settings import build_resources
 from reporting_assets_tests.helpers import KEY_ID, service_account_file, wait_for
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SITES = [SiteSpec("https://www.example.com/", 40), SiteSpec("https://shop.example.com/", 30)]
 
 
@@ -48,19 +55,13 @@ def env(tmp_path: Path, kafka_broker: str, sandbox: SandboxServer, unique_name) 
     }
 
 
+def run_command() -> list[str]:
+    """`run` for 2026-11-01 (a later --end-date given after it wins)."""
+    return [sys.executable, "-m", "reporting_assets", "run", "--start-date", "2026-11-01", "--end-date", "2026-11-01"]
+
+
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "reporting_assets",
-        "run",
-        "--start-date",
-        "2026-11-01",
-        "--end-date",
-        "2026-11-01",
-        *args,
-    ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*run_command(), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -123,18 +124,55 @@ def test_credentials_the_partner_refuses_are_one_line_naming_the_setting(env, sa
     assert fragment not in lines[0] and KEY_ID not in lines[0]
 
 
-def test_a_run_for_one_account_and_day_exports_it(env, tmp_path):
-    result = run(env, "--accounts", "https://shop.example.com/", "--consumers", "1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "dead letters" in result.stdout and "0 dead letters" in result.stdout
+def run_in_terminal(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`run` with its stdout a terminal (a pty, 120 columns): (exit code, what the terminal showed, stderr)."""
+    master, replica = pty.openpty()
+    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    with subprocess.Popen([*run_command(), *args], env=env, stdout=replica, stderr=subprocess.PIPE) as process:
+        os.close(replica)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(master)
+        stderr = process.stderr.read().decode()
+    return process.returncode, shown.decode(), stderr
+
+
+def last_progress(stdout: str) -> str:
+    """The last progress line printed off a terminal."""
+    lines = [line for line in stdout.splitlines() if line.startswith("download: ")]
+    assert lines, stdout
+    return lines[-1]
+
+
+def test_a_run_for_one_account_and_day_exports_it_with_its_progress_in_a_terminal(env, tmp_path):
+    code, shown, stderr = run_in_terminal(env, "--accounts", "https://shop.example.com/", "--consumers", "1")
+    assert code == 0, stderr[-3000:]
+    frames = [f.strip() for f in re.split(r"[\r\n]", ANSI.sub("", shown)) if f.strip()]
+    bars = [frame for frame in frames if frame.startswith("download ━")]
+    assert bars and "1/1 requests" in bars[-1], frames  # the bar ends complete
+    assert "0 x 429" in bars[-1] and "0 dead letters" in bars[-1], bars[-1]
+    summary = next(frame for frame in frames if frame.startswith("enqueued "))
+    assert summary.startswith("enqueued 1 requests, 1 API calls, 30 rows, 0 dead letters"), summary
     csv = tmp_path / "data" / "exports" / "search_analytics" / "2026-11-01.csv"
     lines = csv.read_text().splitlines()
     assert len(lines) == 1 + 30 and all("shop.example.com" in line for line in lines[1:])
     # Quiet: nothing of Dagster, Spark or Kafka on the console; it is in the log the summary names.
-    assert result.stderr == "", result.stderr[-3000:]
-    log = Path(result.stdout.rsplit("log (Dagster, Spark, Kafka): ", 1)[1].strip())
+    assert stderr == "", stderr[-3000:]
+    log = Path(shown.rsplit("log (Dagster, Spark, Kafka): ", 1)[1].split()[0])
     noise = log.read_text()
     assert "STEP_WORKER_STARTED" in noise and "BetaWarning" in noise and " WARN " in noise, noise[-3000:]
+
+
+def status_lines_now(argv: list[str], capsys) -> str:
+    assert cli.main(argv) == 0
+    return capsys.readouterr().out
 
 
 def files(root: Path) -> dict[str, float]:
@@ -145,12 +183,45 @@ def test_status_names_a_dead_letter_and_plan_says_what_a_run_would_call_and_both
     env, sandbox, tmp_path, monkeypatch, capsys
 ):
     # www's calls fail (503, no waits on the delay topic): its request is dead-lettered and the date held;
-    # shop's 2026-11-01 (30 rows) is downloaded.
-    sandbox.update_config(faults=[FaultSpec("http_503", site_url="https://www.example.com/")])
+    # shop's 2026-11-01 (30 rows) is downloaded, its one call held 6 s by the partner.
+    shop, www = "https://shop.example.com/", "https://www.example.com/"
+    held = FaultSpec("slow", site_url=shop, slow_s=6, times=1)
+    sandbox.update_config(faults=[FaultSpec("http_503", site_url=www), held])
     failing = {**env, "REPORTING_CONSUMER_TRANSIENT_WAITS_S": "none", "REPORTING_CONSUMER_RETRY_BACKOFF_S": "0.05"}
-    assert run(failing, "--consumers", "1").returncode == 1
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    status_argv = ["status", "--start-date", "2026-11-01", "--end-date", "2026-11-01", "--accounts", shop]
+    with subprocess.Popen(
+        [*run_command(), "--consumers", "1"], env=failing, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+
+        def shop_downloading() -> bool:  # while the partner holds shop's call, its consumer reports
+            assert process.poll() is None, "the run ended before status saw it downloading"
+            assert cli.main(status_argv) == 0
+            return "downloading: 1 requests left" in capsys.readouterr().out
+
+        wait_for(shop_downloading, 60, "status saying shop is downloading", every_s=0.5)
+        stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    # The progress ends at the partner's count: www's call and its retries, shop's one call.
+    calls = query_calls(sandbox)
+    assert calls > 2 and f"{calls} API calls" in stdout, (calls, stdout)
+    assert last_progress(stdout).startswith(f"download: 2/2 requests, {calls} calls"), stdout
+    assert last_progress(stdout).endswith("0 throttled (429), 0 delayed, 1 dead letters"), stdout
+    # The same figures in the Dagster UI: observations of report_requests by the download run, plotted.
+    with dg.DagsterInstance.get() as instance:
+        (download_run,) = instance.get_run_records(dg.RunsFilter(job_name="download_requests"))
+        observations = instance.get_records_for_run(
+            download_run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
+        ).records
+    assert len(observations) >= 2, observations  # during the run (shop's held call) and at its end
+    last = observations[-1].event_log_entry.asset_observation
+    assert last.asset_key == dg.AssetKey("report_requests")
+    figures = {key: value.value for key, value in last.metadata.items()}
+    assert figures["consumer_0_api_calls"] == calls and figures["consumer_0_dead_lettered"] == 1, figures
+    assert figures["consumer_0_landed"] == 1 and figures["consumer_0_rows"] == 30, figures
+    assert figures["lag_total"] == 0, figures
+    assert "downloading" not in status_lines_now(status_argv, capsys)  # the run is over: nothing under way
     written = files(tmp_path)
 
     assert cli.main(["status", "--start-date", "2026-11-01", "--end-date", "2026-11-02"]) == 0
@@ -271,6 +342,8 @@ def test_the_command_rerun_after_a_kill_continues_and_makes_no_call_twice_but_th
         sandbox.reset_stats()
         wider = run(env, "--end-date", "2026-11-03", "--row-limit", "100")
         assert wider.returncode == 0 and "enqueued 3 requests, 26 API calls" in wider.stdout, wider.stdout
+        # Off a terminal, progress lines; the last has the partner's count: each page called once.
+        assert last_progress(wider.stdout).startswith("download: 26/26 requests, 26 calls"), wider.stdout
         assert query_calls(sandbox) == clean_calls // 2
         assert exported_rows(data_dir, "2026-11-03") == partner_rows(config, "2026-11-03")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,11 @@ def test_demo_runs_the_whole_pipeline_and_cleans_up(tmp_path: Path):
     assert "accounts discovered : 5" in out
     assert "requests enqueued   : 15" in out
     assert "dead letters        : 0" in out
+    # Progress while it downloads (lines, off a terminal); the last one ends complete, its 429s the partner's.
+    progress = [line for line in out.splitlines() if line.startswith("download: ")]
+    assert progress and progress[-1].startswith("download: 15/15 requests, "), out
+    answered_429 = re.search(r"API calls +: \d+ \((\d+) answered 429\)", out).group(1)
+    assert f" {answered_429} throttled (429), 0 delayed, 0 dead letters" in progress[-1], (answered_429, progress)
     exports = sorted((tmp_path / "data" / "exports" / "search_analytics").iterdir())
     assert [p.suffix for p in exports] == [".csv", ".json", ".parquet"] * 3
     assert all(str(p) in out for p in exports)

@@ -71,6 +71,13 @@ def run_cost(
     return RunCost(plan, len(plan.to_enqueue), expected, seconds, pace, global_qps)
 
 
+def group_pace(qps_per_account: float, accounts: int, global_qps: float | None = None) -> float:
+    """Calls/s the whole run can make: every account at its pace within the site limit, within the
+    project-wide budget."""
+    pace = min(qps_per_account, SITE_QPS_LIMIT) * accounts
+    return min(pace, global_qps) if global_qps else pace
+
+
 def selection(dates: Sequence[str], accounts: Sequence[str]) -> list[tuple[str, str]]:
     """(account, date) pairs in the enqueue's order."""
     return [(account, date) for date in dates for account in accounts]

@@ -216,6 +216,13 @@ class KafkaCluster:
         }
         return TopicLag(partitions=per_partition, total=sum(p.lag for p in per_partition.values()))
 
+    def group_members(self, group_id: str | None = None) -> int:
+        """How many consumers are in the group now (a killed one leaves it when its session times out)."""
+        group = group_id or self.consumer_group
+        with self._admin() as admin:  # (a broker's first group lookup may find no coordinator yet: retried)
+            descriptions = retry_retriable(lambda: admin.describe_groups([group]), self.request_timeout_ms / 1000)
+        return len((descriptions.get(group) or {}).get("members") or [])
+
     def beginning_offsets(self, topic: str) -> dict[int, int]:
         """Partition -> offset of the oldest message still retained."""
         with self._admin() as admin:

@@ -43,6 +43,7 @@ ROLE_TAG = "reporting_assets/role"
 DOWNLOAD_ROLE = "download"
 ENQUEUE_DAY_TAG = "reporting_assets/enqueue_day"
 REFRESH_TAG = "reporting_assets/refresh"  # "true": report_requests downloads anew (as its refresh config)
+PROGRESS_TAG = "reporting_assets/progress"  # a token the console finds its download run by
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 MAX_RETRIES_TAG = "dagster/max_retries"

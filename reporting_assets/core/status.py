@@ -1,8 +1,10 @@
-"""Where a range stands, per (report, date, account): on the topics, downloaded, dead-lettered, exported.
+"""Where a range stands, per (report, date, account): on the topics, downloading, downloaded,
+dead-lettered, exported.
 
 Read-only, from the two places that hold the truth: the topics' uncommitted requests (what is left to
 call) and the landing zone (what was called, and how it ended); a date's export files say whether the
-newest download reached the analysts.
+newest download reached the analysts. Whether the requests left are being called right now, the
+consumer group's members say (the caller asks the broker).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from reporting_assets.core.landing import LandedPage, LandingZone
 from reporting_assets.core.rerun import PartitionId
 
-STATES = ("not enqueued", "on the topics", "incomplete", "dead-lettered", "downloaded")
+STATES = ("not enqueued", "on the topics", "downloading", "incomplete", "dead-lettered", "downloaded")
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,19 @@ class PartitionStatus:
 
 
 def partition_status(
-    zone: LandingZone, exports_dir: Path, left: Counter[PartitionId], partition: PartitionId
+    zone: LandingZone,
+    exports_dir: Path,
+    left: Counter[PartitionId],
+    partition: PartitionId,
+    downloading: bool = False,
 ) -> PartitionStatus:
+    """`downloading`: the consumer group is at work (requests left are being called, not waiting)."""
     report, date, account = partition
     landed = zone.completeness(report, date, account)
     pages = f"{len(landed.pages)} pages, {landed.rows} rows landed"
     if left[partition]:
-        state, detail = "on the topics", f"{left[partition]} requests left, {pages}"
+        state = "downloading" if downloading else "on the topics"
+        detail = f"{left[partition]} requests left, {pages}"
     elif landed.download is None:
         state, detail = "not enqueued", "no request was ever made"
     elif landed.dead_letters:

@@ -99,6 +99,7 @@ class DownloadLoop:
         clock: Callable[[], float] = time.monotonic,
         should_stop: Callable[[], bool] = lambda: False,
         group_watch: GroupWatch | None = None,
+        on_progress: Callable[[ConsumerStats], None] | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -110,6 +111,7 @@ class DownloadLoop:
         self._clients = threading.local()  # one partner client per worker thread
         self._clock = clock
         self._should_stop = should_stop
+        self._on_progress = on_progress  # told the counters each turn of the loop (it decides when to report)
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="download")
         self._in_flight: dict[Future, Work] = {}  # calls submitted to the pool, not yet reaped
         self._commits = CommitTracker(
@@ -181,6 +183,8 @@ class DownloadLoop:
                 self._resume_due_partitions()
                 self._schedule()
                 self._commits.maybe_commit()
+                if self._on_progress is not None:
+                    self._on_progress(self.stats)
                 if self._in_flight:
                     # Block on the calls, not on the broker: a poll that waits for records while a
                     # call finishes leaves a worker idle. Records arrive on kafka-python's IO thread

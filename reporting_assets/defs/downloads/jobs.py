@@ -3,6 +3,7 @@
 from typing import Any
 
 import dagster as dg
+from kafka.errors import KafkaError
 from pydantic import Field, create_model
 
 from reporting_assets.core.consumer.loop import DownloadLoop
@@ -10,7 +11,9 @@ from reporting_assets.core.consumer.memory import OffsetsLostError
 from reporting_assets.core.consumer.redrive import redrive
 from reporting_assets.core.consumer.settled import GroupWatch
 from reporting_assets.core.consumer.tuning import ConsumerSettings, ConsumerTuning
+from reporting_assets.core.kafka import KafkaTopicError
 from reporting_assets.core.keys import DOWNLOAD_JOB, DOWNLOAD_ROLE, REDRIVE_JOB, REQUESTS_ASSET, ROLE_TAG, key_str
+from reporting_assets.core.progress import ConsumerProgress, ProgressReporter
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.resources.warehouse import WarehouseResource
@@ -100,10 +103,20 @@ def consume_requests(
     )
     producer = kafka.producer()
     watch = GroupWatch(kafka.cluster().admin, kafka.consumer_group, expected_members=consumers)
+    reporter = ProgressReporter(consumer_index, lambda progress: record_progress(context, kafka, progress))
     try:
-        loop = DownloadLoop(consumer, producer, partner.client, warehouse.landing_zone(), settings, group_watch=watch)
+        loop = DownloadLoop(
+            consumer,
+            producer,
+            partner.client,
+            warehouse.landing_zone(),
+            settings,
+            group_watch=watch,
+            on_progress=reporter,
+        )
         loop.subscribe()
         stats = loop.run()
+        reporter.report(stats)
     finally:
         watch.close()  # if the run ended before the group settled
         producer.close(timeout=10)
@@ -111,6 +124,18 @@ def consume_requests(
     remember_commits(kafka, warehouse, kafka.consumer_group, group_topics(kafka))
     context.log.info(f"consumer {consumer_index}: {stats.as_metadata()}")
     return stats.as_metadata()
+
+
+def record_progress(context: dg.OpExecutionContext, kafka: KafkaResource, progress: ConsumerProgress) -> None:
+    """A consumer's counters as an observation of the request topic (plotted by the UI over the run);
+    the first consumer adds the group's lag, so the lag has one line too."""
+    metadata = progress.metadata()
+    if progress.consumer == 0:
+        try:
+            metadata["lag_total"] = kafka.lag(kafka.request_topic).total
+        except (KafkaError, KafkaTopicError) as exc:  # a report without the lag; the downloads go on
+            context.log.warning(f"progress without the lag: {type(exc).__name__}: {exc}")
+    context.log_event(dg.AssetObservation(asset_key=REQUESTS_ASSET, metadata=metadata))
 
 
 @dg.op
