@@ -77,9 +77,12 @@ def sandbox_config(config: dict[str, Any]) -> SandboxConfig:
 
 
 def day_rows(sandbox: SandboxConfig, dates: list[str]) -> list[int]:
-    """The rows of each (site, day), from the sandbox's own truth."""
+    """The rows of each (site, day), from the sandbox's own truth, in the data state the report asks for
+    (fresh data included: the days Google has not finished are part of what a run lands and exports)."""
     return [
-        expected_row_count(sandbox, site.url, date, date, REPORT.dimensions, REPORT.search_type)
+        expected_row_count(
+            sandbox, site.url, date, date, REPORT.dimensions, REPORT.search_type, data_state=REPORT.data_state
+        )
         for site in sandbox.sites
         for date in dates
     ]
@@ -235,6 +238,11 @@ def cli_env(bench: Bench, home: Path, data_dir: Path, kafka: KafkaResource, sand
         variable("delay_topic"): kafka.delay_topic,
         variable("consumer_group"): kafka.consumer_group,
     }
+
+
+def cli_summary(stdout: str) -> str:
+    """The command's summary line (`enqueued N requests, ...`), after its progress lines."""
+    return next((line for line in stdout.splitlines() if line.startswith("enqueued ")), "")
 
 
 def start_cli(env: dict[str, str], args: list[str], log: TextIO, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
@@ -498,7 +506,7 @@ def run_once(
         "label": label,
         "row_limit": effective,
         "returncode": returncode,
-        "cli_summary": stdout.strip().splitlines()[0] if stdout.strip() else "",
+        "cli_summary": cli_summary(stdout),
         "wall_s": wall_s,
         "download_s": download_s,
         "calls_total": stats["calls_total"],

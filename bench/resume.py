@@ -30,6 +30,7 @@ from bench.calls import (
     QUERY_METHOD,
     cli_env,
     cli_kafka,
+    cli_summary,
     dagster_home,
     day_rows,
     exported_rows,
@@ -344,7 +345,7 @@ def _command_run(
         | {
             "returncode": returncode,
             "wall_s": wall_s,
-            "cli_summary": stdout.strip().splitlines()[0] if stdout.strip() else "",
+            "cli_summary": cli_summary(stdout),
             "query_calls": _query_calls(stats),
             "calls_by_method": stats["calls_by_method"],
             "repeat_calls": stats["repeat_calls"],

@@ -251,11 +251,11 @@ def test_status_names_a_dead_letter_and_plan_says_what_a_run_would_call_and_both
     assert "to enqueue          : 2 requests" in out  # www 11-01 (its download ended dead-lettered), shop 11-02
     # shop's 30 rows a day at 10 a page: 4 calls (the last one empty); www has no complete history: 1 at least
     assert "calls               : 2 at least (one page each), about 5 as earlier downloads went" in out, out
-    assert "about 2 s (2 calls/s per account)" in out, out  # shop's 4 calls at 2 calls/s
+    assert "about 2 s (2 calls/s per account;" in out, out  # shop's 4 calls at 2 calls/s
     assert "continued           : 1 partitions" in out and "already downloaded  : 1 partitions" in out, out
     # Every consumer knob is a flag: a project-wide budget of 1 call/s makes the 5 calls take 5 s.
     assert cli.main([*argv, "--global-qps", "1"]) == 0
-    assert "about 5 s (2 calls/s per account, 1 calls/s in all)" in capsys.readouterr().out
+    assert "about 5 s (2 calls/s per account, 1 calls/s in all;" in capsys.readouterr().out
     assert cli.main([*argv, "--refresh"]) == 0
     assert "to enqueue          : 4 requests" in capsys.readouterr().out
     # Nothing written: the topic, the data folder and the instance are as they were.

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from reporting_assets.core.cost import SITE_QPS_LIMIT, run_cost, selection
+from collections import Counter
+
+from reporting_assets.core.cost import (
+    SITE_QPS_LIMIT,
+    USER_QPS_LIMIT,
+    format_duration,
+    group_pace,
+    quota_seconds,
+    run_cost,
+    selection,
+)
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import ReportRequest
 from reporting_assets.core.rerun import plan_enqueue
@@ -34,11 +44,24 @@ def test_history_sets_the_pages_a_day_and_no_history_counts_one(tmp_path):
     assert cost.seconds == 12 / 2.0  # a's calls at 2 calls/s, b's in parallel
 
 
-def test_the_pace_is_capped_by_the_site_limit_and_the_project_budget(tmp_path):
+def test_the_pace_is_capped_by_the_site_limit_the_user_limit_and_the_project_budget(tmp_path):
     zone = LandingZone(tmp_path)
+    one = plan_enqueue(selection([f"2026-11-{d:02}" for d in range(1, 31)], ["site0"]), ["r"], set(), zone)
+    assert run_cost(one, zone, row_limit=1000, qps_per_account=1000.0).seconds == 30 / SITE_QPS_LIMIT
     accounts = [f"site{i}" for i in range(8)]
     plan = plan_enqueue(selection([f"2026-11-{d:02}" for d in range(1, 31)], accounts), ["r"], set(), zone)
+    # Before: 30 / 20 s, as if each site had its own 1 200 a minute; one credential is one user, and a
+    # user gets 1 200 a minute across all sites.
     fast = run_cost(plan, zone, row_limit=1000, qps_per_account=1000.0)
-    assert fast.seconds == 30 / SITE_QPS_LIMIT
+    assert fast.seconds == 8 * 30 / USER_QPS_LIMIT
     budget = run_cost(plan, zone, row_limit=1000, qps_per_account=1000.0, global_qps=4.0)
     assert budget.seconds == 8 * 30 / 4.0
+    assert group_pace(2.0, 8) == 16.0 and group_pace(5.0, 8) == USER_QPS_LIMIT and group_pace(5.0, 8, 3.0) == 3.0
+
+
+def test_many_accounts_share_the_users_limit_and_durations_read_as_minutes_and_hours():
+    calls = Counter({f"site{i}": 3_600 for i in range(10)})  # 36 000 calls: 30 min for the user at 20/s
+    assert quota_seconds(calls, pace=20.0) == 1_800.0
+    assert quota_seconds(calls, pace=1.0) == 3_600.0  # each site's hour of calls, all in parallel
+    assert format_duration(59.2) == "1 min 00 s" and format_duration(3 * 3600 + 61) == "3 h 01 min"
+    assert format_duration(7) == "7 s"

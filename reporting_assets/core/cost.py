@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.rerun import EnqueuePlan
 
-# Search Console's per-site limit (1 200 queries a minute): no pace gets one account past it.
+# Search Console's limits: 1 200 queries a minute per site and per user (the run's one credential is one
+# user, so the whole run too). No pace gets past them. (The project's 30 000 000 a day cannot bind one
+# user: 20 a second is 1 728 000 a day.)
 SITE_QPS_LIMIT = 20.0
+USER_QPS_LIMIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class RunCost:
             f"to enqueue          : {len(self.plan.to_enqueue)} requests",
             f"calls               : {self.minimum_calls} at least (one page each), "
             f"about {self.expected_calls} as earlier downloads went",
-            f"time at the pace    : about {math.ceil(self.seconds)} s ({pace})",
+            f"time at the pace    : about {format_duration(self.seconds)} ({pace}; Search Console allows "
+            f"{USER_QPS_LIMIT:g} calls/s per site and per user)",
             f"continued           : {len(self.plan.continued)} partitions still on the topics (no new request)",
             f"already downloaded  : {len(self.plan.downloaded)} partitions (--refresh to download them again)",
         ]
@@ -63,19 +67,32 @@ def run_cost(
         if (report, account) not in pages:
             pages[(report, account)] = pages_a_day(zone, report, account, row_limit)
         calls_by_account[account] += pages[(report, account)]
-    expected = sum(calls_by_account.values())
     pace = min(qps_per_account, SITE_QPS_LIMIT)
-    seconds = max((calls / pace for calls in calls_by_account.values()), default=0.0)
-    if global_qps:
-        seconds = max(seconds, expected / global_qps)
-    return RunCost(plan, len(plan.to_enqueue), expected, seconds, pace, global_qps)
+    seconds = quota_seconds(calls_by_account, pace, global_qps)
+    return RunCost(plan, len(plan.to_enqueue), sum(calls_by_account.values()), seconds, pace, global_qps)
+
+
+def quota_seconds(calls_by_account: Counter[str], pace: float, global_qps: float | None = None) -> float:
+    """The time these calls take: accounts in parallel at `pace`, all within the user's limit and the
+    project's budget."""
+    seconds = max((count / pace for count in calls_by_account.values()), default=0.0)
+    return max(seconds, sum(calls_by_account.values()) / min(USER_QPS_LIMIT, global_qps or USER_QPS_LIMIT))
+
+
+def format_duration(seconds: float) -> str:
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def group_pace(qps_per_account: float, accounts: int, global_qps: float | None = None) -> float:
-    """Calls/s the whole run can make: every account at its pace within the site limit, within the
-    project-wide budget."""
+    """Calls/s the whole run can make: every account at its pace within the site limit, all of them
+    within the user's limit and the project-wide budget."""
     pace = min(qps_per_account, SITE_QPS_LIMIT) * accounts
-    return min(pace, global_qps) if global_qps else pace
+    return min(pace, USER_QPS_LIMIT, global_qps or USER_QPS_LIMIT)
 
 
 def selection(dates: Sequence[str], accounts: Sequence[str]) -> list[tuple[str, str]]:
