@@ -89,11 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(logs, ignore_errors=True)
         bench = Bench(mode, bootstrap, workdir, logs)
         for name in selected:
-            module = __import__(f"bench.{name}", fromlist=["run"])
             print(f"-- {name} ...", flush=True)
             began = time.monotonic()
             try:
-                result = module.run(bench)
+                result = __import__(f"bench.{name}", fromlist=["run"]).run(bench)
             except Exception as error:  # one broken benchmark must not hide the others' figures
                 traceback.print_exc()
                 result = {"title": name, "error": f"{type(error).__name__}: {error}", "targets": []}

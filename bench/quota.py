@@ -19,7 +19,7 @@ from typing import Any
 from bench.calls import recorded_sandbox
 from bench.common import Bench, children, landed_files, produce, requests_for, site_urls
 from bench.workers import consumer_group_jobs
-from reporting_assets.core.landing import KEY_DIMENSIONS
+from reporting_assets.core.landing import KEY_COLUMNS
 from reporting_assets.sandbox import SandboxConfig, SiteSpec
 
 PARTITIONS = 4
@@ -71,7 +71,7 @@ def landed_truth(root: Path) -> dict[str, Any]:
     files = [str(path) for path in root.rglob("*.parquet") if not path.name.startswith(".")]
     if not files:
         return {"rows": 0, "distinct_rows": 0, "partitions": {}}
-    table = ds.dataset(files, format="parquet").to_table(columns=["account", "date", *KEY_DIMENSIONS])
+    table = ds.dataset(files, format="parquet").to_table(columns=["account", "date", *KEY_COLUMNS.values()])
     keys = list(zip(*(table.column(name).to_pylist() for name in table.column_names), strict=True))
     partitions: dict[tuple[str, str], int] = defaultdict(int)
     for key in set(keys):

@@ -274,8 +274,6 @@ def run_pipeline(args: argparse.Namespace, resources: dict, run_plan: RunPlan) -
     import dagster as dg
 
     from reporting_assets import runner
-    from reporting_assets.console import ProgressDisplay
-    from reporting_assets.core.cost import group_pace
 
     instance = dg.DagsterInstance.get()
     request = {"reports": run_plan.reports, "row_limit": run_plan.row_limit, "refresh": run_plan.refresh}
@@ -287,11 +285,7 @@ def run_pipeline(args: argparse.Namespace, resources: dict, run_plan: RunPlan) -
         f"enqueue: {enqueued} requests ({len(run_plan.dates)} days x {len(chosen)} accounts x "
         f"{len(run_plan.reports)} reports)"
     )
-    tuning = run_plan.tuning
-    pace = group_pace(tuning.qps_per_account, len(chosen), tuning.global_qps)
-    with ProgressDisplay() as progress:
-        watch = runner.DownloadWatching(resources["kafka"], pace, progress)
-        download = runner.download(instance, tuning, args.log_level, watch)
+    download = runner.download_watched(instance, resources["kafka"], run_plan.tuning, len(chosen), args.log_level)
     say(
         f"load and export: {len(run_plan.dates) * len(chosen) * len(run_plan.reports)} partitions, "
         f"{len(run_plan.dates)} dates"

@@ -22,7 +22,8 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from reporting_assets.core.progress import DownloadProgress, format_seconds
+from reporting_assets.core.cost import format_duration
+from reporting_assets.core.progress import DownloadProgress
 
 LINE_EVERY_S = 5.0  # off a terminal: a progress line this often
 
@@ -116,7 +117,7 @@ class ProgressDisplay:
 
 
 def bar_figures(progress: DownloadProgress) -> str:
-    eta = "" if progress.eta_s is None else f"  ETA {format_seconds(progress.eta_s)}"
+    eta = "" if progress.eta_s is None else f"  ETA {format_duration(progress.eta_s)}"
     return (
         f"{progress.calls_per_s:.1f} calls/s  {progress.throttled} x 429  {progress.delayed} delayed  "
         f"{progress.dead_lettered} dead letters{eta}"

@@ -151,6 +151,15 @@ class DownloadWatching:
     on_progress: Callable[[DownloadProgress], None]
 
 
+def download_watched(
+    instance: dg.DagsterInstance, kafka: KafkaResource, tuning: ConsumerTuning, accounts: int, log_level: str | None
+) -> dict[str, Any]:
+    """`download` with its progress on the console: a bar in a terminal, a line every few seconds otherwise."""
+    pace = group_pace(tuning.qps_per_account, accounts, tuning.global_qps)
+    with ProgressDisplay() as display:
+        return download(instance, tuning, log_level, DownloadWatching(kafka, pace, display))
+
+
 @dataclass
 class Loaded:
     rows: int = 0
@@ -221,11 +230,7 @@ def run_pipeline(
     summary.requests_enqueued = enqueue(instance, resources, dates, summary.accounts, request_config, log_level)
     say(f"enqueue: {summary.requests_enqueued} requests")
     if progress:
-        pace = group_pace(tuning.qps_per_account, len(summary.accounts), tuning.global_qps)
-        with ProgressDisplay() as display:
-            summary.download = download(
-                instance, tuning, log_level, DownloadWatching(resources["kafka"], pace, display)
-            )
+        summary.download = download_watched(instance, resources["kafka"], tuning, len(summary.accounts), log_level)
     else:
         summary.download = download(instance, tuning, log_level)
     say(f"load and export: {len(dates)} dates x {len(summary.accounts)} accounts")

@@ -9,7 +9,6 @@ ETA from the measured pace, or from the partner's quota before there is one.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from reporting_assets.core.consumer.work import ConsumerStats
+from reporting_assets.core.cost import format_duration
 from reporting_assets.core.kafka import TopicLag
 
 RATE_WINDOW_S = 10.0  # the console's calls/s: over the last seconds, not since the start
@@ -106,18 +106,12 @@ class DownloadProgress:
         return self.requests_total > 0 and self.requests_done >= self.requests_total and not self.delayed
 
     def line(self) -> str:
-        eta = "" if self.eta_s is None else f", ETA {format_seconds(self.eta_s)}"
+        eta = "" if self.eta_s is None else f", ETA {format_duration(self.eta_s)}"
         return (
             f"download: {self.requests_done}/{self.requests_total} requests, {self.api_calls} calls "
             f"({self.calls_per_s:.1f}/s), {self.throttled} throttled (429), {self.delayed} delayed, "
             f"{self.dead_lettered} dead letters{eta}"
         )
-
-
-def format_seconds(seconds: float) -> str:
-    whole = math.ceil(seconds)
-    minutes, secs = divmod(whole, 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 class DownloadWatch:
