@@ -11,6 +11,7 @@ from kafka.errors import KafkaError
 
 from reporting_assets.core.kafka import KafkaTopicError, TopicLag
 from reporting_assets.core.keys import PROGRESS_TAG
+from reporting_assets.core.lag import delayed_requests
 from reporting_assets.core.progress import ConsumerProgress, DownloadProgress, DownloadWatch
 from reporting_assets.resources.kafka import KafkaResource
 
@@ -42,12 +43,8 @@ class RunWatcher:
         self._thread = threading.Thread(target=self._run, name="download-watch", daemon=True)
 
     def _lags(self) -> tuple[TopicLag, int]:
-        requests = self._kafka.lag(self._kafka.request_topic)
-        try:
-            delayed = self._kafka.lag(self._kafka.delay_topic).total
-        except KafkaTopicError:
-            delayed = 0  # no delay topic yet: nothing parked
-        return requests, delayed
+        cluster = self._kafka.cluster()
+        return cluster.lag(cluster.request_topic), delayed_requests(cluster)
 
     def start(self) -> None:
         self._thread.start()

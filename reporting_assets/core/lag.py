@@ -63,10 +63,7 @@ def measure(kafka: KafkaCluster, now: Callable[[], float] = time.time) -> LagSna
     Raises KafkaTopicError while the topics do not exist (nothing was ever enqueued).
     """
     lag = kafka.lag(kafka.request_topic)
-    try:
-        delayed = kafka.lag(kafka.delay_topic).total
-    except KafkaTopicError:
-        delayed = 0  # no delay topic yet: nothing parked
+    delayed = delayed_requests(kafka)
     oldest_ms = kafka.oldest_unconsumed_timestamp_ms(kafka.request_topic) if lag.total else None
     measured_at = now()
     dead_end = kafka.end_offsets(kafka.dead_letter_topic)
@@ -84,6 +81,14 @@ def measure(kafka: KafkaCluster, now: Callable[[], float] = time.time) -> LagSna
         dead_letters_pending=sum(max(dead_end[p] - max(redriven.get(p, 0), dead_begin.get(p, 0)), 0) for p in dead_end),
         measured_at=measured_at,
     )
+
+
+def delayed_requests(kafka: KafkaCluster) -> int:
+    """Requests parked on the delay topic, not done either (no delay topic yet: none)."""
+    try:
+        return kafka.lag(kafka.delay_topic).total
+    except KafkaTopicError:
+        return 0
 
 
 def lag_check(snapshot: LagSnapshot, limits: LagLimits) -> CheckOutcome:
