@@ -32,8 +32,12 @@ class PartitionLoad:
     @property
     def still_downloading(self) -> list[int]:
         """Missing pages that are not dead-lettered: their requests are still on the topic."""
-        dead_rows = {letter.request["start_row"] for letter in self.completeness.dead_letters if letter.request}
-        return [row for row in self.completeness.missing_start_rows if row not in dead_rows]
+        dead = {
+            (str(letter.request.get("filters", "")), letter.request["start_row"])
+            for letter in self.completeness.dead_letters
+            if letter.request
+        }
+        return [row for filters, row in self.completeness.missing if (filters, row) not in dead]
 
 
 def table_name(report: ReportSpec) -> str:

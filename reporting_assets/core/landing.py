@@ -1,7 +1,8 @@
 """The landing zone: one folder per download of a (report, date, account), a Parquet file per page.
 
 `<report>/date=<date>/account=<account>/download=<id>/<request id>.parquet`, and `<request id>.dead.json`
-beside it for a request of that download sent to the dead-letter topic. Each enqueue of a partition
+beside it for a request of that download sent to the dead-letter topic, `<request id>.split.json` for a
+page that reached Google's row cap (the slices it was split into, see `split.py`). Each enqueue of a partition
 is a new download with an id that sorts by time. Where an older download exists, the enqueue makes
 the new one's (empty) folder before sending its requests, so the newest folder is the latest enqueue,
 and a load takes that download whole or waits: never pages of two downloads, never an older download
@@ -24,7 +25,7 @@ import shutil
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 
 from reporting_assets.core.durable import make_folder_durably, write_durably
 from reporting_assets.core.messages import DeadLetter, ReportRequest
+from reporting_assets.core.split import Split
 
 # Dimension (as the API names it) -> its column of the landed table; `date` has a column of its own.
 KEY_COLUMNS = {
@@ -92,12 +94,20 @@ class LandedPage:
 
 @dataclass(frozen=True)
 class Completeness:
-    """Whether every page of one (report, date, account) is landed."""
+    """Whether every page of one (report, date, account) is landed.
+
+    `pages` are what a load takes: the chain's pages, or where it reached the row cap and was split,
+    its slices' pages (their union), never a split chain's own pages (the slices hold their rows).
+    """
 
     pages: tuple[LandedPage, ...]
     missing_start_rows: tuple[int, ...]
     dead_letters: tuple[DeadLetter, ...]
     download: str | None = None  # the newest download, whose pages these are (None: never enqueued)
+    # (filters, start row) of each missing page: a slice's pages start at row 0 too.
+    missing: tuple[tuple[str, int], ...] = ()
+    slices: int = 0  # chains the download was split into past the row cap (0: not split)
+    truncated: tuple[LandedPage, ...] = ()  # pages at the cap that no filter could split further
 
     @property
     def complete(self) -> bool:
@@ -131,6 +141,29 @@ class LandingZone:
 
     def dead_letter_path(self, request: ReportRequest) -> Path:
         return self._folder(request) / f"{request.request_id}.dead.json"
+
+    def split_path(self, request: ReportRequest) -> Path:
+        return self._folder(request) / f"{request.request_id}.split.json"
+
+    def mark_split(self, request: ReportRequest, split: Split) -> Path:
+        """Remember, before the slices are sent, what the page at the cap was split into."""
+        return write_durably(self.split_path(request), lambda file: file.write(split.encode()))
+
+    def split_of(self, request: ReportRequest) -> Split | None:
+        """The split made of this page already (a copy of it came before): the same slices again."""
+        try:
+            return Split.decode(self.split_path(request).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def splits(self, report: str, date: str, account: str, download: str) -> dict[str, Split]:
+        """Request id of each page of the download that reached the cap -> its split."""
+        folder = self.download_dir(report, date, account, download)
+        return {
+            path.name.removesuffix(".split.json"): Split.decode(path.read_bytes())
+            for path in sorted(folder.glob("*.split.json"))
+            if not path.name.startswith(".")
+        }
 
     def begin_downloads(self, partitions: Iterable[tuple[str, str, str]], download: str) -> int:
         """Before a new download's requests are sent: make its folder where an older download exists.
@@ -264,10 +297,20 @@ class LandingZone:
         """Of the newest download: the one a load must take, or wait for."""
         download = self.latest_download(report, date, account)
         if download is None:
-            return Completeness((), (0,), ())
-        chain, missing = page_chain(self.pages(report, date, account, download))
+            return Completeness((), (0,), (), missing=(("", 0),))
         dead = self.dead_letters(report, date, account, download)
-        return Completeness(tuple(chain), tuple(missing), tuple(dead), download)
+        walk = page_chain(
+            self.pages(report, date, account, download), self.splits(report, date, account, download), dead
+        )
+        return Completeness(
+            tuple(walk.pages),
+            tuple(start_row for _filters, start_row in walk.missing),
+            tuple(dead),
+            download,
+            missing=tuple(walk.missing),
+            slices=walk.slices,
+            truncated=tuple(walk.truncated),
+        )
 
     def dead_lettered(self, date: str, reports: Iterable[str]) -> dict[str, list[str]]:
         """Report -> accounts of this date whose newest download has dead-lettered requests."""
@@ -308,23 +351,61 @@ def download_ids(account_dir: Path) -> list[str]:
     )
 
 
-def page_chain(pages: Sequence[LandedPage]) -> tuple[list[LandedPage], list[int]]:
-    """The pages of one download in order, from its first page, and the start row still missing.
+@dataclass
+class ChainWalk:
+    pages: list[LandedPage] = field(default_factory=list)
+    missing: list[tuple[str, int]] = field(default_factory=list)
+    slices: int = 0
+    truncated: list[LandedPage] = field(default_factory=list)
 
-    A full page means the next page was enqueued; the chain ends at the first short page. Every page
-    of a download descends from its first page, so they share its row limit.
+
+def page_chain(
+    pages: Sequence[LandedPage], splits: dict[str, Split] | None = None, dead: Sequence[DeadLetter] = ()
+) -> ChainWalk:
+    """The pages of one download a load takes, in order, and the pages still missing.
+
+    A full page means the next page was enqueued; a chain ends at its first short page, or at a page
+    that reached the row cap, whose split's slices are chains of their own (`splits`, by that page's
+    request id). Every page of a download descends from its first page, so they share its row limit;
+    a chain is told by its filters (the download's own, or a slice's; a dead-lettered request's
+    chain is one too, landed page or not).
     """
-    by_start = {page.request.start_row: page for page in pages}
-    chain: list[LandedPage] = []
-    start_row = 0
-    while True:
-        page = by_start.get(start_row)
-        if page is None:
-            return chain, [start_row]
-        chain.append(page)
-        if not page.full:
-            return chain, []
-        start_row += page.request.row_limit
+    splits = splits or {}
+    chains: dict[str, dict[int, LandedPage]] = defaultdict(dict)
+    for page in pages:
+        chains[page.request.filters][page.request.start_row] = page
+    children = {filters for split in splits.values() for filters in split.slices}
+    walk = ChainWalk()
+    known = set(chains) | {str(letter.request.get("filters", "")) for letter in dead if letter.request}
+    roots = sorted(known - children) or [""]
+
+    def follow(filters: str) -> None:
+        by_start = chains.get(filters, {})
+        chain: list[LandedPage] = []
+        start_row = 0
+        while True:
+            page = by_start.get(start_row)
+            if page is None:
+                walk.pages.extend(chain)
+                walk.missing.append((filters, start_row))
+                return
+            chain.append(page)
+            split = splits.get(page.request.request_id) if page.full else None
+            if split is not None and split.slices:
+                walk.slices += len(split.slices)
+                for child in split.slices:
+                    follow(child)
+                return
+            if split is not None or not page.full:
+                walk.pages.extend(chain)
+                if split is not None:
+                    walk.truncated.append(page)
+                return
+            start_row += page.request.row_limit
+
+    for root in roots:
+        follow(root)
+    return walk
 
 
 def page_table(request: ReportRequest, rows: Sequence[dict[str, Any]], provisional: bool = False) -> pa.Table:
@@ -371,6 +452,10 @@ def describe(completeness: Completeness) -> str:
     if completeness.download is None:
         return "never enqueued (no download)"
     parts = [f"download {completeness.download}: {len(completeness.pages)} pages, {completeness.rows} rows"]
+    if completeness.slices:
+        parts.append(f"split past the row cap into {completeness.slices} slices")
+    if completeness.truncated:
+        parts.append(f"{len(completeness.truncated)} still at the row cap (truncated)")
     if completeness.missing_start_rows:
         parts.append(f"waiting for page at startRow {completeness.missing_start_rows[0]}")
     if completeness.dead_letters:

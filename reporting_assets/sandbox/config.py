@@ -155,6 +155,8 @@ class SandboxConfig:
     # are still being collected. Final data leaves them out; dataState all gives them partial.
     today: str | None = None
     incomplete_days: int = 3
+    # Google's cap: one query serves at most this many rows of a day and search type (None: no cap).
+    row_cap: int | None = 50_000
 
     def __post_init__(self) -> None:
         # Stored as tuples so a config can be shared between threads safely.
@@ -186,6 +188,7 @@ class SandboxConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"today must be a YYYY-MM-DD date or null (got {self.today!r})") from None
         _require_int("incomplete_days", self.incomplete_days, minimum=0)
+        _require_int("row_cap", self.row_cap, minimum=1, allow_none=True)
 
     def today_date(self) -> dt.date:
         """The partner's today: `today`, else the date in Pacific time (Google's data day)."""

@@ -425,8 +425,8 @@ def iter_units(config: SandboxConfig, query: Query) -> Iterator[tuple[Unit, int]
             yield unit, _partial_count(count, unit_completeness(config, query, unit))
 
 
-def query_unit_rows(config: SandboxConfig, query: Query, unit: Unit) -> list[Row]:
-    """The rows of one unit of a query: its collected share (the top rows, numbers scaled), filtered."""
+def collected_unit_rows(config: SandboxConfig, query: Query, unit: Unit) -> list[Row]:
+    """The rows of one unit of a query before its filters: its collected share (the top rows, numbers scaled)."""
     rows = unit_rows(
         config.seed, query.site, unit, query.dimensions, query.search_type, config.rows_jitter, config.revision
     )
@@ -434,6 +434,12 @@ def query_unit_rows(config: SandboxConfig, query: Query, unit: Unit) -> list[Row
     if share < 1.0:
         rows = [_partial_row(row, share) for row in rows[: _partial_count(len(rows), share)]]
         rows.sort(key=lambda r: (-r[1], -r[2], r[4], r[0]))
+    return rows
+
+
+def query_unit_rows(config: SandboxConfig, query: Query, unit: Unit) -> list[Row]:
+    """The rows of one unit of a query: its collected share, filtered."""
+    rows = collected_unit_rows(config, query, unit)
     return [row for row in rows if query.keep(row)] if query.filters else rows
 
 

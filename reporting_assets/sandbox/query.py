@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +127,9 @@ class RowCache:
     """Serves pages of a query's rows, keeping recently used units as pre-encoded JSON.
 
     Paging through a query asks for the same units again and again; caching
-    their encoded rows makes a page a slice and a join. Bounded by total rows.
+    their encoded rows makes a page a slice and a join. The generated rows of a
+    unit are kept too (before filters), so the filtered slices of one big day
+    filter them instead of generating the day again. Bounded by total rows.
     """
 
     def __init__(self, max_rows: int = 500_000) -> None:
@@ -134,10 +137,12 @@ class RowCache:
         self._lock = threading.Lock()
         self._units: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
         self._rows = 0
+        self._generated: OrderedDict[tuple[Any, ...], list[data.Row]] = OrderedDict()
+        self._generated_rows = 0
 
-    def _unit(self, config: SandboxConfig, query: data.Query, unit: data.Unit) -> list[bytes]:
+    def _key(self, config: SandboxConfig, query: data.Query, unit: data.Unit, filters: Any) -> tuple[Any, ...]:
         site = query.site
-        key = (
+        return (
             config.seed,
             config.rows_jitter,
             config.revision,
@@ -146,16 +151,39 @@ class RowCache:
             unit.key,
             query.dimensions,
             query.search_type,
-            query.filters,
+            filters,
             data.unit_completeness(config, query, unit),
         )
+
+    def _collected(self, config: SandboxConfig, query: data.Query, unit: data.Unit) -> list[data.Row]:
+        key = self._key(config, query, unit, None)
+        with self._lock:
+            cached = self._generated.get(key)
+            if cached is not None:
+                self._generated.move_to_end(key)
+                return cached
+        rows = data.collected_unit_rows(config, query, unit)
+        with self._lock:
+            if key not in self._generated:
+                self._generated[key] = rows
+                self._generated_rows += len(rows)
+                while self._generated_rows > self._max_rows and len(self._generated) > 1:
+                    _old_key, old = self._generated.popitem(last=False)
+                    self._generated_rows -= len(old)
+        return rows
+
+    def _unit(self, config: SandboxConfig, query: data.Query, unit: data.Unit) -> list[bytes]:
+        key = self._key(config, query, unit, query.filters)
         with self._lock:
             cached = self._units.get(key)
             if cached is not None:
                 self._units.move_to_end(key)
                 return cached
         # Generate outside the lock; a rare duplicate generation is harmless.
-        rows = data.query_unit_rows(config, query, unit)
+        if query.filters:
+            rows = [row for row in self._collected(config, query, unit) if query.keep(row)]
+        else:
+            rows = data.query_unit_rows(config, query, unit)
         encoded = [encode_row(r) for r in rows]
         with self._lock:
             if key not in self._units:
@@ -166,17 +194,28 @@ class RowCache:
                     self._rows -= len(old)
         return encoded
 
+    def _counts(self, config: SandboxConfig, query: data.Query) -> Iterator[tuple[data.Unit, int]]:
+        if not query.filters:
+            yield from data.iter_units(config, query)
+            return
+        for unit in data.plan_units(query.start, query.end, query.dimensions):
+            yield unit, len(self._unit(config, query, unit))
+
     def page(self, config: SandboxConfig, query: data.Query, start_row: int, row_limit: int) -> list[bytes]:
-        """Encoded rows [start_row, start_row + row_limit) of the query, generating only units it touches."""
+        """Encoded rows [start_row, start_row + row_limit) of the query, generating only units it touches.
+
+        Like Google, a unit (a day, or the whole range without date) serves its top `row_cap` rows at most.
+        """
         end_row = start_row + row_limit
         result: list[bytes] = []
         offset = 0
-        for unit, count in data.iter_units(config, query):
+        for unit, all_rows in self._counts(config, query):
+            count = all_rows if config.row_cap is None else min(all_rows, config.row_cap)
             if offset >= end_row:
                 break
             if offset + count > start_row and count:
                 rows = self._unit(config, query, unit)
-                result.extend(rows[max(0, start_row - offset) : end_row - offset])
+                result.extend(rows[max(0, start_row - offset) : min(end_row - offset, count)])
             offset += count
         return result
 

@@ -60,6 +60,7 @@ from reporting_assets.core.messages import (
     download_id_of_message,
 )
 from reporting_assets.core.partner import Answer, MalformedResponseError, credentials_refused
+from reporting_assets.core.split import plan_split, reaches_cap, slice_requests
 
 __all__ = ["ConsumerStats", "DownloadLoop", "PartnerClient"]
 
@@ -514,13 +515,41 @@ class DownloadLoop:
         # committed): a page landed in this download always has its continuation sent, so another
         # copy of this request can skip both (`landed_in_download`).
         full = len(answer.rows) >= request.row_limit
-        if full:
-            follow_up = request.next_page()
-            self.producer.send(self.settings.request_topic, key=follow_up.key(), value=follow_up.encode()).get(
-                timeout=30
-            )
+        if full and reaches_cap(request, len(answer.rows), self.settings.row_cap):
+            follow_ups = self._split(request, answer)
+        elif full:
+            follow_ups = [request.next_page()]
+        else:
+            follow_ups = []
+        sent = [
+            self.producer.send(self.settings.request_topic, key=follow_up.key(), value=follow_up.encode())
+            for follow_up in follow_ups
+        ]
+        for future in sent:
+            future.get(timeout=30)
         self.landing.land_page(request, answer.rows, provisional=answer.provisional)
         return full
+
+    def _split(self, request: ReportRequest, answer: Answer) -> list[ReportRequest]:
+        """A page past this one would be empty: its chain goes on as filtered slices, written down first.
+
+        A copy of this request (redelivered before its page landed) finds the split already made and
+        sends the same slices again, which the slices' own duplicate check then skips.
+        """
+        split = self.landing.split_of(request)
+        if split is None:
+            split = plan_split(request, answer.rows)
+            self.landing.mark_split(request, split)
+        if split.slices:
+            log.info(
+                "%s reached the row cap: split by %s into %d slices",
+                request.request_id,
+                split.dimension,
+                len(split.slices),
+            )
+        else:
+            log.warning("%s reached the row cap and no filter can split it further: truncated", request.request_id)
+        return slice_requests(request, split)
 
     def dead_letter(self, record: Any, request: ReportRequest | None, failure: Failure) -> None:
         letter = DeadLetter(

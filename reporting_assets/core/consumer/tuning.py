@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from reporting_assets.core.split import ROW_CAP
+
 
 def _waits(value: object) -> object:
     """Waits from the environment: "30,300,1800", or "none" for no transient retries at all."""
@@ -83,6 +85,14 @@ class ConsumerTuning(BaseModel):
         ),
     )
     commit_interval_s: float = Field(default=0.2, ge=0, description="Commit at least this often while requests finish.")
+    row_cap: int = Field(
+        default=ROW_CAP,
+        ge=1,
+        description=(
+            "Rows the partner returns for one query of a day and search type (Google's cap); a chain that "
+            "reaches it is split into filtered slices instead of asking for a page past it."
+        ),
+    )
     poll_timeout_ms: int = Field(
         default=200, gt=0, description="Longest poll of the broker while nothing is in flight."
     )
