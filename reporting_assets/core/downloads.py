@@ -40,6 +40,19 @@ class PartitionLoad:
         return [row for filters, row in self.completeness.missing if (filters, row) not in dead]
 
 
+def coverage(loads: Iterable[PartitionLoad]) -> dict[str, dict[str, int]]:
+    """Per partition report past the row cap: its rows, the slices it was split into, those still at the cap."""
+    return {
+        load.label: {
+            "rows": load.completeness.rows,
+            "slices": load.completeness.slices,
+            "truncated_slices": len(load.completeness.truncated),
+        }
+        for load in loads
+        if load.completeness.slices or load.completeness.truncated
+    }
+
+
 def table_name(report: ReportSpec) -> str:
     return report.name
 

@@ -20,6 +20,7 @@ DATE_DIMENSION = "date"
 LAG_CHECK = "request_lag_within_limits"
 DEAD_LETTER_CHECK = "dead_letter_topic_empty"
 COMPLETE_CHECK = "all_requests_landed"
+COVERAGE_CHECK = "within_row_cap"  # no slice of a split download still at the row cap
 EXPORT_COMPLETE_CHECK = "export_complete"
 
 # Sensors and schedules.

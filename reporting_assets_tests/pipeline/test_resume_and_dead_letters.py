@@ -15,7 +15,7 @@ import pytest
 from reporting_assets import runner
 from reporting_assets.core.automation.downloads import DownloadState
 from reporting_assets.core.consumer.tuning import ConsumerTuning
-from reporting_assets.core.keys import COMPLETE_CHECK, EXPORT_COMPLETE_CHECK, RANGE_START_TAG, key_str
+from reporting_assets.core.keys import COMPLETE_CHECK, COVERAGE_CHECK, EXPORT_COMPLETE_CHECK, RANGE_START_TAG, key_str
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.defs.downloads.jobs import redrive_dead_letters
 from reporting_assets.defs.downloads.sensors import evaluate_downloads
@@ -110,7 +110,7 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
         tags=runner.range_tags(DATES[:1], accounts),
     )
     checks = result.get_asset_check_evaluations()
-    assert [(c.check_name, c.passed) for c in checks] == [(COMPLETE_CHECK, False)]
+    assert [(c.check_name, c.passed) for c in checks] == [(COMPLETE_CHECK, False), (COVERAGE_CHECK, True)]
     assert "re-drive" in checks[0].description.lower() or "redrive" in checks[0].description
     zone = LandingZone(Path(pipeline_env["REPORTING_DATA_DIR"]) / "landing")
     broken = zone.completeness("search_analytics", DATES[0], "https://a.example.com/")

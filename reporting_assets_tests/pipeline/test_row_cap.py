@@ -7,10 +7,12 @@ import csv
 import json
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from reporting_assets import runner
 from reporting_assets.core.consumer.tuning import ConsumerTuning
+from reporting_assets.core.keys import COVERAGE_CHECK, DOWNLOADS_ASSET
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.sandbox import SandboxConfig, SiteSpec, expected_rows
 
@@ -25,6 +27,12 @@ FAST_CONSUMERS = ConsumerTuning(consumers=2, idle_timeout_s=2.0, qps_per_account
 def sandbox_config() -> SandboxConfig:
     sites = [SiteSpec(BIG, 200_000), SiteSpec(SMALL, 300)]
     return SandboxConfig(seed=7, sites=sites, per_site_qps=None, global_qps=None, faults=[], rows_jitter=0.0)
+
+
+def coverage_check(instance: dg.DagsterInstance):
+    key = dg.AssetCheckKey(dg.AssetKey(DOWNLOADS_ASSET), COVERAGE_CHECK)
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+    return history[0].event.dagster_event.event_specific_data
 
 
 def exported(path: Path) -> list[tuple]:
@@ -69,3 +77,29 @@ def test_a_200_000_row_site_day_is_recovered_whole_by_splitting(
     assert sandbox.stats()["calls_by_site"][BIG] == len(pages)
     small = zone.completeness("search_analytics", DATE, SMALL)
     assert small.complete and small.slices == 0
+    check = coverage_check(instance)
+    assert check.passed and check.metadata["split"].value == 1
+    label = f"search_analytics {DATE} {BIG}"
+    figures = check.metadata["coverage"].data[label]
+    assert figures == {"rows": len(big), "slices": state.slices, "truncated_slices": 0}
+
+
+def test_a_report_with_nothing_to_split_on_is_loaded_as_served_and_its_coverage_check_warns(
+    instance, resources, sandbox, sandbox_config, pipeline_env
+):
+    # by_query groups by date and query only: no filter narrows a query's rows (the cap, made small here,
+    # keeps its top rows). Its rows as served are loaded; the check names what is missing.
+    sandbox.update_config(row_cap=500)
+    tuning = FAST_CONSUMERS.model_copy(update={"row_cap": 500})
+    request = {"ops": {"report_requests": {"config": {"reports": ["by_query"], "row_limit": 250}}}}
+    summary = runner.run_pipeline(instance, resources, [DATE], tuning, request_config=request)
+    assert summary.dead_lettered == 0 and not summary.held
+
+    zone = LandingZone(Path(pipeline_env["REPORTING_DATA_DIR"]) / "landing")
+    state = zone.completeness("by_query", DATE, BIG)
+    assert state.complete and state.rows == 500 and [p.request.start_row for p in state.truncated] == [250]
+    assert sandbox.stats()["calls_by_site"][BIG] == 2  # no page asked for past the cap
+    check = coverage_check(instance)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["truncated"].value == 1 and f"by_query {DATE} {BIG}" in check.description
+    assert check.metadata["coverage"].data[f"by_query {DATE} {BIG}"]["truncated_slices"] == 1

@@ -3,8 +3,15 @@
 import dagster as dg
 from pydantic import Field
 
-from reporting_assets.core.downloads import ensure_table, load_partition, remove_replaced, survey, table_name
-from reporting_assets.core.keys import COMPLETE_CHECK, DOWNLOAD_SENSOR, DOWNLOADS_ASSET, REQUESTS_ASSET, SENSOR_TAG
+from reporting_assets.core.downloads import coverage, ensure_table, load_partition, remove_replaced, survey, table_name
+from reporting_assets.core.keys import (
+    COMPLETE_CHECK,
+    COVERAGE_CHECK,
+    DOWNLOAD_SENSOR,
+    DOWNLOADS_ASSET,
+    REQUESTS_ASSET,
+    SENSOR_TAG,
+)
 from reporting_assets.core.landing import describe
 from reporting_assets.core.reports import get_report
 from reporting_assets.core.rerun import PartitionId, on_the_way
@@ -34,7 +41,15 @@ class LoadConfig(dg.Config):
             # Not blocking: a blocking check fails the run (and its retries) for what the partition's
             # data, not the load, is missing; exported_reports refuses the date itself instead.
             description="Every request of the partition is landed: no page missing, none dead-lettered.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            COVERAGE_CHECK,
+            asset=DOWNLOADS_ASSET,
+            description=(
+                "Every row Google serves is landed: a site-day past the 50 000-row cap was split into slices "
+                "each under it (none left truncated; rows of anonymized queries are never served)."
+            ),
+        ),
     ],
 )
 def downloaded_reports(
@@ -91,6 +106,24 @@ def downloaded_reports(
         ),
         metadata={"dead_lettered": dead_count, "incomplete": dg.MetadataValue.json([d.label for d in dead[:50]])},
     )
+    split = coverage(loads)
+    truncated = {label: figures for label, figures in split.items() if figures["truncated_slices"]}
+    coverage_check = dg.AssetCheckResult(
+        check_name=COVERAGE_CHECK,
+        passed=not truncated,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(split)} partition reports split past the row cap, every slice under it"
+            if not truncated
+            else f"{len(truncated)} partition reports still have slices at the row cap that no filter splits "
+            f"further (e.g. {next(iter(truncated))}): their rows past it are missing"
+        ),
+        metadata={
+            "split": len(split),
+            "truncated": len(truncated),
+            "coverage": dg.MetadataValue.json(dict(list(split.items())[:50])),
+        },
+    )
     return dg.MaterializeResult(
         metadata={
             "rows": rows,
@@ -98,6 +131,8 @@ def downloaded_reports(
             "requests_dead_lettered": dead_count,
             "complete": not dead,
             "partitions_in_run": len(context.partition_keys),
+            # Site-days past Google's row cap, split into filtered slices (see the within_row_cap check).
+            "split_past_row_cap": len(split),
             "downloads_replaced": replaced,
             "downloads": dg.MetadataValue.json({load.label: load.completeness.download for load in loads[:50]}),
             # Days Google still collects: pulled again (refresh_provisional) until final.
@@ -106,5 +141,5 @@ def downloaded_reports(
                 {load.label: "provisional" if load.completeness.provisional else "final" for load in loads[:50]}
             ),
         },
-        check_results=[check],
+        check_results=[check, coverage_check],
     )
