@@ -46,10 +46,14 @@ def test_history_sets_the_pages_a_day_and_no_history_counts_one(tmp_path):
 
 def test_the_pace_is_capped_by_the_site_limit_the_user_limit_and_the_project_budget(tmp_path):
     zone = LandingZone(tmp_path)
-    one = plan_enqueue(selection([f"2026-11-{d:02}" for d in range(1, 31)], ["site0"]), ["r"], set(), zone)
+    one = plan_enqueue(
+        selection([f"2026-11-{d:02}" for d in range(1, 31)], ["site0"]), ["search_analytics"], set(), zone
+    )
     assert run_cost(one, zone, row_limit=1000, qps_per_account=1000.0).seconds == 30 / SITE_QPS_LIMIT
     accounts = [f"site{i}" for i in range(8)]
-    plan = plan_enqueue(selection([f"2026-11-{d:02}" for d in range(1, 31)], accounts), ["r"], set(), zone)
+    plan = plan_enqueue(
+        selection([f"2026-11-{d:02}" for d in range(1, 31)], accounts), ["search_analytics"], set(), zone
+    )
     # Before: 30 / 20 s, as if each site had its own 1 200 a minute; one credential is one user, and a
     # user gets 1 200 a minute across all sites.
     fast = run_cost(plan, zone, row_limit=1000, qps_per_account=1000.0)

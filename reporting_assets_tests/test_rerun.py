@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DelayedRequest
 from reporting_assets.core.reports import get_report
@@ -44,3 +46,20 @@ def test_what_is_on_its_way_is_continued_what_is_landed_is_skipped_the_rest_is_e
 
     refreshed = plan_enqueue(pairs, [REPORT.name], pending, zone, refresh=True)
     assert len(refreshed.to_enqueue) == 4 and not refreshed.skipped
+
+
+def test_hourly_data_older_than_googles_ten_days_is_never_asked_for(tmp_path):
+    zone = LandingZone(tmp_path)
+    today = dt.date(2026, 11, 20)
+    dates = ["2026-11-10", "2026-11-11", "2026-11-20"]  # ten days back: 11-11 is the oldest kept
+    pairs = [("https://a.example.com/", date) for date in dates]
+    plan = plan_enqueue(pairs, ["hourly", "search_analytics"], set(), zone, today=today)
+    assert plan.unavailable == [("hourly", "2026-11-10", "https://a.example.com/")]
+    assert sorted(plan.to_enqueue) == sorted(
+        [("hourly", d, "https://a.example.com/") for d in dates[1:]]
+        + [("search_analytics", d, "https://a.example.com/") for d in dates]
+    )
+    assert plan.unavailable[0] in plan.skipped  # the Spark enqueue leaves it out too
+    assert "1 not available from Google (hourly on 2026-11-10: Google keeps hourly data for the last 10 days" in (
+        plan.describe()
+    )

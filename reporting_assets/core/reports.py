@@ -10,12 +10,14 @@ API would refuse, one line per bad entry, before anything is requested.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,6 +38,14 @@ DEFAULT_REPORTS = ("search_analytics",)
 # Discover and Google News have no queries (Google: "queries and positions are not supported").
 NO_QUERY_TYPES = frozenset({"discover", "googleNews"})
 REPORT_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# Google keeps hourly data (dataState hourly_all) for the last 10 days of its data day (Pacific time).
+HOURLY_DAYS = 10
+GOOGLE_DAY_ZONE = ZoneInfo("America/Los_Angeles")
+
+
+def google_today() -> dt.date:
+    """Today's date where Google's data days are counted (Pacific time)."""
+    return dt.datetime.now(GOOGLE_DAY_ZONE).date()
 
 
 class UnknownReportError(ValueError):
@@ -61,6 +71,14 @@ class ReportSpec:
     def key_columns(self) -> tuple[str, ...]:
         """Dimension columns of the landed table; `date` is its own column already."""
         return tuple(d for d in self.dimensions if d != "date")
+
+    @property
+    def hourly(self) -> bool:
+        return "hour" in self.dimensions
+
+    def available_on(self, date: str, today: dt.date) -> bool:
+        """Whether Google serves this report for `date` at all: hourly data only for the last HOURLY_DAYS days."""
+        return not self.hourly or dt.date.fromisoformat(date) > today - dt.timedelta(days=HOURLY_DAYS)
 
     def first_request(self, account: str, date: str, row_limit: int, data_state: str | None = None) -> ReportRequest:
         return ReportRequest(

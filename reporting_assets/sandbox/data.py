@@ -24,6 +24,7 @@ from reporting_assets.sandbox.config import PACIFIC, SandboxConfig, SiteSpec
 DIMENSIONS: tuple[str, ...] = ("date", "query", "page", "country", "device", "searchAppearance", "hour")
 SEARCH_TYPES: tuple[str, ...] = ("web", "image", "video", "news", "discover", "googleNews")
 MAX_RANGE_DAYS = 1830  # keeps a typo'd range from planning millions of days
+HOURLY_DAYS = 10  # Google keeps hourly data (hourly_all) for the last 10 days
 
 # Share of a site's web rows that other search types have.
 _TYPE_SHARE = {"web": 1.0, "image": 0.3, "video": 0.1, "news": 0.15, "discover": 0.2, "googleNews": 0.1}
@@ -405,7 +406,10 @@ def unit_completeness(config: SandboxConfig, query: Query, unit: Unit) -> float:
     dataState all / hourly_all and absent from final data; a whole-range unit counts its final days only."""
     if unit.date is None:
         return 1.0
-    share = config.completeness(dt.date.fromisoformat(unit.date))
+    day = dt.date.fromisoformat(unit.date)
+    if "hour" in query.dimensions and day <= config.today_date() - dt.timedelta(days=HOURLY_DAYS):
+        return 0.0  # Google keeps hourly data for its last 10 days only
+    share = config.completeness(day)
     return share if query.data_state != "final" or share == 1.0 else 0.0
 
 

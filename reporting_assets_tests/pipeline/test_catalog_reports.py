@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 from pathlib import Path
 
 from reporting_assets import runner
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.landing import KEY_COLUMNS
-from reporting_assets.core.reports import SHIPPED_CATALOG, load_catalog
+from reporting_assets.core.reports import SHIPPED_CATALOG, google_today, load_catalog
 from reporting_assets.sandbox import expected_rows
 
-DATE = "2026-11-02"
+# A final day recent enough for hourly data (Google keeps hours for its last 10 days).
+DATE = (google_today() - dt.timedelta(days=5)).isoformat()
 FAST_CONSUMERS = ConsumerTuning(consumers=2, idle_timeout_s=2.0, qps_per_account=200.0, retry_backoff_s=0.01)
 METRICS = ("clicks", "impressions", "ctr", "position")
 COLUMNS = KEY_COLUMNS  # the API's dimension -> its export column

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -126,8 +127,16 @@ def test_search_appearance_hour_and_filters(sandbox: SandboxServer, client: Any)
     assert appearance == expected_rows(sandbox.config, SHOP, DAY, DAY, ["date", "searchAppearance"])
     assert {row["keys"][1] for row in appearance} <= set(SEARCH_APPEARANCES) and len(appearance) > 1
 
+    day = dt.date.fromisoformat(DAY)
+    sandbox.update_config(today=(day + dt.timedelta(days=3)).isoformat())  # a final day, hours kept
     hours = _query(client, SHOP, dimensions=["hour"], dataState="hourly_all")["rows"]
     assert sorted(row["keys"][0] for row in hours) == sorted(hours_of(DAY))
+    # Google keeps hours for its last 10 days: ten days on, the day has none.
+    sandbox.update_config(today=(day + dt.timedelta(days=9)).isoformat())
+    assert _query(client, SHOP, dimensions=["hour"], dataState="hourly_all").get("rows")
+    sandbox.update_config(today=(day + dt.timedelta(days=10)).isoformat())
+    assert "rows" not in _query(client, SHOP, dimensions=["hour"], dataState="hourly_all")
+    assert _query(client, SHOP, dimensions=["date"])["rows"]  # daily data is kept 16 months
     assert all(key.startswith(f"{DAY}T") and key.endswith(("-08:00", "-07:00")) for key in hours_of(DAY))
 
     mobile = [{"filters": [{"dimension": "device", "operator": "equals", "expression": "MOBILE"}]}]
