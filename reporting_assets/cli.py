@@ -229,7 +229,7 @@ def catalog_lines() -> list[str]:
 def cost_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> list[str]:
     """`plan`: what the run would enqueue and call, read from the topics and the landing zone only."""
     from reporting_assets.core.cost import run_cost, selection
-    from reporting_assets.core.rerun import on_the_way, plan_enqueue
+    from reporting_assets.core.rerun import on_the_way, plan_enqueue, unavailable_reason
 
     kafka = resources["kafka"]
     left = () if run_plan.refresh else kafka.cluster().uncommitted_values([kafka.request_topic, kafka.delay_topic])
@@ -243,7 +243,10 @@ def cost_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> l
         f"plan for {dates} ({len(run_plan.dates)} days) x {len(accounts)} accounts x {len(run_plan.reports)} "
         f"reports ({', '.join(run_plan.reports)}): {len(pairs) * len(run_plan.reports)} partitions"
     )
-    return [head, *(f"  {line}" for line in cost.lines()), "nothing written"]
+    unavailable = (
+        [f"  not available from Google: {unavailable_reason(enqueue.unavailable)}"] if enqueue.unavailable else []
+    )
+    return [head, *(f"  {line}" for line in cost.lines()), *unavailable, "nothing written"]
 
 
 def status_lines(resources: dict, run_plan: RunPlan, accounts: Sequence[str]) -> list[str]:
@@ -274,12 +277,22 @@ def run_pipeline(args: argparse.Namespace, resources: dict, run_plan: RunPlan) -
     import dagster as dg
 
     from reporting_assets import runner
+    from reporting_assets.core.reports import get_report, google_today
+    from reporting_assets.core.rerun import unavailable_reason
 
     instance = dg.DagsterInstance.get()
     request = {"reports": run_plan.reports, "row_limit": run_plan.row_limit, "refresh": run_plan.refresh}
     request_config = {"ops": {"report_requests": {"config": request}}}
     accounts = runner.discover_accounts(instance, resources, args.log_level)
     chosen = run_plan.accounts or accounts
+    unavailable = [
+        (name, date, "")
+        for name in run_plan.reports
+        for date in run_plan.dates
+        if not get_report(name).available_on(date, google_today())
+    ]
+    if unavailable:
+        say(f"not available from Google, not asked for: {unavailable_reason(unavailable)}")
     enqueued = runner.enqueue(instance, resources, run_plan.dates, chosen, request_config, args.log_level)
     say(
         f"enqueue: {enqueued} requests ({len(run_plan.dates)} days x {len(chosen)} accounts x "

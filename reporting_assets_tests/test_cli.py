@@ -258,6 +258,14 @@ def test_status_names_a_dead_letter_and_plan_says_what_a_run_would_call_and_both
     assert "about 5 s (2 calls/s per account, 1 calls/s in all;" in capsys.readouterr().out
     assert cli.main([*argv, "--refresh"]) == 0
     assert "to enqueue          : 4 requests" in capsys.readouterr().out
+    # Hours older than Google's last 10 days (these dates, a month back and more): never asked for.
+    assert cli.main([*argv, "--reports", "hourly,search_analytics"]) == 0
+    out = capsys.readouterr().out
+    assert "to enqueue          : 2 requests" in out, out  # search_analytics' as before, no hourly one
+    assert (
+        "not available from Google: hourly on 2026-11-01..2026-11-02: Google keeps hourly data for the last 10 days"
+        in out
+    ), out
     # Nothing written: the topic, the data folder and the instance are as they were.
     assert kafka.end_offsets(kafka.request_topic) == offsets
     assert files(tmp_path) == written

@@ -95,6 +95,7 @@ def report_requests(
             "download": download if enqueued else "",
             "partitions_continued": len(plan.continued),
             "partitions_already_downloaded": len(plan.downloaded),
+            "partitions_unavailable": len(plan.unavailable),
             "refresh": refresh,
             "partitions_in_run": len(pairs),
             "reports": dg.MetadataValue.json(config.reports),
