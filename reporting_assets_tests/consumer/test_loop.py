@@ -18,6 +18,7 @@ from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DeadLetter, DelayedRequest
 from reporting_assets.core.partner import next_quota_day_ms
 from reporting_assets.core.reports import get_report
+from reporting_assets.core.split import plan_split
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.sandbox import FaultSpec, SandboxConfig, SandboxServer, SiteSpec, expected_rows
@@ -145,6 +146,44 @@ def test_pages_land_completely_and_offsets_are_committed(kafka, sandbox, tmp_pat
     assert sandbox.stats()["repeat_calls"] == 0
     assert kafka.lag(kafka.request_topic).total == 0
     assert dead_letters(kafka) == []
+
+
+def test_a_page_at_the_cap_copied_again_sends_the_split_written_first_never_a_second_set(kafka, sandbox, tmp_path):
+    # A consumer wrote the split of paging's page at the cap and died before landing it; Google's rows
+    # have changed since (here the earlier split saw two devices, so it has a remainder slice; the
+    # rows now have all three). The successor sends the slices written down, not new ones that
+    # would overlap them: every row once.
+    sandbox.update_config(row_cap=100)
+    landing = LandingZone(tmp_path)
+    first = REPORT.first_request("https://paging.example.com/", DATE, row_limit=50).in_download("d1")
+    at_cap = first.next_page()
+    seen = [{"keys": [DATE, "q", "p", "usa", device]} for device in ("DESKTOP", "MOBILE")]
+    earlier = plan_split(at_cap, seen)
+    landing.mark_split(at_cap, earlier)
+    enqueue(kafka, [first])
+    loop = run_loop(kafka, sandbox, landing, row_cap=100)
+
+    state = landing.completeness(REPORT.name, DATE, "https://paging.example.com/")
+    assert state.complete and state.rows == truth(sandbox, "https://paging.example.com/") == 250
+    assert landing.split_of(at_cap) == earlier and len(earlier.slices) == 3
+    # Every slice landed is one written down, or a slice of one (a slice at the cap splits again).
+    device_filters = {json.dumps(json.loads(f)[0]["filters"][0]) for f in earlier.slices}
+    assert {json.dumps(json.loads(page.request.filters)[0]["filters"][0]) for page in state.pages} <= device_filters
+    assert sandbox.stats()["repeat_calls"] == 0 and loop.stats.dead_lettered == 0
+
+
+def test_a_day_past_the_cap_lands_whole_in_slices_with_no_call_past_the_cap(kafka, sandbox, tmp_path):
+    sandbox.update_config(row_cap=100)
+    landing = LandingZone(tmp_path)
+    enqueue(kafka, [REPORT.first_request("https://paging.example.com/", DATE, row_limit=50)])
+    loop = run_loop(kafka, sandbox, landing, row_cap=100)
+
+    state = landing.completeness(REPORT.name, DATE, "https://paging.example.com/")
+    assert state.complete and not state.truncated and state.slices >= 3
+    assert state.rows == truth(sandbox, "https://paging.example.com/")
+    calls = [call for call in sandbox.calls()["answered"] if call["method"] == "searchanalytics.query"]
+    assert calls and all(call["start_row"] + call["row_limit"] <= 100 for call in calls)  # none past the cap
+    assert loop.stats.api_calls == len(calls) and sandbox.stats()["repeat_calls"] == 0
 
 
 def test_poison_messages_are_dead_lettered_with_a_reason_and_the_rest_lands(kafka, sandbox, tmp_path: Path):
