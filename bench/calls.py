@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.common import REPORT, Bench, site_urls, unique
+from bench.split import minimum_calls
 from reporting_assets.core.consumer.tuning import ConsumerTuning
+from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.split import ROW_CAP
 from reporting_assets.demo import default_dates
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_row_count
@@ -88,9 +91,24 @@ def day_rows(sandbox: SandboxConfig, dates: list[str]) -> list[int]:
     ]
 
 
-def recipe_minimum(sandbox: SandboxConfig, dates: list[str], row_limit: int) -> int:
-    """The recipe's calls: per (site, day), one per full page and one for the short (or empty) last page."""
-    return sum(rows // row_limit + 1 for rows in day_rows(sandbox, dates))
+def recipe_minimum(sandbox: SandboxConfig, dates: list[str], row_limit: int, zone: LandingZone) -> int:
+    """The recipe's calls: per (site, day), one per full page and one for the short (or empty) last page.
+
+    A (site, day) at Google's row cap cannot be had by paging (the page past the cap is empty): there
+    the minimum is its split's (`bench.split.minimum_calls`: the pages that showed the cap, then each
+    slice's pages by the recipe), read from what the run landed.
+    """
+    total = 0
+    for site in sandbox.sites:
+        for date in dates:
+            rows = expected_row_count(
+                sandbox, site.url, date, date, REPORT.dimensions, REPORT.search_type, data_state=REPORT.data_state
+            )
+            if rows >= ROW_CAP and zone.latest_download(REPORT.name, date, site.url) is not None:
+                total += minimum_calls(zone, site.url, row_limit, REPORT.name, date)[0]
+            else:
+                total += rows // row_limit + 1
+    return total
 
 
 # -- what the sandbox was asked, and by which process ---------------------------------------------------
@@ -458,12 +476,13 @@ def topic_requests(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         consumer.close()
 
 
-def landed_rows(data_dir: Path) -> tuple[int, int]:
-    """(pages, rows) in the landing zone: one Parquet file per landed page."""
-    import pyarrow.parquet as pq
-
+def landed_rows(data_dir: Path, sandbox: SandboxConfig, dates: list[str]) -> tuple[int, int]:
+    """(pages, rows): every Parquet file landed (one per page), and the rows a load takes of them (a
+    download split past the row cap: its slices', not its split chain's own)."""
     files = [p for p in (data_dir / "landing").rglob("*.parquet") if not p.name.startswith(".")]
-    return len(files), sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    zone = LandingZone(data_dir / "landing")
+    rows = sum(zone.completeness(REPORT.name, date, site.url).rows for site in sandbox.sites for date in dates)
+    return len(files), rows
 
 
 def exported_rows(data_dir: Path) -> int:
@@ -500,7 +519,7 @@ def run_once(
     for call in ordered:
         call["pid"] = calls.owners.get(call["port"])
     (bench.logs / f"calls-{label}-sandbox-calls.json").write_text(json.dumps(ordered, indent=1) + "\n")
-    pages, rows = landed_rows(scratch / "data")
+    pages, rows = landed_rows(scratch / "data", sandbox_settings, dates)
     effective = row_limit or config["row_limit"]
     return {
         "label": label,
@@ -512,7 +531,7 @@ def run_once(
         "calls_total": stats["calls_total"],
         "calls_by_method": stats["calls_by_method"],
         "query_calls": stats["calls_by_method"].get(QUERY_METHOD, 0),
-        "minimum": recipe_minimum(sandbox_settings, dates, effective),
+        "minimum": recipe_minimum(sandbox_settings, dates, effective, LandingZone(scratch / "data" / "landing")),
         "repeat_calls": stats["repeat_calls"],
         "repeat_successes": stats["repeat_successes"],
         "rate_limited": stats["rate_limited"],
