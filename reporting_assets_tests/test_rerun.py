@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import DelayedRequest
 from reporting_assets.core.reports import get_report
 from reporting_assets.core.rerun import on_the_way, plan_enqueue
+from reporting_assets.core.status import partition_status
 
 REPORT = get_report("search_analytics")
 ROW = {
@@ -63,3 +65,13 @@ def test_hourly_data_older_than_googles_ten_days_is_never_asked_for(tmp_path):
     assert "1 not available from Google (hourly on 2026-11-10: Google keeps hourly data for the last 10 days" in (
         plan.describe()
     )
+
+
+def test_status_says_why_an_old_hourly_day_was_never_enqueued(tmp_path):
+    zone = LandingZone(tmp_path / "landing")
+    old = partition_status(zone, tmp_path / "exports", Counter(), ("hourly", "2020-01-01", "https://a.example.com/"))
+    assert (old.state, old.detail) == ("not enqueued", "Google keeps hourly data for the last 10 days only")
+    daily = partition_status(
+        zone, tmp_path / "exports", Counter(), ("by_date_web", "2020-01-01", "https://a.example.com/")
+    )
+    assert (daily.state, daily.detail) == ("not enqueued", "no request was ever made")

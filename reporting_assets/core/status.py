@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reporting_assets.core.landing import LandedPage, LandingZone
+from reporting_assets.core.reports import HOURLY_DAYS, get_report, google_today
 from reporting_assets.core.rerun import PartitionId
 
 STATES = ("not enqueued", "on the topics", "downloading", "incomplete", "dead-lettered", "downloaded")
@@ -45,9 +46,15 @@ def partition_status(
     report, date, account = partition
     landed = zone.completeness(report, date, account)
     pages = f"{len(landed.pages)} pages, {landed.rows} rows landed"
+    if landed.slices:
+        pages += f" in {landed.slices} slices past the row cap"
+    if landed.truncated:
+        pages += f", {len(landed.truncated)} still at the cap (rows past it missing)"
     if left[partition]:
         state = "downloading" if downloading else "on the topics"
         detail = f"{left[partition]} requests left, {pages}"
+    elif landed.download is None and not get_report(report).available_on(date, google_today()):
+        state, detail = "not enqueued", f"Google keeps hourly data for the last {HOURLY_DAYS} days only"
     elif landed.download is None:
         state, detail = "not enqueued", "no request was ever made"
     elif landed.dead_letters:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ from reporting_assets import runner
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.keys import COVERAGE_CHECK, DOWNLOADS_ASSET
 from reporting_assets.core.landing import LandingZone
+from reporting_assets.core.status import partition_status
 from reporting_assets.sandbox import SandboxConfig, SiteSpec, expected_rows
 
 DATE = "2026-11-02"
@@ -33,6 +35,10 @@ def coverage_check(instance: dg.DagsterInstance):
     key = dg.AssetCheckKey(dg.AssetKey(DOWNLOADS_ASSET), COVERAGE_CHECK)
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
     return history[0].event.dagster_event.event_specific_data
+
+
+def label_of(site: str) -> tuple[str, str, str]:
+    return ("search_analytics", DATE, site)
 
 
 def exported(path: Path) -> list[tuple]:
@@ -82,6 +88,10 @@ def test_a_200_000_row_site_day_is_recovered_whole_by_splitting(
     label = f"search_analytics {DATE} {BIG}"
     figures = check.metadata["coverage"].data[label]
     assert figures == {"rows": len(big), "slices": state.slices, "truncated_slices": 0}
+    status = partition_status(zone, Path(pipeline_env["REPORTING_DATA_DIR"]) / "exports", Counter(), label_of(BIG))
+    assert status.state == "downloaded" and f"{len(big)} rows landed in {state.slices} slices past the row cap" in (
+        status.detail
+    )
 
 
 def test_a_report_with_nothing_to_split_on_is_loaded_as_served_and_its_coverage_check_warns(
@@ -103,3 +113,6 @@ def test_a_report_with_nothing_to_split_on_is_loaded_as_served_and_its_coverage_
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["truncated"].value == 1 and f"by_query {DATE} {BIG}" in check.description
     assert check.metadata["coverage"].data[f"by_query {DATE} {BIG}"]["truncated_slices"] == 1
+    exports = Path(pipeline_env["REPORTING_DATA_DIR"]) / "exports"
+    status = partition_status(zone, exports, Counter(), ("by_query", DATE, BIG))
+    assert "500 rows landed, 1 still at the cap (rows past it missing)" in status.detail, status.detail
