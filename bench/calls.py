@@ -29,8 +29,8 @@ from typing import Any, TextIO
 from bench.common import REPORT, Bench, site_urls, unique
 from bench.split import minimum_calls
 from reporting_assets.core.consumer.tuning import ConsumerTuning
-from reporting_assets.core.landing import LandingZone
-from reporting_assets.core.split import ROW_CAP
+from reporting_assets.core.landing import DOWNLOAD_PREFIX, LandingZone, download_ids, page_chain, read_page
+from reporting_assets.core.split import ROW_CAP, Split
 from reporting_assets.demo import default_dates
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_row_count
@@ -476,12 +476,22 @@ def topic_requests(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         consumer.close()
 
 
-def landed_rows(data_dir: Path, sandbox: SandboxConfig, dates: list[str]) -> tuple[int, int]:
-    """(pages, rows): every Parquet file landed (one per page), and the rows a load takes of them (a
-    download split past the row cap: its slices', not its split chain's own)."""
+def landed_rows(data_dir: Path) -> tuple[int, int]:
+    """(pages, rows): every Parquet file landed (one per page), and the rows a load takes of each
+    partition's newest download (one split past the row cap: its slices', not its split chain's own)."""
     files = [p for p in (data_dir / "landing").rglob("*.parquet") if not p.name.startswith(".")]
-    zone = LandingZone(data_dir / "landing")
-    rows = sum(zone.completeness(REPORT.name, date, site.url).rows for site in sandbox.sites for date in dates)
+    rows = 0
+    for account_dir in (data_dir / "landing").glob("*/date=*/account=*"):
+        downloads = download_ids(account_dir)
+        if not downloads:
+            continue
+        folder = account_dir / f"{DOWNLOAD_PREFIX}{downloads[-1]}"
+        pages = [read_page(path) for path in sorted(folder.glob("*.parquet")) if not path.name.startswith(".")]
+        splits = {
+            path.name.removesuffix(".split.json"): Split.decode(path.read_bytes())
+            for path in folder.glob("*.split.json")
+        }
+        rows += sum(page.rows for page in page_chain(pages, splits).pages)
     return len(files), rows
 
 
@@ -519,7 +529,7 @@ def run_once(
     for call in ordered:
         call["pid"] = calls.owners.get(call["port"])
     (bench.logs / f"calls-{label}-sandbox-calls.json").write_text(json.dumps(ordered, indent=1) + "\n")
-    pages, rows = landed_rows(scratch / "data", sandbox_settings, dates)
+    pages, rows = landed_rows(scratch / "data")
     effective = row_limit or config["row_limit"]
     return {
         "label": label,
