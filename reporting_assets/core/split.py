@@ -22,7 +22,7 @@ import re
 import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reporting_assets.core.messages import ReportRequest
@@ -114,17 +114,5 @@ def plan_split(request: ReportRequest, rows: Sequence[dict[str, Any]]) -> Split:
 def slice_requests(request: ReportRequest, split: Split) -> list[ReportRequest]:
     """The first page of each slice: the same call and download, filtered, from row 0."""
     return [
-        ReportRequest(
-            report=request.report,
-            account=request.account,
-            date=request.date,
-            dimensions=request.dimensions,
-            search_type=request.search_type,
-            data_state=request.data_state,
-            row_limit=request.row_limit,
-            aggregation_type=request.aggregation_type,
-            filters=filters,
-            download=request.download,
-        )
-        for filters in split.slices
+        replace(request, filters=filters, start_row=0, attempt=0, retries=0, request_id="") for filters in split.slices
     ]

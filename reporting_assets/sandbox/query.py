@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,32 @@ def encode_row(row: data.Row) -> bytes:
     return json.dumps(data.row_to_dict(row), separators=(",", ":")).encode("utf-8")
 
 
+class _LruRows:
+    """Least recently used lists of rows, bounded by their total length; safe across threads."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
+        self._rows = 0
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], list[Any]]) -> list[Any]:
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None:
+                self._entries.move_to_end(key)
+                return cached
+        rows = make()  # outside the lock; a rare duplicate generation is harmless
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = rows
+                self._rows += len(rows)
+                while self._rows > self._max_rows and len(self._entries) > 1:
+                    _old_key, old = self._entries.popitem(last=False)
+                    self._rows -= len(old)
+        return rows
+
+
 class RowCache:
     """Serves pages of a query's rows, keeping recently used units as pre-encoded JSON.
 
@@ -133,12 +159,8 @@ class RowCache:
     """
 
     def __init__(self, max_rows: int = 500_000) -> None:
-        self._max_rows = max_rows
-        self._lock = threading.Lock()
-        self._units: OrderedDict[tuple[Any, ...], list[bytes]] = OrderedDict()
-        self._rows = 0
-        self._generated: OrderedDict[tuple[Any, ...], list[data.Row]] = OrderedDict()
-        self._generated_rows = 0
+        self._units = _LruRows(max_rows)  # encoded, filtered
+        self._generated = _LruRows(max_rows)  # generated, before filters
 
     def _key(self, config: SandboxConfig, query: data.Query, unit: data.Unit, filters: Any) -> tuple[Any, ...]:
         site = query.site
@@ -155,44 +177,18 @@ class RowCache:
             data.unit_completeness(config, query, unit),
         )
 
-    def _collected(self, config: SandboxConfig, query: data.Query, unit: data.Unit) -> list[data.Row]:
-        key = self._key(config, query, unit, None)
-        with self._lock:
-            cached = self._generated.get(key)
-            if cached is not None:
-                self._generated.move_to_end(key)
-                return cached
-        rows = data.collected_unit_rows(config, query, unit)
-        with self._lock:
-            if key not in self._generated:
-                self._generated[key] = rows
-                self._generated_rows += len(rows)
-                while self._generated_rows > self._max_rows and len(self._generated) > 1:
-                    _old_key, old = self._generated.popitem(last=False)
-                    self._generated_rows -= len(old)
-        return rows
-
     def _unit(self, config: SandboxConfig, query: data.Query, unit: data.Unit) -> list[bytes]:
-        key = self._key(config, query, unit, query.filters)
-        with self._lock:
-            cached = self._units.get(key)
-            if cached is not None:
-                self._units.move_to_end(key)
-                return cached
-        # Generate outside the lock; a rare duplicate generation is harmless.
-        if query.filters:
-            rows = [row for row in self._collected(config, query, unit) if query.keep(row)]
-        else:
-            rows = data.query_unit_rows(config, query, unit)
-        encoded = [encode_row(r) for r in rows]
-        with self._lock:
-            if key not in self._units:
-                self._units[key] = encoded
-                self._rows += len(encoded)
-                while self._rows > self._max_rows and len(self._units) > 1:
-                    _old_key, old = self._units.popitem(last=False)
-                    self._rows -= len(old)
-        return encoded
+        def encoded() -> list[bytes]:
+            if query.filters:
+                generated = self._generated.get(
+                    self._key(config, query, unit, None), lambda: data.collected_unit_rows(config, query, unit)
+                )
+                rows = [row for row in generated if query.keep(row)]
+            else:
+                rows = data.query_unit_rows(config, query, unit)
+            return [encode_row(r) for r in rows]
+
+        return self._units.get(self._key(config, query, unit, query.filters), encoded)
 
     def _counts(self, config: SandboxConfig, query: data.Query) -> Iterator[tuple[data.Unit, int]]:
         if not query.filters:
