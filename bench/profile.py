@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     per_request = result["run_s"] / len(requests) * 1000
     print(f"{len(requests)} requests, {args.concurrency} in flight, commit every {args.commit_every}: "
-          f"{per_request:.2f} ms/request from the first record, {result['commits']} commits")  # fmt: skip
+          f"{per_request:.2f} ms/request from the first record, {result['commits']} commits, "
+          f"{result['polls']} polls ({result['poll_s']:.2f} s, {result['polled_records']} records)")  # fmt: skip
     print(f"\npolling thread (pyinstrument, {text_profile}):\n{text_profile.read_text()}")
     if raw.exists():
         print(f"all threads (py-spy, share of samples a function is on the stack; {raw}):\n{summarize_raw(raw)}")

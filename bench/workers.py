@@ -109,6 +109,9 @@ def run_consumer(
         "first_record_s": None if consumer.first_record_at is None else consumer.first_record_at - started,
         "run_s": ended - (consumer.first_record_at or started),
         "assignment_changes": consumer.assignment_changes,
+        "polls": consumer.polls,
+        "poll_s": consumer.poll_s,
+        "polled_records": consumer.polled_records,
         "partitions": sorted(tp.partition for tp in consumer.assigned),
         "final_rates": loop.pacer.rates(),
     }
@@ -137,9 +140,16 @@ class TimedConsumer:
         self.first_record_at: float | None = None  # perf_counter
         self.assigned: frozenset[Any] = frozenset()
         self.assignment_changes: list[float] = []  # epoch seconds: comparable across processes
+        self.polls = 0
+        self.poll_s = 0.0
+        self.polled_records = 0
 
     def poll(self, *args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
         batch = self._consumer.poll(*args, **kwargs)
+        self.polls += 1
+        self.poll_s += time.perf_counter() - began
+        self.polled_records += sum(len(records) for records in batch.values())
         if batch and self.first_record_at is None:
             self.first_record_at = time.perf_counter()
         assigned = frozenset(self._consumer.assignment())

@@ -1,4 +1,4 @@
-"""The commit point, the commit tracker's decisions and the per-account scheduler: pure logic, no broker."""
+"""The commit point, the commit tracker's decisions, the per-account scheduler and the loop's poll cadence: pure logic, no broker."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from kafka import TopicPartition
 from kafka import errors as kafka_errors
 from kafka.structs import OffsetAndMetadata
 
+from reporting_assets.core.consumer.loop import BUSY_POLL_EVERY_S, DownloadLoop
 from reporting_assets.core.consumer.offsets import (
     COMMIT_ANSWER_TIMEOUT_S,
     COMMIT_RETRY_S,
@@ -17,7 +18,9 @@ from reporting_assets.core.consumer.offsets import (
 )
 from reporting_assets.core.consumer.pacing import AccountPacer
 from reporting_assets.core.consumer.scheduler import AccountScheduler, epoch_ms
+from reporting_assets.core.consumer.tuning import ConsumerSettings
 from reporting_assets.core.consumer.work import Work
+from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import ReportRequest
 
 TP = TopicPartition("requests", 0)
@@ -468,3 +471,73 @@ def test_an_account_parked_on_a_revoked_partition_runs_its_other_requests():
     assert harness.start() == [(A, 0, None)]
     harness.scheduler.release({TP})
     assert harness.start() == [(B, 0, None)]
+
+
+# ---- when the loop polls while calls are in flight --------------------------------------------
+
+
+class PollingConsumer(FakeConsumer):
+    """The commit calls, and `resume` (a delayed partition's pause ends)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed: list[TopicPartition] = []
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.resumed.extend(partitions)
+
+
+def busy_loop(tmp_path, clock: FakeClock, buffered: int) -> tuple[DownloadLoop, PollingConsumer]:
+    consumer = PollingConsumer()
+    settings = ConsumerSettings(request_topic="requests", dead_letter_topic="dead", concurrency=4)
+    loop = DownloadLoop(consumer, None, lambda: None, LandingZone(tmp_path), settings, clock=clock)
+    for offset in range(buffered):
+        loop._scheduler.add(work(TP, offset, A))
+    return loop, consumer
+
+
+def test_a_busy_consumer_with_records_buffered_polls_only_now_and_then(tmp_path):
+    # A poll is a hand-off to kafka-python's IO thread that waits for the GIL behind the workers:
+    # polling every 50 ms made the polling thread spend a third of a run there (bench/profile.py).
+    clock = FakeClock()
+    loop, _ = busy_loop(tmp_path, clock, buffered=16)
+    loop._last_poll = clock.now
+    clock.now += 0.1
+    assert not loop._poll_due(clock.now)
+    clock.now += BUSY_POLL_EVERY_S
+    assert loop._poll_due(clock.now)
+
+
+def test_a_busy_consumer_polls_when_its_buffer_runs_low(tmp_path):
+    clock = FakeClock()
+    loop, _ = busy_loop(tmp_path, clock, buffered=15)  # under 4 per call in flight
+    loop._last_poll = clock.now
+    assert loop._poll_due(clock.now)
+
+
+def test_a_busy_consumer_polls_for_an_awaited_commit_answer_every_commit_interval(tmp_path):
+    # kafka-python reads a commit's answer inside poll, and no commit goes out before it is read.
+    clock = FakeClock()
+    loop, consumer = busy_loop(tmp_path, clock, buffered=16)
+    loop._commits.of(TP).receive(0)
+    loop._commits.finish(TP, 0)
+    loop._commits.maybe_commit()
+    assert len(consumer.unanswered) == 1
+    loop._last_poll = clock.now
+    clock.now += loop.settings.commit_interval_s * 0.9
+    assert not loop._poll_due(clock.now)
+    clock.now += loop.settings.commit_interval_s * 0.2
+    assert loop._poll_due(clock.now)
+    consumer.answer()
+    assert not loop._poll_due(clock.now)  # answered: the next poll is due at BUSY_POLL_EVERY_S
+
+
+def test_a_busy_consumer_polls_at_once_when_a_delayed_partition_resumes(tmp_path):
+    clock = FakeClock()
+    loop, consumer = busy_loop(tmp_path, clock, buffered=16)
+    loop._delayed_partitions[OTHER] = clock.now + 5
+    loop._last_poll = clock.now
+    clock.now += 5
+    loop._resume_due_partitions()
+    assert consumer.resumed == [OTHER]
+    assert loop._poll_due(clock.now)

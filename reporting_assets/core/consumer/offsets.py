@@ -113,6 +113,10 @@ class CommitTracker:
             if state.next_offset >= 0 and (partitions is None or tp in partitions)
         }
 
+    def awaiting_answer_since(self, now: float) -> float:
+        """Seconds the unanswered asynchronous commit has been out (0: none is)."""
+        return 0.0 if self.sent is None else now - self.sent
+
     def maybe_commit(self) -> None:
         """Send an asynchronous commit if one is due and none is unanswered."""
         if self.sent is not None and self._clock() - self.sent < COMMIT_ANSWER_TIMEOUT_S:

@@ -80,8 +80,8 @@ class ConsumerTuning(BaseModel):
         default=1,
         ge=1,
         description=(
-            "Commit offsets once this many requests finished (1: as soon as the previous commit is answered;"
-            " commits never wait on the download)."
+            "Commit offsets once this many requests finished (1: as soon as the previous commit's answer is"
+            " read, which a busy consumer does every commit_interval_s; commits never wait on the download)."
         ),
     )
     commit_interval_s: float = Field(default=0.2, ge=0, description="Commit at least this often while requests finish.")
