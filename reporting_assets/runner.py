@@ -18,10 +18,11 @@ from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.cost import group_pace
 from reporting_assets.core.keys import PROGRESS_TAG, RANGE_END_TAG, RANGE_START_TAG
 from reporting_assets.core.progress import DownloadProgress
+from reporting_assets.core.reports import load_catalog
 from reporting_assets.defs.accounts.assets import accounts
 from reporting_assets.defs.downloads.assets import downloaded_reports
 from reporting_assets.defs.downloads.jobs import consumer_run_config
-from reporting_assets.defs.exports.assets import exported_reports
+from reporting_assets.defs.exports.assets import build_exports, export_key
 from reporting_assets.defs.partitions import account_partitions, partition_key
 from reporting_assets.defs.requests.assets import report_requests
 from reporting_assets.resources.kafka import KafkaResource
@@ -160,6 +161,11 @@ def download_watched(
         return download(instance, tuning, log_level, DownloadWatching(kafka, pace, display))
 
 
+def export_assets() -> dg.AssetsDefinition:
+    """The `exports/<report>` assets of the catalog as it is now (its file may have been edited)."""
+    return build_exports(load_catalog())
+
+
 @dataclass
 class Loaded:
     rows: int = 0
@@ -180,14 +186,18 @@ def load_and_export(
     """Load the partitions, then export each date; a date with dead-lettered partitions is held, not
     exported, unless `allow_incomplete`."""
     load_config = {"ops": {"downloaded_reports": {"config": {"reports": list(reports)}}}} if reports else None
-    export = {"allow_incomplete": allow_incomplete, **({"reports": list(reports)} if reports else {})}
+    export = {"allow_incomplete": allow_incomplete}
+    exports = export_assets()
+    # Reports not downloaded on a date are skipped by the export, so the default asks for all of them.
+    selection = [export_key(name) for name in reports] if reports else list(exports.keys)
     loaded = Loaded()
     for result in materialize_ranges(downloaded_reports, instance, resources, dates, accounts_, load_config, log_level):
         loaded.rows += int(_metadata(result, "downloaded_reports", "rows"))
         loaded.dead_lettered += int(_metadata(result, "downloaded_reports", "requests_dead_lettered"))
     for date in dates:
         exported = dg.materialize(
-            [exported_reports],
+            [exports],
+            selection=selection,
             resources=resources,
             instance=instance,
             partition_key=date,
@@ -197,8 +207,9 @@ def load_and_export(
         if not exported.success:
             loaded.held[date] = _failure(exported)
             continue
-        files = _metadata(exported, "exported_reports", "files")
-        loaded.exports.update({f"{date}/{k}": v for k, v in files.items()})
+        for event in exported.get_asset_materialization_events():
+            files = event.step_materialization_data.materialization.metadata["files"].value
+            loaded.exports.update({f"{date}/{k}": v for k, v in files.items()})
     return loaded
 
 

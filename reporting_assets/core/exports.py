@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from reporting_assets.core.downloads import add_missing_columns, ensure_table, table_name
 from reporting_assets.core.durable import replace_durably, temporary_path
-from reporting_assets.core.landing import LANDED_SCHEMA
+from reporting_assets.core.landing import LANDED_SCHEMA, LandingZone
 from reporting_assets.core.reports import ReportSpec
 
 FORMATS = {
@@ -66,3 +67,48 @@ def export_date(
         files[f"{report.name}.{fmt}"] = str(target)
     db.execute("DROP TABLE export_day")
     return rows, files
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What one report's export of a date holds: its accounts, how final, how covered past the row cap."""
+
+    accounts: int
+    provisional_accounts: int
+    provisional_rows: int
+    split: int  # accounts whose day went past the row cap and was split into slices
+    truncated: int  # slices still at the cap that no filter splits further (their rows past it are missing)
+    coverage: dict[str, dict[str, int]]  # of the split accounts: rows, slices, truncated slices
+
+    @property
+    def data_state(self) -> str:
+        """final, provisional (every account), or partly provisional."""
+        if not self.provisional_accounts:
+            return "final"
+        return "provisional" if self.provisional_accounts == self.accounts else "partly provisional"
+
+
+def export_summary(db: duckdb.DuckDBPyConnection, zone: LandingZone, report: ReportSpec, date: str) -> ExportSummary:
+    """The exported rows of `export_<report>` on `date`, and the split figures of their downloads."""
+    per_account = db.execute(
+        f'SELECT account, count(*) FILTER (WHERE provisional) FROM "export_{report.name}" '
+        'WHERE "date" = ?::DATE GROUP BY account ORDER BY account',
+        [date],
+    ).fetchall()
+    coverage: dict[str, dict[str, int]] = {}
+    for account, _ in per_account:
+        completeness = zone.completeness(report.name, date, account)
+        if completeness.slices or completeness.truncated:
+            coverage[account] = {
+                "rows": completeness.rows,
+                "slices": completeness.slices,
+                "truncated_slices": len(completeness.truncated),
+            }
+    return ExportSummary(
+        accounts=len(per_account),
+        provisional_accounts=sum(1 for _, provisional in per_account if provisional),
+        provisional_rows=sum(provisional for _, provisional in per_account),
+        split=len(coverage),
+        truncated=sum(figures["truncated_slices"] for figures in coverage.values()),
+        coverage=dict(list(coverage.items())[:50]),
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 ACCOUNTS_ASSET = "accounts"
 REQUESTS_ASSET = "report_requests"
 DOWNLOADS_ASSET = "downloaded_reports"
-EXPORTS_ASSET = "exported_reports"
+EXPORTS_ASSET = "exported_reports"  # the multi-asset (its op) of the exports, one asset per report:
+EXPORTS_PREFIX = "exports"  # `exports/<report>`
 
 # Partition dimensions of downloads and requests; dates alone partition the exports.
 ACCOUNT_DIMENSION = "account"
@@ -52,6 +53,18 @@ MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 # Dagster's multi-partition keys join dimensions with '|' and refuse '...' and control characters.
 FORBIDDEN_IN_KEYS = ("|", "...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
+def export_asset_path(report: str) -> list[str]:
+    """The asset key path of a report's export."""
+    return [EXPORTS_PREFIX, report]
+
+
+def export_report(path: list[str] | tuple[str, ...]) -> str:
+    """The report of an export's asset key path."""
+    if len(path) != 2 or path[0] != EXPORTS_PREFIX:
+        raise ValueError(f"not an export asset key: {'/'.join(path)}")
+    return path[1]
 
 
 def partitionable(account: str) -> bool:

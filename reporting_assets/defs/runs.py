@@ -19,14 +19,16 @@ def latest_event_id(instance: dg.DagsterInstance) -> int:
     return instance.event_log_storage.get_maximum_record_id() or 0
 
 
-def new_partition_events(instance: dg.DagsterInstance, asset_key: str, after: int, upto: int) -> dict[str, int]:
+def new_partition_events(
+    instance: dg.DagsterInstance, asset_key: str | dg.AssetKey, after: int, upto: int
+) -> dict[str, int]:
     """Partition -> latest materialization storage id in (after, upto]; one indexed query, no decoding.
 
     A partition whose latest event is newer than `upto` is left for the next tick (its newest
     event supersedes the older one anyway).
     """
     latest = instance.get_latest_storage_id_by_partition(
-        dg.AssetKey(asset_key), dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=after
+        dg.AssetKey.from_coercible(asset_key), dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=after
     )
     return {key: sid for key, sid in latest.items() if sid <= upto}
 

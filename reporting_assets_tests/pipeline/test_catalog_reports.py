@@ -7,6 +7,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import dagster as dg
+
 from reporting_assets import runner
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.landing import KEY_COLUMNS
@@ -84,6 +86,15 @@ def run_catalog(instance, resources, sandbox_config, data_dir: Path) -> dict[str
         expected = truth(sandbox_config, accounts, spec)
         assert rows == expected, f"{name}: {len(rows)} rows exported, {len(expected)} expected"
         rows_per_report[name] = len(rows)
+        # Each report is an asset of its own (a user's entry too): its export says its rows and state.
+        event = instance.get_latest_materialization_event(dg.AssetKey(["exports", name]))
+        assert event is not None and event.asset_materialization.partition == DATE, name
+        metadata = event.asset_materialization.metadata
+        assert (metadata["rows"].value, metadata["accounts_with_rows"].value) == (
+            len(rows),
+            len({row[0] for row in rows}),
+        ), name
+        assert metadata["data_state"].value == "final" and metadata["truncated_slices"].value == 0, name
     return rows_per_report
 
 

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 
 from reporting_assets import runner
@@ -51,6 +52,14 @@ def exported(data_dir: Path, date: str) -> tuple[list[tuple], set[str]]:
     return rows, {r["provisional"] for r in records}
 
 
+def export_state(instance: dg.DagsterInstance) -> tuple[str, int, int]:
+    """The latest export asset materialization of search_analytics: (data_state, rows, provisional_rows)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(["exports", "search_analytics"]))
+    assert event is not None and event.asset_materialization.partition == FRESH_DAY
+    metadata = event.asset_materialization.metadata
+    return metadata["data_state"].value, metadata["rows"].value, metadata["provisional_rows"].value
+
+
 def test_a_provisional_day_is_marked_pulled_again_while_it_changes_and_ends_final(
     instance, resources, sandbox, pipeline_env
 ):
@@ -66,6 +75,8 @@ def test_a_provisional_day_is_marked_pulled_again_while_it_changes_and_ends_fina
     assert first == truth(sandbox.config, accounts, FRESH_DAY, "all") and first and flags == {"true"}
     assert truth(sandbox.config, accounts, FRESH_DAY, "final") == []  # final data would have been nothing
     assert len(first) < len(truth(sandbox.config.updated({"today": partner_today(5)}), accounts, FRESH_DAY, "all"))
+    # The report's export asset says so in the UI too.
+    assert export_state(instance) == ("provisional", len(first), len(first))
 
     # A day later Google has more of it: pulled again, still provisional, the export follows.
     sandbox.update_config(today=partner_today(2))
@@ -73,6 +84,7 @@ def test_a_provisional_day_is_marked_pulled_again_while_it_changes_and_ends_fina
     second, flags = exported(data_dir, FRESH_DAY)
     assert second == truth(sandbox.config, accounts, FRESH_DAY, "all") and flags == {"true"}
     assert len(second) > len(first)
+    assert export_state(instance) == ("provisional", len(second), len(second))
 
     # Google calls it final: the last pull gives the final rows, marked final.
     sandbox.update_config(today=partner_today(3))
@@ -80,6 +92,7 @@ def test_a_provisional_day_is_marked_pulled_again_while_it_changes_and_ends_fina
     final, flags = exported(data_dir, FRESH_DAY)
     assert final == truth(sandbox.config, accounts, FRESH_DAY, "final") and flags == {"false"}
     assert len(final) > len(second)
+    assert export_state(instance) == ("final", len(final), 0)
 
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as db:
         states = db.execute(

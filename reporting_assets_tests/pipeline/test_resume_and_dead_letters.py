@@ -124,15 +124,23 @@ def test_a_request_that_always_fails_ends_in_the_dead_letter_topic_and_fails_the
     assert "https://a.example.com/" in held.held[DATES[0]] and "redrive_dead_letters" in held.held[DATES[0]]
     # ...unless asked for as it is: then its check and metadata name what is missing.
     incomplete = dg.materialize(
-        [runner.exported_reports],
+        [runner.export_assets()],
         resources=resources,
         instance=instance,
         partition_key=DATES[0],
         run_config={"ops": {"exported_reports": {"config": {"allow_incomplete": True}}}},
     )
+    # Only the report downloaded is exported (the catalog's others are skipped), its check naming the account.
     (check,) = incomplete.get_asset_check_evaluations()
-    assert (check.check_name, check.passed) == (EXPORT_COMPLETE_CHECK, False)
-    assert check.metadata["missing"].value == ["search_analytics https://a.example.com/"]
+    assert (check.asset_key, check.check_name, check.passed) == (
+        dg.AssetKey(["exports", "search_analytics"]),
+        EXPORT_COMPLETE_CHECK,
+        False,
+    )
+    assert check.metadata["missing"].value == ["https://a.example.com/"]
+    (materialization,) = incomplete.get_asset_materialization_events()
+    metadata = materialization.step_materialization_data.materialization.metadata
+    assert metadata["complete"].value is False and metadata["accounts_with_rows"].value == 3
 
     # Once the fault is gone, re-driving the dead letter completes the partition, and puts it back
     # among the partitions the download sensor waits for.

@@ -730,7 +730,7 @@ def export_digests(env: TrialEnv, data_dir: Path, workload: Workload, kafka: Kaf
     digests = {}
     for date in workload.dates:
         exported = dg.materialize(
-            [runner.exported_reports],
+            [runner.export_assets()],
             resources=resources,
             instance=instance,
             partition_key=date,

@@ -111,9 +111,10 @@ class Pipeline:
             self.zone.land_page(request, [_row(request, i) for i in range(rows)])
             request = request.next_page()
 
-    def materialize(self, asset: str, date: str, account: str | None = None) -> None:
+    def materialize(self, asset: str | list[str], date: str, account: str | None = None) -> None:
         partition = date if account is None else str(partition_key(date, account))
-        self.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition))
+        key = dg.AssetKey(asset) if isinstance(asset, list) else dg.AssetKey.from_user_string(asset)
+        self.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
 
 
 def _row(request: ReportRequest, index: int) -> dict:

@@ -35,6 +35,7 @@ from reporting_assets.core.keys import (
     parse_key,
 )
 from reporting_assets.core.messages import DeadLetter
+from reporting_assets.core.reports import load_catalog
 from reporting_assets.defs.downloads.sensors import (
     build_consumer_sensor,
     build_download_sensor,
@@ -257,7 +258,8 @@ def test_export_once_every_account_of_the_date_is_downloaded_and_again_after_a_n
         pipeline.materialize("downloaded_reports", DATES[1], account)
     requests, cursor, _ = evaluate_exports(instance, None, SETTINGS)
     assert [r.partition_key for r in requests] == [DATES[0]]
-    assert requests[0].asset_selection == [dg.AssetKey("exported_reports")]
+    # Without a landing zone to say which reports the date has, every export asset is asked for.
+    assert requests[0].asset_selection == [dg.AssetKey(["exports", name]) for name in sorted(load_catalog().reports)]
     again, _, _ = evaluate_exports(instance, None, SETTINGS)
     assert [r.run_key for r in again] == [r.run_key for r in requests]  # deterministic
     assert evaluate_exports(instance, cursor, SETTINGS)[0] == []
@@ -266,8 +268,8 @@ def test_export_once_every_account_of_the_date_is_downloaded_and_again_after_a_n
     requests, cursor, _ = evaluate_exports(instance, cursor, SETTINGS)
     assert [r.partition_key for r in requests] == [DATES[1]]
 
-    pipeline.materialize("exported_reports", DATES[0])
-    pipeline.materialize("exported_reports", DATES[1])
+    pipeline.materialize(["exports", "search_analytics"], DATES[0])
+    pipeline.materialize(["exports", "search_analytics"], DATES[1])
     assert evaluate_exports(instance, cursor, SETTINGS)[0] == []
     pipeline.materialize("downloaded_reports", DATES[0], ACCOUNTS[1])  # re-downloaded: export again
     requests, cursor, _ = evaluate_exports(instance, cursor, SETTINGS)
@@ -297,8 +299,29 @@ def test_a_date_with_dead_lettered_partitions_is_held_until_their_redrive_is_dow
 def test_export_cold_start_skips_dates_exported_after_their_downloads(pipeline):
     for account in ACCOUNTS:
         pipeline.materialize("downloaded_reports", DATES[0], account)
-    pipeline.materialize("exported_reports", DATES[0])
+    pipeline.materialize(["exports", "search_analytics"], DATES[0])
     assert evaluate_exports(pipeline.instance, None, SETTINGS)[0] == []
+
+
+def test_a_date_asks_for_the_exports_of_its_reports_and_waits_until_each_is_exported(pipeline, warehouse):
+    # Each report is its own asset: the run exports the reports downloaded that date, and a date
+    # is done only when every one of them was exported after its newest download.
+    zone = warehouse.landing_zone()
+    for account in ACCOUNTS:
+        pipeline.land(DATES[0], account, [3])
+        pipeline.land(DATES[0], account, [2], report="by_device")
+        pipeline.materialize("downloaded_reports", DATES[0], account)
+    requests, cursor, _ = evaluate_exports(pipeline.instance, None, SETTINGS, zone)
+    assert [r.partition_key for r in requests] == [DATES[0]]
+    assert requests[0].asset_selection == [
+        dg.AssetKey(["exports", "by_device"]),
+        dg.AssetKey(["exports", "search_analytics"]),
+    ]
+    pipeline.materialize(["exports", "search_analytics"], DATES[0])  # one of the two exported (by hand)
+    requests, _, _ = evaluate_exports(pipeline.instance, None, SETTINGS, zone)
+    assert [r.partition_key for r in requests] == [DATES[0]]
+    pipeline.materialize(["exports", "by_device"], DATES[0])
+    assert evaluate_exports(pipeline.instance, None, SETTINGS, zone)[0] == []
 
 
 # -- consumers ----------------------------------------------------------------------------------------

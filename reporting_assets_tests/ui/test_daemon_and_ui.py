@@ -62,6 +62,7 @@ DATES = ["2026-11-01", "2026-11-02"]
 SCREENSHOTS = REPO_ROOT / "data" / "ui"
 METRICS = ("clicks", "impressions", "ctr", "position")
 LAG_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("report_requests"), LAG_CHECK)
+EXPORT = ["exports", "search_analytics"]  # the default report's export asset
 ROLE_TAG = {"reporting_assets/role": "download"}
 
 
@@ -147,7 +148,7 @@ class Watch:
     def download_runs(self) -> list[dg.DagsterRun]:
         return [record.dagster_run for record in self.instance.get_run_records(dg.RunsFilter(tags=ROLE_TAG))]
 
-    def materialized(self, asset: str) -> set[str]:
+    def materialized(self, asset: str | list[str]) -> set[str]:
         return set(self.instance.get_materialized_partitions(dg.AssetKey(asset)))
 
     def latest_observation(self) -> tuple[int, dict] | None:
@@ -326,12 +327,12 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
         60,
         "the export sensor to hold the dates",
     )
-    assert watch.materialized("exported_reports") == set()
+    assert watch.materialized(EXPORT) == set()
     # The fault is fixed; one click on redrive_dead_letters, and the sensors do the rest by themselves.
     sandbox.update_config(faults=[])
     redrive = dev.launch_job(REDRIVE_JOB)
     assert watch.until(lambda: watch.finished(redrive), 120, "the re-drive run").status == dg.DagsterRunStatus.SUCCESS
-    watch.until(lambda: watch.materialized("exported_reports") == set(DATES), 240, "both dates exported")
+    watch.until(lambda: watch.materialized(EXPORT) == set(DATES), 240, "both dates exported")
 
     # Caught up: lag 0 observed and the lag check passes again.
     watch.until(lambda: (o := watch.latest_observation()) and o[1]["lag_total"] == 0, 60, "a lag observation of 0")
@@ -393,7 +394,8 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
 
     # The UI, in a real browser: the asset graph, the catalog, the partitions and the lag check pages.
     # Each page is rendered again until its queries have answered (a loaded machine can be slower than one render).
-    assets = ("accounts", "report_requests", "downloaded_reports", "exported_reports")
+    # every report of the catalog is an export asset of its own, downstream of downloaded_reports
+    assets = ("accounts", "report_requests", "downloaded_reports", "search_analytics", "by_search_appearance")
     chromium.page_text(
         f"{dev.url}/asset-groups/reporting",
         SCREENSHOTS / "asset_graph.png",
@@ -509,7 +511,7 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
         assert {r.partition_key for r in materializations if r.run_id == enqueue.run_id} == keys
 
         watch.until(
-            lambda: watch.materialized("exported_reports") >= {day, *DATES},
+            lambda: watch.materialized(EXPORT) >= {day, *DATES},
             300,
             f"{day} and {', '.join(DATES)} exported by the sensors",
         )
@@ -591,7 +593,7 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
         # by one run, each date exported by one; every run of the test succeeded.
         watch.until(
             lambda: (
-                watch.materialized("exported_reports") >= days
+                watch.materialized(EXPORT) >= days
                 and all(r.dagster_run.is_finished for r in watch.instance.get_run_records())
             ),
             300,
@@ -600,7 +602,7 @@ def test_daily_schedule_ticks_in_the_daemon_and_a_restarted_daemon_launches_noth
         records = watch.instance.get_run_records()
         assert [r.dagster_run.run_id for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS] == []
         assert watch.materialized("downloaded_reports") == expected
-        assert watch.materialized("exported_reports") == days
+        assert watch.materialized(EXPORT) == days
         launched = {
             sensor: Counter(
                 key
