@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("throughput", "resume", "bookkeeping", "enqueue", "sensors", "quota", "calls", "outage", "split")
+BENCHMARKS = (
+    "throughput",
+    "resume",
+    "bookkeeping",
+    "enqueue",
+    "sensors",
+    "quota",
+    "calls",
+    "outage",
+    "split",
+    "catalog",
+)
 # The code the figures depend on: recorded with the results (commit, and whether they were edited).
 MEASURED_GLOBS = (
     "reporting_assets/core/consumer/*.py",
