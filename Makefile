@@ -69,7 +69,7 @@ soak: setup
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
 # The ten benchmarks (bench/README.md), each on its own broker topics and sandbox. `make bench`: the full
-# sizes (about 45 minutes here), writes bench/RESULTS.md; `make bench-quick`: small sizes, about 8 minutes,
+# sizes (about 60 minutes here), writes bench/RESULTS.md; `make bench-quick`: small sizes, about 8 minutes,
 # writes bench/out/RESULTS-quick.md. BENCH_ARGS="--only throughput,resume" runs some of them.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): pyproject.toml $(STAMP)

@@ -165,3 +165,18 @@ def test_the_demo_takes_the_environments_tuning_over_its_own_defaults():
     assert (tuned.consumers, tuned.qps_per_account, tuned.window) == (3, 2.0, 8)
     assert tuned.idle_timeout_s == DEMO_TUNING["idle_timeout_s"]  # unset: the demo's own
     assert demo_tuning(env, consumers=1).consumers == 1  # --consumers wins
+
+
+def test_reporting_reports_all_asks_the_schedule_and_backfills_for_every_report_of_the_catalog(tmp_path):
+    # REPORTING_REPORTS is the default of report_requests' `reports`: what the daily schedule and a
+    # backfill from the UI enqueue. `all` is the catalog in force, a user's own entries included.
+    from reporting_assets.core.reports import SHIPPED_CATALOG, load_catalog
+
+    catalog = tmp_path / "reports.yaml"
+    catalog.write_text(
+        SHIPPED_CATALOG.read_text() + "  - name: mobile_pages\n    dimensions: [date, page]\n"
+        "    dimension_filter_groups: [{filters: [{dimension: device, operator: equals, expression: MOBILE}]}]\n"
+    )
+    names = Settings.from_env({"REPORTING_REPORTS": "all", "REPORTING_REPORTS_FILE": str(catalog)}).report_names()
+    assert names == list(load_catalog(catalog).reports) and names[-1] == "mobile_pages"
+    assert set(load_catalog(SHIPPED_CATALOG).reports) < set(names)
