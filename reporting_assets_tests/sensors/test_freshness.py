@@ -59,12 +59,14 @@ def keys_of(request: dg.RunRequest, instance: dg.DagsterInstance) -> set[str]:
 
 def tick(instance, warehouse) -> list[dg.RunRequest] | dg.SkipReason:
     schedule = build_refresh_schedule(SETTINGS)
-    context = dg.build_schedule_context(
+    # Closed, so the instance it opens from the ref is disposed now, not at garbage collection (which
+    # would put that dead instance's state storage back as current in whatever test is running then).
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=dt.datetime.combine(TODAY, dt.time(7), tzinfo=dt.UTC),
         resources={"warehouse": warehouse},
-    )
-    result = schedule.evaluate_tick(context)
+    ) as context:
+        result = schedule.evaluate_tick(context)
     return result.run_requests or dg.SkipReason(result.skip_message)
 
 

@@ -432,8 +432,8 @@ def test_lag_age_threshold(pipeline):
 def test_schedule_enqueues_the_latest_complete_day_for_every_account_in_one_range_run(instance):
     schedule = build_enqueue_schedule(Settings(lateness_days=3))
     tick = dt.datetime(2026, 11, 20, 6, 0, tzinfo=dt.UTC)
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
-    (request,) = schedule.evaluate_tick(context).run_requests
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
+        (request,) = schedule.evaluate_tick(context).run_requests
     assert keys_of(request, instance) == all_keys(["2026-11-17"], ACCOUNTS)
     assert request.run_key == "enqueue-2026-11-17"
     assert request.asset_selection == [dg.AssetKey("report_requests")]
