@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.errors import KafkaTimeoutError
+from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
 
 from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.redrive import redrive
@@ -603,3 +605,52 @@ def test_pacing_settles_below_an_unknown_lower_limit(kafka, sandbox, tmp_path):
     later_429 = final["rate_limited"] - snapshot["rate_limited"]
     assert later_calls >= 30
     assert later_429 / later_calls < 0.05, (later_429, later_calls)
+
+
+class _BrokerMissesSends:
+    """A real producer whose first `misses` sends to `topic` the broker "does not acknowledge in time"."""
+
+    def __init__(self, producer, topic: str, misses: int) -> None:
+        self._producer, self._topic, self.misses = producer, topic, misses
+
+    def send(self, topic, **kwargs):
+        if topic == self._topic and self.misses > 0:
+            self.misses -= 1
+            future = FutureRecordMetadata(FutureProduceResult(None), 0, 0, 0, 0, 0, 0)
+            future.failure(KafkaTimeoutError("Timeout after waiting for 30 secs"))
+            return future
+        return self._producer.send(topic, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._producer, name)
+
+
+def test_a_continuation_the_broker_does_not_take_is_sent_again_with_no_new_call(kafka, sandbox, tmp_path):
+    landing = LandingZone(tmp_path)
+    enqueue(kafka, [REPORT.first_request(SITES[1].url, DATE, row_limit=100)])
+    settings = ConsumerSettings(
+        request_topic=kafka.request_topic,
+        dead_letter_topic=kafka.dead_letter_topic,
+        delay_topic=delay_topic(kafka),
+        idle_timeout_s=1.5,
+        qps_per_account=500.0,
+        transient_waits_s=[],
+    )
+    partner = PartnerResource(api_endpoint=sandbox.url, timeout_s=5)
+    consumer, producer = kafka.consumer([]), kafka.producer()
+    flaky = _BrokerMissesSends(producer, kafka.request_topic, misses=2)
+    loop = DownloadLoop(consumer, flaky, partner.client, landing, settings)
+    try:
+        loop.subscribe()
+        loop.run()  # before: KafkaTimeoutError out of run(), the consumer stopped
+    finally:
+        producer.close()
+        consumer.close()
+
+    assert flaky.misses == 0
+    assert landed_rows(landing, SITES[1].url) == truth(sandbox, SITES[1].url)
+    # Each page's answer was kept while its continuation waited for the broker: no call twice.
+    assert loop.stats.api_calls == sandbox.stats()["calls_total"] == 3
+    assert sandbox.stats()["repeat_calls"] == 0
+    assert kafka.lag(kafka.request_topic).total == 0
+    assert dead_letters(kafka) == []

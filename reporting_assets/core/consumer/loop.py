@@ -32,6 +32,7 @@ import httplib2
 from googleapiclient.errors import HttpError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from reporting_assets.core.consumer.drained import group_caught_up
 from reporting_assets.core.consumer.offsets import CommitTracker, Offsets, PartitionOffsets
@@ -72,6 +73,9 @@ BUSY_WAIT_S = 0.01  # longest wait for a call to finish before polling the broke
 # hand-off to kafka-python's IO thread that waits for the GIL behind the workers (7-16 ms measured
 # with 4 of them), and the workers that finish meanwhile wait for the polling thread.
 BUSY_POLL_EVERY_S = 0.5
+# A send the broker did not acknowledge (it is down or electing a leader): try the request again
+# this much later, its answer kept, so the outage costs no call and stops no consumer.
+BROKER_RETRY_S = 1.0
 SETTLE_CHECK_EVERY_S = 0.1  # how often to ask the broker whether the group has settled, at the start
 
 
@@ -315,7 +319,16 @@ class DownloadLoop:
                 self._delayed_partitions[tp] = self._clock() + (delayed.due_at_ms - now_ms) / 1000
                 return
             request = delayed.original_request()
-            self.producer.send(self.settings.request_topic, key=request.key(), value=request.encode()).get(timeout=30)
+            try:
+                self.producer.send(self.settings.request_topic, key=request.key(), value=request.encode()).get(
+                    timeout=30
+                )
+            except KafkaError as exc:
+                # The broker did not take it: fetch this record again at the next poll.
+                log.warning("releasing %s: the broker did not take it (%s); trying again", request.request_id, exc)
+                offsets.forget_from(record.offset)
+                self.consumer.seek(tp, record.offset)
+                return
             self.stats.released += 1
             self._finish(tp, record.offset)
 
@@ -408,7 +421,9 @@ class DownloadLoop:
 
     def _retry_later(self, work: Work, outcome: Outcome) -> None:
         """Back first in its account's line, not to be called before its wait is over."""
-        if outcome.reason == "throttled":
+        if outcome.reason == "broker":
+            tries = 1  # the partner is not at fault: no attempt is used up
+        elif outcome.reason == "throttled":
             work.throttled += 1
             tries = work.throttled
             self.stats.throttled += 1
@@ -439,11 +454,25 @@ class DownloadLoop:
         return client
 
     def _work(self, work: Work) -> Outcome:
+        calls_before = work.calls
+        try:
+            return self._call_and_land(work)
+        except KafkaError as exc:
+            # Nothing was landed, committed or lost: the request goes back in line (its answer, if
+            # the call was made, with it) and the consumer carries on once the broker answers.
+            log.warning("%s: the broker did not take a send (%s); trying again", work.request.request_id, exc)
+            return Outcome("retry", calls=work.calls - calls_before, reason="broker", wait_s=BROKER_RETRY_S)
+
+    def _call_and_land(self, work: Work) -> Outcome:
         request = work.request
+        if work.answer is not None:
+            continued = self.land(request, work.answer)
+            return Outcome("landed", rows=len(work.answer.rows), continued=continued)
         if self.landing.landed_in_download(request):
             # Another copy of this message already landed the page (and sent its continuation first).
             return Outcome("duplicate")
         try:
+            work.calls += 1
             answer = self.download(request)
         except Retry as retry:
             return self._retry_or_give_up(work, retry)
@@ -461,6 +490,7 @@ class DownloadLoop:
                 return Outcome("dead_lettered", calls=1, reason=failure.reason)
             return self._defer(work, until, calls=1, reason=exhausted.reason)
         self.pacer.on_success(request.account)
+        work.answer = answer
         continued = self.land(request, answer)
         return Outcome("landed", rows=len(answer.rows), continued=continued, calls=1)
 

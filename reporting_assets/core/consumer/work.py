@@ -41,6 +41,8 @@ class Work:
     throttled: int = 0  # times the partner answered this copy with a throttle (429, 403 rate limit)
     failed: int = 0  # times its call failed transiently or its answer was malformed
     not_before: float = 0.0  # monotonic time before which the scheduler does not call again
+    calls: int = 0  # calls made for this copy
+    answer: Answer | None = None  # kept when the broker did not take what landing sends: land it, no new call
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Outcome:
     rows: int = 0
     continued: bool = False
     calls: int = 0
-    reason: str = ""  # retry: throttled | transient | malformed
+    reason: str = ""  # retry: throttled | transient | malformed | broker
     wait_s: float | None = None  # retry: the partner's Retry-After, if it gave one
 
 
