@@ -47,7 +47,8 @@ def settings(bench: Bench) -> dict[str, Any]:
         "consumer": {
             "idle_timeout_s": 3.0,
             "qps_per_account": SITE_QPS_LIMIT,
-            "global_qps": USER_QPS_LIMIT / consumers,  # REPORTING_CONSUMER_GLOBAL_QPS=20, split as the job does
+            "global_qps": USER_QPS_LIMIT,  # REPORTING_CONSUMER_GLOBAL_QPS=20, shared by the lag as the job does
+            "consumers": consumers,
         },
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from reporting_assets.core.consumer.budget import GroupBudget
 from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.settled import GroupWatch
 from reporting_assets.core.consumer.tuning import ConsumerSettings
@@ -81,6 +82,7 @@ def run_consumer(
         consumer_settings,
         should_stop=should_stop,
         group_watch=watch,
+        group_budget=GroupBudget.for_settings(resource.cluster().admin, resource.consumer_group, consumer_settings),
     )
     holder["loop"] = loop
     profiler = None

@@ -123,9 +123,10 @@ def test_the_consumer_tuning_has_one_home():
     assert set(dagster_fields) == set(ConsumerTuning.model_fields)
     for name, field in ConsumerTuning.model_fields.items():
         assert dagster_fields[name].default == field.default and dagster_fields[name].description == field.description
-    # One consumer of three gets a third of the global budget.
+    # A consumer knows the group's whole budget and how many share it (its share follows the lag).
     settings = ConsumerSettings.for_topics(tuning, "requests", "requests.dead", "requests.delay", consumers=3)
-    assert settings.global_qps == pytest.approx(4.0) and settings.concurrency == 6 and settings.join_grace_s == 15.0
+    assert settings.global_qps == 12.0 and settings.consumers == 3
+    assert settings.concurrency == 6 and settings.join_grace_s == 15.0
     with pytest.raises(ValueError, match="concurrency"):
         ConsumerTuning(concurrency=0)
 

@@ -34,6 +34,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
+from reporting_assets.core.consumer.budget import GroupBudget
 from reporting_assets.core.consumer.drained import group_caught_up
 from reporting_assets.core.consumer.offsets import CommitTracker, Offsets, PartitionOffsets
 from reporting_assets.core.consumer.pacing import AccountPacer, backoff_s
@@ -76,6 +77,8 @@ BUSY_POLL_EVERY_S = 0.5
 # A send the broker did not acknowledge (it is down or electing a leader): try the request again
 # this much later, its answer kept, so the outage costs no call and stops no consumer.
 BROKER_RETRY_S = 1.0
+SHARE_EVERY_S = 0.5  # how often the pacer takes this consumer's share of the group's budget
+SHARE_CHANGE = 0.05  # a share closer than this to the current rate leaves the global bucket alone
 SETTLE_CHECK_EVERY_S = 0.1  # how often to ask the broker whether the group has settled, at the start
 
 
@@ -108,12 +111,17 @@ class DownloadLoop:
         should_stop: Callable[[], bool] = lambda: False,
         group_watch: GroupWatch | None = None,
         on_progress: Callable[[ConsumerStats], None] | None = None,
+        group_budget: GroupBudget | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.landing = landing
         self.settings = settings
-        self.pacer = AccountPacer(settings.qps_per_account, global_qps=settings.global_qps)
+        # An even share of the group's budget until the budget reads the group's lag.
+        share = settings.global_qps / settings.consumers if settings.global_qps else None
+        self.pacer = AccountPacer(settings.qps_per_account, global_qps=share, max_qps=settings.global_qps)
+        self._budget = group_budget
+        self._next_share_at = clock()
         self.stats = ConsumerStats()
         self._client_factory = client_factory
         self._clients = threading.local()  # one partner client per worker thread
@@ -166,6 +174,8 @@ class DownloadLoop:
 
     def run(self) -> ConsumerStats:
         started = last_activity = self._started = self._clock()
+        if self._budget is not None:
+            self._budget.start()
         try:
             while True:
                 now = self._clock()
@@ -190,6 +200,7 @@ class DownloadLoop:
                     last_activity = now  # quiet, but records are still there (slow fetches, a loaded broker)
                 self._reap(block=False)
                 self._resume_due_partitions()
+                self._take_budget_share(now)
                 self._schedule()
                 self._commits.maybe_commit()
                 if self._on_progress is not None:
@@ -205,12 +216,23 @@ class DownloadLoop:
                 else:
                     self._poll(timeout_ms=10 if busy else self.settings.poll_timeout_ms)
         finally:
+            if self._budget is not None:
+                self._budget.close()
             self._finish_in_flight()
             self.commit()
             self._pool.shutdown(wait=True)
         if self._fatal is not None:
             raise self._fatal
         return self.stats
+
+    def _take_budget_share(self, now: float) -> None:
+        """This consumer's calls/s: its share of the group's budget, by the lag on its partitions."""
+        if self._budget is None or now < self._next_share_at:
+            return
+        self._next_share_at = now + SHARE_EVERY_S
+        share, current = self._budget.rate(self.consumer.assignment()), self.pacer.global_qps
+        if current is not None and abs(share - current) > SHARE_CHANGE * current:
+            self.pacer.set_global_qps(share)
 
     def _poll_due(self, now: float) -> bool:
         """While calls are in flight: whether to poll now rather than wait on the calls.

@@ -88,9 +88,12 @@ class TokenBucket:
         if seconds > 0:
             self._tokens = min(self._tokens, 1 - seconds * self.rate)
 
-    def set_rate(self, rate: float) -> None:
+    def set_rate(self, rate: float, burst: float | None = None) -> None:
         self._refill()
         self.rate = rate
+        if burst is not None:
+            self.burst = burst
+            self._tokens = min(self._tokens, burst)
 
 
 CUT_COOLDOWN_S = 1.0  # at most one cut of an account's rate per this long (or per Retry-After)
@@ -179,6 +182,19 @@ class AccountPacer:
         self._accounts: dict[str, _Account] = {}
         self._global = TokenBucket(global_qps, max(1.0, global_qps / 10), clock=clock) if global_qps else None
         self.throttled = 0
+
+    @property
+    def global_qps(self) -> float | None:
+        return self._global.rate if self._global is not None else None
+
+    def set_global_qps(self, rate: float) -> None:
+        """A new calls/s for the global bucket (this consumer's share of the group's budget changed)."""
+        if not rate > 0:
+            raise ValueError(f"global_qps must be > 0, got {rate}")
+        with self._lock:
+            if self._global is None:
+                raise ValueError("this pacer has no global budget to change")
+            self._global.set_rate(rate, burst=max(1.0, rate / 10))
 
     def _account(self, account: str) -> _Account:
         state = self._accounts.get(account)

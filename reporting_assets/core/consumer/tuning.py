@@ -39,7 +39,12 @@ class ConsumerTuning(BaseModel):
         default=10.0, gt=0, description="Starting calls/s per account (adapts down on 429s)."
     )
     global_qps: float | None = Field(
-        default=None, gt=0, description="Project-wide calls/s budget, split evenly among the run's consumers."
+        default=None,
+        gt=0,
+        description=(
+            "Project-wide calls/s budget, shared among the run's consumers by the work left on their "
+            "partitions (the group's lag, read every few seconds)."
+        ),
     )
     concurrency: int = Field(default=4, ge=1, description="Calls in flight per consumer.")
     max_in_flight_per_account: int = Field(default=2, ge=1, description="Calls in flight per account and consumer.")
@@ -121,9 +126,9 @@ class ConsumerSettings(ConsumerTuning):
         delay_topic: str | None,
         consumers: int = 1,
     ) -> ConsumerSettings:
-        """Settings of one of `consumers` consumers: the global budget is split among them."""
+        """Settings of one of `consumers` consumers (the group's global budget is shared among them)."""
         values = tuning.model_dump()
-        values["global_qps"] = tuning.global_qps / consumers if tuning.global_qps else None
+        values["consumers"] = consumers
         return cls(
             **values,
             join_grace_s=tuning.session_timeout_s + 5.0,

@@ -6,6 +6,7 @@ import dagster as dg
 from kafka.errors import KafkaError
 from pydantic import Field, create_model
 
+from reporting_assets.core.consumer.budget import GroupBudget
 from reporting_assets.core.consumer.loop import DownloadLoop
 from reporting_assets.core.consumer.memory import OffsetsLostError
 from reporting_assets.core.consumer.redrive import redrive
@@ -113,6 +114,7 @@ def consume_requests(
             settings,
             group_watch=watch,
             on_progress=reporter,
+            group_budget=GroupBudget.for_settings(kafka.cluster().admin, kafka.consumer_group, settings),
         )
         loop.subscribe()
         stats = loop.run()
