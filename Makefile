@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup ui-setup test test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop sandbox clean
+.PHONY: setup ui-setup test test-cluster test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -28,13 +28,19 @@ ui-setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(CHROMIUM) || { echo "chromium is still missing at $(CHROMIUM): the UI test cannot run" >&2; exit 1; }
 
-# The whole suite (CI): lint, format check, every definition loaded by `dg check defs`, then all tests.
+# The whole suite (CI): lint, format check, every definition loaded by `dg check defs`, then all tests
+# but the cluster tier.
 test: setup ui-setup lint check-defs
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# The cluster tier (CI runs it after `make test`): secured Kafka, a 3-broker cluster, a standalone Spark
+# cluster and Postgres-backed Dagster, each started on loopback by its test.
+test-cluster: setup
+	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
 # The unit tier (no broker, Spark or daemon): about a minute.
 test-fast: setup lint check-defs
-	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+	$(PY) -m pytest -m "unit and not cluster" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check reporting_assets reporting_assets_tests bench

@@ -63,7 +63,9 @@ def kafka_resource(kafka_broker: str, unique_name: Callable[[str], str]) -> Kafk
 
 # Tests that need a real broker, Spark, a Dagster daemon or pipeline runs in subprocesses: the
 # integration tier. Everything else is the unit tier (`make test-fast`).
-INTEGRATION_FOLDERS = {"pipeline", "reliability", "ui"}
+INTEGRATION_FOLDERS = {"pipeline", "reliability", "ui", "cluster"}
+# Real clusters on loopback (`make test-cluster`, run by CI after `make test`).
+CLUSTER_FOLDER = "cluster"
 INTEGRATION_FIXTURES = {"kafka_broker"}
 INTEGRATION_MODULES = {"test_demo.py", "test_maven.py"}
 
@@ -77,3 +79,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             or bool(INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())))
         )
         item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
+        if CLUSTER_FOLDER in path.parts[:-1]:
+            item.add_marker(pytest.mark.cluster)
