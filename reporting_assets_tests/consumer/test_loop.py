@@ -306,6 +306,7 @@ def test_malformed_answers_are_retried_then_land(kafka, sandbox, tmp_path):
     for site in SITES:
         assert landed_rows(landing, site.url) == truth(sandbox, site.url)
     assert sum(sandbox.stats()["faults_served"].values()) == 2
+    assert loop.stats.retry_reasons == {"malformed": 2}  # each call asked again is counted, with why
     assert loop.stats.dead_lettered == 0 and dead_letters(kafka) == []
 
 
@@ -317,7 +318,7 @@ def test_rate_limits_are_waited_out_with_retry_after(kafka, sandbox, tmp_path):
     loop = run_loop(kafka, sandbox, landing, qps_per_account=50.0)
 
     assert sandbox.stats()["rate_limited"] > 0
-    assert loop.stats.throttled == sandbox.stats()["rate_limited"]
+    assert loop.stats.throttled == sandbox.stats()["rate_limited"] == loop.stats.retry_reasons["throttled"]
     assert loop.pacer.rate(SITES[0].url) < 50.0  # pacing came down after the 429s
     assert loop.stats.landed == len(requests) and loop.stats.dead_lettered == 0
 

@@ -524,6 +524,7 @@ class DownloadLoop:
                 return Outcome("retry", calls=1, reason=retry.reason, wait_s=retry.wait_s)
             tries = work.throttled + 1
         elif work.failed + 1 < settings.max_attempts:
+            log.info("%s: %s (%s); asking again", request.request_id, retry.reason, retry.error)
             return Outcome("retry", calls=1, reason=retry.reason)
         elif retry.reason == "transient" and settings.delay_topic and request.retries < len(settings.transient_waits_s):
             # The partner or the way to it is down: try again later, from the delay topic, so that

@@ -144,6 +144,7 @@ class ConsumerStats:
     commits: int = 0
     duplicates: int = 0  # copies of a request its download already landed: skipped, no API call
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    retry_reasons: Counter[str] = field(default_factory=Counter)  # asked again from memory, by why
     stopped_because: str = ""
 
     def record(self, outcome: Outcome) -> None:
@@ -155,8 +156,10 @@ class ConsumerStats:
             self.continued += int(outcome.continued)
         elif outcome.kind == "delayed":
             self.delayed += 1
-        elif outcome.kind in ("retry", "auth_failed"):
-            pass  # neither done nor failed: back in line, or left for the next run
+        elif outcome.kind == "retry":
+            self.retry_reasons[outcome.reason] += 1  # neither done nor failed: back in line
+        elif outcome.kind == "auth_failed":
+            pass  # left for the next run
         elif outcome.kind == "duplicate":
             self.duplicates += 1
         else:
@@ -177,5 +180,6 @@ class ConsumerStats:
             "commits": self.commits,
             "duplicates": self.duplicates,
             "dead_letter_reasons": dict(self.dead_letter_reasons),
+            "retry_reasons": dict(self.retry_reasons),
             "stopped_because": self.stopped_because,
         }
