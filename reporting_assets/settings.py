@@ -72,7 +72,9 @@ class Settings(BaseModel):
         "PARTNER_API_ENDPOINT", DEFAULT_SANDBOX_URL, "Partner API base URL; set it empty to call Google itself."
     )
     partner_credentials_file: str = _env(
-        "PARTNER_CREDENTIALS_FILE", "", "Service-account JSON key for Google (empty: application default credentials)."
+        "PARTNER_CREDENTIALS_FILE",
+        "",
+        "Service-account key or OAuth user JSON for Google (empty: application default credentials).",
     )
     partner_num_retries: int = _env(
         "PARTNER_NUM_RETRIES",

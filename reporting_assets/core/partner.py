@@ -205,7 +205,7 @@ class Partner:
     """Where and as whom to call Search Console: Google itself, or the partner sandbox offline."""
 
     api_endpoint: str | None = None  # base URL; None: Google itself
-    credentials_file: str | None = None  # service-account JSON key; None: anonymous (sandbox) or ADC (Google)
+    credentials_file: str | None = None  # service-account key or OAuth user JSON; None: anonymous (sandbox) or ADC
     num_retries: int = 5  # google-api-python-client's retries of sites.list (queries: the consumer's)
     timeout_s: float = 30.0  # socket timeout of one HTTP call
 
@@ -219,7 +219,10 @@ class Partner:
 
     def credentials(self) -> Credentials:
         if self.credentials_file:
-            return load_service_account(self.credentials_file)
+            # Offline, the sandbox plays Google's token endpoint too (google-auth ignores a user
+            # file's own token_uri, so that a file cannot send the refresh token elsewhere).
+            sandbox_token_uri = f"{self.api_endpoint.rstrip('/')}/token" if self.api_endpoint else None
+            return load_credentials_file(self.credentials_file, user_token_uri=sandbox_token_uri)
         if self.api_endpoint:
             return AnonymousCredentials()
         try:
@@ -246,9 +249,13 @@ class Partner:
         return SearchConsoleClient(service, self.num_retries)
 
 
-def load_service_account(path: str) -> Credentials:
-    """Service-account credentials; errors name the setting and the file, never its contents."""
+def load_credentials_file(path: str, user_token_uri: str | None = None) -> Credentials:
+    """The credentials of a JSON file: a service-account key, or OAuth user credentials (a refresh token).
+
+    `user_token_uri`: where a user's refresh token is exchanged, if not Google's. Errors name the setting, the file and the field at fault, never the file's contents.
+    """
     from google.oauth2 import service_account
+    from google.oauth2.credentials import Credentials as UserCredentials
 
     file = Path(os.path.expanduser(path))
     try:
@@ -257,10 +264,33 @@ def load_service_account(path: str) -> Credentials:
         raise PartnerConfigError(f"PartnerResource.credentials_file: cannot read {file}: {exc.strerror}") from None
     except ValueError:
         raise PartnerConfigError(f"PartnerResource.credentials_file: {file} is not JSON") from None
+    kind = info.get("type") if isinstance(info, dict) else None
     try:
+        if kind == "authorized_user":
+            # What `gcloud auth application-default login` or an OAuth consent flow saves for a user.
+            user = UserCredentials.from_authorized_user_info(info, scopes=SCOPES)
+            if user_token_uri is None:
+                return user
+            return UserCredentials(
+                token=None,
+                refresh_token=user.refresh_token,
+                token_uri=user_token_uri,
+                client_id=user.client_id,
+                client_secret=user.client_secret,
+                scopes=SCOPES,
+            )
         return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
     except (ValueError, KeyError) as exc:
-        missing = str(exc).split(":")[0] if isinstance(exc, KeyError) else "a service-account key"
+        missing = str(exc).split(":")[0] if isinstance(exc, KeyError) else _missing_fields(exc, kind)
+        what = "OAuth user credentials" if kind == "authorized_user" else "service-account key"
         raise PartnerConfigError(
-            f"PartnerResource.credentials_file: {file} is not a usable service-account key ({missing})"
+            f"PartnerResource.credentials_file: {file} is not a usable {what} ({missing})"
         ) from None
+
+
+def _missing_fields(error: ValueError, kind: object) -> str:
+    # google-auth's message for user credentials lists the missing field names only (no values).
+    text = str(error)
+    if kind == "authorized_user" and "missing fields" in text:
+        return text.split("missing fields", 1)[1].strip(" .")
+    return "a service-account key" if kind != "authorized_user" else "client_id, client_secret, refresh_token"

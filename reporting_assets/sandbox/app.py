@@ -23,6 +23,7 @@ QUERY_SUFFIX = "/searchAnalytics/query"
 ADMIN_PREFIX = "/_sandbox/"
 TOKEN_PATH = "/token"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+REFRESH_GRANT = "refresh_token"  # OAuth user credentials (`authorized_user` files)
 
 _MALFORMED_BODY = b"<html><head><title>502 Bad Gateway</title></head><body>upstream hiccup</body></html>"
 _WRONG_SCHEMA_BODY = json.dumps({"rows": [{"keys": "x", "clicks": "lots"}]}).encode()
@@ -166,13 +167,19 @@ class SandboxApp:
         self._stats.record(record)
         return response
 
-    # --- OAuth2 token endpoint (the service-account JWT-bearer grant) ---
+    # --- OAuth2 token endpoint (the service-account JWT-bearer grant, a user's refresh token) ---
 
     def _issue_token(self, body: bytes) -> Response:
-        form = parse_qs(body.decode("utf-8", "replace"))
-        assertion = form.get("assertion", [""])[0]
-        if form.get("grant_type", [""])[0] != JWT_BEARER_GRANT or assertion.count(".") != 2:
-            return responses.json_response({"error": "invalid_grant", "error_description": "bad assertion"}, 400)
+        form = {name: values[0] for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
+        grant = form.get("grant_type", "")
+        if grant == JWT_BEARER_GRANT:
+            if form.get("assertion", "").count(".") != 2:
+                return responses.json_response({"error": "invalid_grant", "error_description": "bad assertion"}, 400)
+        elif grant == REFRESH_GRANT:
+            if not all(form.get(field) for field in ("refresh_token", "client_id", "client_secret")):
+                return responses.json_response({"error": "invalid_request", "error_description": "bad refresh"}, 400)
+        else:
+            return responses.json_response({"error": "unsupported_grant_type"}, 400)
         token = f"sandbox-{secrets.token_hex(16)}"
         with self._config_lock:
             self._tokens.add(token)

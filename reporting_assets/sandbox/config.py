@@ -149,7 +149,7 @@ class SandboxConfig:
     load_quota_window_s: float = 60.0
     rows_jitter: float = 0.1
     revision: int = 0  # the partner revised its data: the same rows, other numbers (0: the original)
-    require_auth: bool = False  # API calls need a bearer token from POST /token (service-account flow)
+    require_auth: bool = False  # API calls need a bearer token from POST /token (service account or user)
     refuse_tokens: bool = False  # POST /token answers 400 invalid_grant (a revoked or wrong key)
     # Google's lateness: the last `incomplete_days` days up to `today` (None: today in Pacific time)
     # are still being collected. Final data leaves them out; dataState all gives them partial.

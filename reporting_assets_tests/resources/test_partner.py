@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import google.auth.exceptions
 import pytest
 from googleapiclient.errors import HttpError
 
@@ -144,3 +145,43 @@ def test_throttling_answers_are_told_from_quota_and_permission_refusals(status: 
     body = json.dumps({"error": {"code": status, "errors": [{"reason": reason}]}}).encode()
     assert is_throttling(status, body) is throttling
     assert is_throttling(403, b"not json") is False
+
+
+def user_credentials_file(tmp_path, token_uri: str, **fields: str):
+    info = {
+        "type": "authorized_user",
+        "client_id": "1234.apps.googleusercontent.com",
+        "client_secret": "PLANTED-CLIENT-SECRET",
+        "refresh_token": "PLANTED-REFRESH-TOKEN",
+        "token_uri": token_uri,
+        **fields,
+    }
+    path = tmp_path / "user.json"
+    path.write_text(json.dumps({name: value for name, value in info.items() if value}))
+    return path
+
+
+def test_oauth_user_credentials_get_a_token_from_their_refresh_token_and_read_the_sites(tmp_path):
+    # Before: a credentials file had to be a service-account key; a user's saved OAuth credentials
+    # (gcloud's application-default file, a consent flow's) were refused as "not a usable key".
+    config = SandboxConfig(seed=1, sites=SITES, per_site_qps=None, global_qps=None, faults=[], require_auth=True)
+    with SandboxServer(config) as sandbox:
+        anonymous = PartnerResource(api_endpoint=sandbox.url, num_retries=0).client()
+        with pytest.raises(google.auth.exceptions.InvalidOperation):
+            anonymous.query(REQUEST)  # the sandbox answered 401: it really asks for a token
+
+        path = user_credentials_file(tmp_path, f"{sandbox.url}token")
+        client = PartnerResource(api_endpoint=sandbox.url, credentials_file=str(path)).client()
+        assert client.query(REQUEST).rows == expected_rows(
+            sandbox.config, REQUEST.account, REQUEST.date, REQUEST.date, list(REQUEST.dimensions)
+        )
+        assert len(sandbox.issued_tokens()) == 1
+
+
+def test_user_credentials_missing_a_field_name_the_field_and_never_a_secret(tmp_path):
+    path = user_credentials_file(tmp_path, "http://127.0.0.1:9/token", refresh_token="")
+    with pytest.raises(PartnerConfigError) as error:
+        PartnerResource(credentials_file=str(path)).client()
+    message = str(error.value)
+    assert message.startswith("PartnerResource.credentials_file: ") and "OAuth user credentials" in message
+    assert "refresh_token" in message and "PLANTED" not in message
