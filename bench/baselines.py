@@ -62,7 +62,7 @@ def _threads(
 
 
 def _partner(sandbox_url: str, num_retries: int) -> PartnerResource:
-    return PartnerResource(api_endpoint=sandbox_url, num_retries=num_retries, timeout_s=30)
+    return PartnerResource(api_endpoint=sandbox_url, num_retries=num_retries)
 
 
 def plain_loop(

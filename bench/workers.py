@@ -59,7 +59,7 @@ def run_consumer(
         join_grace_s=session_timeout_s + 5.0,
         **settings,
     )
-    partner = PartnerResource(api_endpoint=sandbox_url, num_retries=num_retries, timeout_s=30)
+    partner = PartnerResource(api_endpoint=sandbox_url, num_retries=num_retries)
     consumer = TimedConsumer(
         resource.consumer(
             [],

@@ -207,7 +207,9 @@ class Partner:
     api_endpoint: str | None = None  # base URL; None: Google itself
     credentials_file: str | None = None  # service-account key or OAuth user JSON; None: anonymous (sandbox) or ADC
     num_retries: int = 5  # google-api-python-client's retries of sites.list (queries: the consumer's)
-    timeout_s: float = 30.0  # socket timeout of one HTTP call
+    # Socket timeout of one HTTP call. Long: a call the partner answers after the client gave up is a
+    # call paid twice (bench 9 saw 25 000-row slices answered in over 30 s, then asked again).
+    timeout_s: float = 120.0
 
     def validate(self) -> None:
         if self.num_retries < 0:
