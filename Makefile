@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup ui-setup test test-cluster test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop sandbox clean
+.PHONY: setup ui-setup test test-cluster test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop kafka-cluster-start kafka-cluster-stop sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -94,8 +94,15 @@ broker-start: setup
 broker-stop:
 	$(PY) -m reporting_assets.infra.kafka stop
 
+# A 3-broker KRaft cluster on loopback (ports 9192-9194, controllers 9195-9197, data/kafka-cluster).
+kafka-cluster-start: setup
+	$(PY) -m reporting_assets.infra.kafka.cluster start
+
+kafka-cluster-stop:
+	$(PY) -m reporting_assets.infra.kafka.cluster stop
+
 sandbox: setup
 	$(PY) -m reporting_assets.sandbox --port 8085
 
 clean:
-	rm -rf data/landing data/exports data/warehouse.duckdb data/kafka data/dagster_home
+	rm -rf data/landing data/exports data/warehouse.duckdb data/kafka data/kafka-cluster data/dagster_home

@@ -65,6 +65,18 @@ class Settings(BaseModel):
     topic_partitions: int = _env(
         "REPORTING_TOPIC_PARTITIONS", KafkaCluster.topic_partitions, "Partitions of new topics.", ge=1
     )
+    replication_factor: int = _env(
+        "KAFKA_REPLICATION_FACTOR",
+        KafkaCluster.replication_factor,
+        "Replicas of new topics; 0: 3 when the cluster shows 3+ brokers, else 1 (production: set 3).",
+        ge=0,
+    )
+    min_insync_replicas: int = _env(
+        "KAFKA_MIN_INSYNC_REPLICAS",
+        KafkaCluster.min_insync_replicas,
+        "min.insync.replicas of new topics; 0: 2 with 3+ replicas, else 1 (production: set 2).",
+        ge=0,
+    )
     consumer_group: str = _env(
         "REPORTING_CONSUMER_GROUP", KafkaCluster.consumer_group, "The group whose commits are the memory."
     )

@@ -46,6 +46,42 @@ class TopicLag:
     total: int
 
 
+REPLICATED_FROM_BROKERS = 3  # with this many brokers or more, topics are made with 3 replicas, min ISR 2
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How new topics are replicated: ``factor`` copies, a write is acknowledged once ``min_insync`` have it."""
+
+    factor: int
+    min_insync: int
+
+
+def replication_for(brokers: int, factor: int = 0, min_insync: int = 0) -> Replication:
+    """The replication of new topics on a cluster of ``brokers`` brokers; 0 means "decide from the cluster".
+
+    Decided: 3 replicas and ``min.insync.replicas`` 2 from 3 brokers up (a broker can die with no write
+    lost, and writes go on), else 1 and 1 (a single local broker). Production sets both explicitly
+    (KAFKA_REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS), so a broker down at creation time does not
+    lower them.
+    """
+    if factor < 0 or min_insync < 0:
+        raise ValueError(f"replication {factor} / min.insync.replicas {min_insync} must be >= 0 (0: decided)")
+    chosen = factor or (3 if brokers >= REPLICATED_FROM_BROKERS else 1)
+    if chosen > brokers:
+        raise KafkaTopicError(
+            f"topics need {chosen} replicas but the cluster shows {brokers} brokers "
+            f"(setting KafkaResource.replication_factor / env KAFKA_REPLICATION_FACTOR)"
+        )
+    insync = min_insync or (2 if chosen >= 3 else 1)
+    if insync > chosen:
+        raise KafkaTopicError(
+            f"min.insync.replicas {insync} is more than the {chosen} replicas: no write could succeed "
+            f"(setting KafkaResource.min_insync_replicas / env KAFKA_MIN_INSYNC_REPLICAS)"
+        )
+    return Replication(factor=chosen, min_insync=insync)
+
+
 def parse_bootstrap_servers(value: str) -> list[tuple[str, int]]:
     """``"h1:9092,h2:9093"`` -> ``[("h1", 9092), ("h2", 9093)]``; raises ValueError when malformed."""
     servers = []
@@ -74,6 +110,8 @@ class KafkaCluster:
     consumer_group: str = "report-downloaders"
     client_id: str = "reporting-assets"
     request_timeout_ms: int = 30000
+    replication_factor: int = 0  # replicas of new topics; 0: 3 on a cluster of 3+ brokers, else 1
+    min_insync_replicas: int = 0  # min.insync.replicas of new topics; 0: 2 with 3+ replicas, else 1
 
     def __post_init__(self) -> None:
         try:
@@ -86,6 +124,11 @@ class KafkaCluster:
         for name in ("topic_partitions", "request_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"KafkaResource.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("replication_factor", "min_insync_replicas"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"KafkaResource.{name} must be >= 0 (0: decided from the cluster), got {getattr(self, name)}"
+                )
 
     @property
     def redrive_group(self) -> str:
@@ -99,7 +142,8 @@ class KafkaCluster:
 
         ``topics`` maps name -> partition count; by default the request and
         dead-letter and delay topics with ``topic_partitions`` each, kept forever
-        (``retention.ms=-1``). Existing topics are left
+        (``retention.ms=-1``), replicated as `replication_for` decides from the brokers the
+        cluster shows (or the settings say). Existing topics are left
         as they are (adding partitions would move keys to other partitions).
         """
         wanted = dict(topics) if topics is not None else self._default_topics()
@@ -110,13 +154,17 @@ class KafkaCluster:
             return
         with self._admin() as admin:
             described = {t["name"]: t for t in admin.describe_topics(list(wanted))}
-            # Unconsumed requests are the work still to do: never let retention delete them.
-            missing = {
-                name: {"num_partitions": partitions, "configs": {"retention.ms": "-1"}}
-                for name, partitions in wanted.items()
-                if described.get(name, {}).get("error_code", _UNKNOWN_TOPIC) == _UNKNOWN_TOPIC
-            }
+            missing = [
+                name for name in wanted if described.get(name, {}).get("error_code", _UNKNOWN_TOPIC) == _UNKNOWN_TOPIC
+            ]
             if missing:
+                replication = self.replication(admin)
+                # Unconsumed requests are the work still to do: never let retention delete them.
+                configs = {"retention.ms": "-1", "min.insync.replicas": str(replication.min_insync)}
+                missing = {
+                    name: {"num_partitions": wanted[name], "replication_factor": replication.factor, "configs": configs}
+                    for name in missing
+                }
                 result = admin.create_topics(missing, timeout_ms=self.request_timeout_ms, raise_errors=False)
                 for topic in result["topics"]:
                     # Someone else creating it at the same moment is fine.
@@ -124,6 +172,14 @@ class KafkaCluster:
                         reason = topic.get("error_message") or for_code(topic["error_code"]).__name__
                         raise KafkaTopicError(f"cannot create Kafka topic {topic['name']!r}: {reason}")
             admin.wait_for_topics(list(wanted), timeout_ms=self.request_timeout_ms)
+
+    def replication(self, admin: KafkaAdminClient | None = None) -> Replication:
+        """The replication new topics get, from the brokers in the cluster's metadata (fenced ones too)."""
+        if admin is None:
+            with self._admin() as own:
+                return self.replication(own)
+        brokers = len(retry_retriable(admin.describe_cluster, self.request_timeout_ms / 1000)["brokers"])
+        return replication_for(brokers, self.replication_factor, self.min_insync_replicas)
 
     def _default_topics(self) -> dict[str, int]:
         return {

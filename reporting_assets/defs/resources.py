@@ -35,6 +35,8 @@ def resources_from(settings: Settings, env_vars: bool) -> dict[str, Any]:
             dead_letter_topic=value("dead_letter_topic"),
             delay_topic=value("delay_topic"),
             topic_partitions=value("topic_partitions", integer=True),
+            replication_factor=value("replication_factor", integer=True),
+            min_insync_replicas=value("min_insync_replicas", integer=True),
             consumer_group=value("consumer_group"),
         ),
         "partner": PartnerResource(

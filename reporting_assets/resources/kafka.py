@@ -41,6 +41,8 @@ class KafkaResource(dg.ConfigurableResource):
     consumer_group: str = KafkaCluster.consumer_group
     client_id: str = KafkaCluster.client_id
     request_timeout_ms: int = KafkaCluster.request_timeout_ms
+    replication_factor: int = KafkaCluster.replication_factor
+    min_insync_replicas: int = KafkaCluster.min_insync_replicas
 
     # Wrap validators: pydantic turns a dg.EnvVar placeholder into a plain str/int before
     # an "after" validator sees it, and the placeholder must not be checked.
@@ -69,6 +71,16 @@ class KafkaResource(dg.ConfigurableResource):
         result = handler(value)
         if not _is_env_var(value) and result < 1:
             raise ValueError(f"KafkaResource.{info.field_name} must be >= 1, got {result}")
+        return result
+
+    @field_validator("replication_factor", "min_insync_replicas", mode="wrap")
+    @classmethod
+    def _check_not_negative(cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> int:
+        result = handler(value)
+        if not _is_env_var(value) and result < 0:
+            raise ValueError(
+                f"KafkaResource.{info.field_name} must be >= 0 (0: decided from the cluster), got {result}"
+            )
         return result
 
     def cluster(self) -> KafkaCluster:

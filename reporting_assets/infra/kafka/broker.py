@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,28 +93,46 @@ class BrokerSettings:
 OFFSETS_KEPT_MINUTES = 2**31 - 1  # the broker's largest value: about 4 000 years
 
 
-def server_properties(settings: BrokerSettings, log_dir: Path) -> dict[str, str]:
-    """The broker's configuration: one KRaft node that is its own controller quorum."""
+def server_properties(
+    settings: BrokerSettings,
+    log_dir: Path,
+    *,
+    node_id: int = NODE_ID,
+    voters: Mapping[int, str] | None = None,
+    replicas: int = 1,
+) -> dict[str, str]:
+    """The broker's configuration: one KRaft node that is its own controller quorum.
+
+    A node of a cluster (`cluster.py`) gives its ``node_id``, the controllers of the quorum
+    (``voters``: node id -> controller ``host:port``, a static quorum) and the ``replicas`` every
+    internal topic gets (min ISR one less, at least 1).
+    """
+    quorum = (
+        {"controller.quorum.voters": ",".join(f"{node}@{endpoint}" for node, endpoint in sorted(voters.items()))}
+        if voters
+        else {"controller.quorum.bootstrap.servers": settings.controller_endpoint}
+    )
+    min_isr = str(max(replicas - 1, 1))
     return {
         "process.roles": "broker,controller",
-        "node.id": str(NODE_ID),
-        "controller.quorum.bootstrap.servers": settings.controller_endpoint,
+        "node.id": str(node_id),
+        **quorum,
         "listeners": f"PLAINTEXT://{settings.bootstrap},CONTROLLER://{settings.controller_endpoint}",
         "advertised.listeners": f"PLAINTEXT://{settings.bootstrap},CONTROLLER://{settings.controller_endpoint}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(log_dir),
-        # One node: every internal topic must live with a single replica.
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        # One node: every internal topic must live with a single replica (a cluster: `replicas`).
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": str(replicas),
         "offsets.topic.num.partitions": "5",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "5",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": min_isr,
         "share.coordinator.state.topic.num.partitions": "5",
         # Groups form at once instead of waiting 3 s for more members.
         "group.initial.rebalance.delay.ms": "0",
@@ -170,6 +188,8 @@ class LocalKafkaBroker:
     Only the data dir identifies a broker: a second ``start`` finds the JVM through
     the pid file and returns its bootstrap instead of launching another one.
     """
+
+    node_id: int = NODE_ID  # a cluster's node (`cluster.ClusterNode`) has its own
 
     def __init__(self, settings: BrokerSettings | None = None, *, jars_dir: Path | None = None) -> None:
         self.settings = settings or BrokerSettings()
@@ -348,9 +368,20 @@ class LocalKafkaBroker:
         self.cluster_id_file.unlink(missing_ok=True)
 
     def _write_properties(self) -> None:
-        lines = [f"{key}={value}" for key, value in server_properties(self.settings, self.log_dir).items()]
+        lines = [f"{key}={value}" for key, value in self._properties().items()]
         header = "# Written by reporting_assets.infra.kafka on every start; edits are overwritten.\n"
         _write_atomically(self.properties_file, header + "\n".join(lines) + "\n")
+
+    def _properties(self) -> dict[str, str]:
+        return server_properties(self.settings, self.log_dir)
+
+    def _cluster_id(self, jars: Path, deadline: float) -> str:
+        """The id to format a fresh log dir with: a new one (a cluster's nodes share theirs)."""
+        return self._storage_tool(jars, deadline, "random-uuid").split()[-1]
+
+    def _format_options(self) -> list[str]:
+        """A single node is a quorum of its own; a cluster's nodes list their voters in server.properties."""
+        return ["--standalone"]
 
     def _ensure_formatted(self, jars: Path, deadline: float) -> None:
         meta = self.log_dir / "meta.properties"
@@ -362,8 +393,10 @@ class LocalKafkaBroker:
                 f"kafka data dir {self.data_dir} is unusable: {self.log_dir} holds files but no "
                 f"meta.properties (an interrupted format?); start with --reset / reset=True to wipe it"
             )
-        cluster_id = self._storage_tool(jars, deadline, "random-uuid").split()[-1]
-        self._storage_tool(jars, deadline, "format", "-t", cluster_id, "-c", str(self.properties_file), "--standalone")
+        cluster_id = self._cluster_id(jars, deadline)
+        self._storage_tool(
+            jars, deadline, "format", "-t", cluster_id, "-c", str(self.properties_file), *self._format_options()
+        )
         _write_atomically(self.cluster_id_file, cluster_id + "\n")
 
     def _check_meta_properties(self, meta: Path) -> None:
@@ -382,8 +415,8 @@ class LocalKafkaBroker:
             raise unusable(f"{meta} is corrupt (missing {', '.join(missing)})")
         if props["version"] != "1":
             raise unusable(f"{meta} has version {props['version']}, KRaft needs version 1")
-        if props["node.id"] != str(NODE_ID):
-            raise unusable(f"{meta} belongs to node {props['node.id']}, this broker is node {NODE_ID}")
+        if props["node.id"] != str(self.node_id):
+            raise unusable(f"{meta} belongs to node {props['node.id']}, this broker is node {self.node_id}")
         with contextlib.suppress(FileNotFoundError):
             expected = self.cluster_id_file.read_text().strip()
             if expected and props["cluster.id"] != expected:
