@@ -58,7 +58,7 @@ def spark_enqueue(bootstrap_servers: str, topic: str, config: dict[str, Any]) ->
     with tempfile.TemporaryDirectory() as landing:  # a first enqueue: no older download to replace
         LandingZone(landing).begin_downloads(((config["report"], d, a) for a, d in pairs), download)
     frame = request_frame(spark, pairs, [get_report(config["report"])], config["row_limit"], download)
-    write_requests(frame, bootstrap_servers, topic)
+    write_requests(frame, {"kafka.bootstrap.servers": bootstrap_servers}, topic)
     run_s = time.perf_counter() - started
     spark.stop()
     return {"session_s": session_s, "run_s": run_s}

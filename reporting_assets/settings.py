@@ -15,10 +15,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from reporting_assets.core.consumer.tuning import ConsumerTuning
 from reporting_assets.core.kafka import KafkaCluster
+from reporting_assets.core.kafka_security import KafkaSecurity, KafkaSecurityError
 from reporting_assets.core.messages import MAX_ROW_LIMIT
 from reporting_assets.core.partner import Partner
 from reporting_assets.core.reports import CATALOG_VARIABLE, DEFAULT_REPORTS, load_catalog
@@ -76,6 +86,33 @@ class Settings(BaseModel):
         KafkaCluster.min_insync_replicas,
         "min.insync.replicas of new topics; 0: 2 with 3+ replicas, else 1 (production: set 2).",
         ge=0,
+    )
+    kafka_security_protocol: str = _env(
+        "KAFKA_SECURITY_PROTOCOL",
+        KafkaSecurity.protocol,
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL: the same for every client and Spark's sink.",
+    )
+    kafka_sasl_mechanism: str = _env(
+        "KAFKA_SASL_MECHANISM", KafkaSecurity.sasl_mechanism, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_*)."
+    )
+    kafka_sasl_username: str = _env("KAFKA_SASL_USERNAME", KafkaSecurity.sasl_username, "SASL user (SASL_*).")
+    kafka_sasl_password: SecretStr = _env(
+        "KAFKA_SASL_PASSWORD", SecretStr(""), "SASL password (SASL_*): read at launch, never logged or shown."
+    )
+    kafka_ssl_cafile: str = _env(
+        "KAFKA_SSL_CAFILE",
+        KafkaSecurity.ssl_cafile,
+        "PEM CA bundle the brokers' certificates chain to (empty: system CAs).",
+    )
+    kafka_ssl_certfile: str = _env(
+        "KAFKA_SSL_CERTFILE", KafkaSecurity.ssl_certfile, "PEM client certificate, for mutual TLS (with the key file)."
+    )
+    kafka_ssl_keyfile: str = _env("KAFKA_SSL_KEYFILE", KafkaSecurity.ssl_keyfile, "PEM key of the client certificate.")
+    kafka_ssl_key_password: SecretStr = _env(
+        "KAFKA_SSL_KEY_PASSWORD", SecretStr(""), "Password of an encrypted client key file."
+    )
+    kafka_ssl_check_hostname: Flag = _env(
+        "KAFKA_SSL_CHECK_HOSTNAME", KafkaSecurity.ssl_check_hostname, "Check the brokers' certificates name them."
     )
     consumer_group: str = _env(
         "REPORTING_CONSUMER_GROUP", KafkaCluster.consumer_group, "The group whose commits are the memory."
@@ -190,6 +227,20 @@ class Settings(BaseModel):
     def _timezone(cls, value: str) -> str:
         return value.strip()
 
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka security settings, checked together; KafkaSecurityError names the variable."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password.get_secret_value(),
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password.get_secret_value(),
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings from `env` (default: the process environment); empty variables take the default.
@@ -217,7 +268,7 @@ class Settings(BaseModel):
             raw = {variables[field]: value for field, value in tuning.items()}
             raise _setting_error(error, variables, raw) from None
         try:
-            return cls.model_validate({**values, "consumer": consumer})
+            settings = cls.model_validate({**values, "consumer": consumer})
         except ValidationError as error:
             aliases = {
                 name: field.validation_alias.choices[0]
@@ -227,6 +278,11 @@ class Settings(BaseModel):
             raise _setting_error(
                 error, aliases, {aliases.get(k, k): v for k, v in values.items()}, by_alias=True
             ) from None
+        try:
+            settings.kafka_security()
+        except KafkaSecurityError as error:
+            raise SettingError(str(error)) from None
+        return settings
 
 
 def load_settings() -> Settings:
@@ -266,7 +322,7 @@ def env_example() -> str:
 
 
 def _text(value: object) -> str:
-    if value is None:
+    if value is None or isinstance(value, SecretStr):
         return ""
     if isinstance(value, list):
         return ",".join(f"{item:g}" for item in value) or "none"

@@ -6,7 +6,7 @@ hashes), so enqueueing a million requests never loops over them in Python.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -93,11 +93,15 @@ def request_frame(
     return calls.select(F.col("account").alias("key"), value.alias("value"))
 
 
-def write_requests(frame: DataFrame, bootstrap_servers: str, topic: str) -> None:
-    """Spark's Kafka sink; the key (account) picks the Kafka partition with Kafka's own partitioner."""
+def write_requests(frame: DataFrame, kafka_options: Mapping[str, str], topic: str) -> None:
+    """Spark's Kafka sink; the key (account) picks the Kafka partition with Kafka's own partitioner.
+
+    `kafka_options`: ``kafka.bootstrap.servers`` and the cluster's security (``kafka.*``), as
+    `KafkaResource.spark_options` gives them.
+    """
     (
         frame.write.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap_servers)
+        .options(**kafka_options)
         .option("kafka.acks", "all")
         .option("kafka.linger.ms", "20")
         .option("topic", topic)

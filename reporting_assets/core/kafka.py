@@ -8,7 +8,9 @@ work still to do. Requests that keep failing go to ``dead_letter_topic``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +19,18 @@ from typing import Any, TypeVar
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+from kafka.errors import (
+    AuthorizationError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
+
+from reporting_assets.core.kafka_security import KafkaSecurity
 
 T = TypeVar("T")
 
@@ -27,6 +40,10 @@ _UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno
 
 class KafkaUnavailableError(RuntimeError):
     """No Kafka broker answers at the configured bootstrap servers."""
+
+
+class KafkaAuthenticationError(KafkaUnavailableError):
+    """The brokers answer but refuse the client's login or certificate (the security settings)."""
 
 
 class KafkaTopicError(RuntimeError):
@@ -112,6 +129,7 @@ class KafkaCluster:
     request_timeout_ms: int = 30000
     replication_factor: int = 0  # replicas of new topics; 0: 3 on a cluster of 3+ brokers, else 1
     min_insync_replicas: int = 0  # min.insync.replicas of new topics; 0: 2 with 3+ replicas, else 1
+    security: KafkaSecurity = KafkaSecurity()  # TLS / SASL of every client and of Spark's sink
 
     def __post_init__(self) -> None:
         try:
@@ -396,21 +414,38 @@ class KafkaCluster:
             "client_id": self.client_id,
             "request_timeout_ms": self.request_timeout_ms,
             "bootstrap_timeout_ms": self.request_timeout_ms,
+            **self.security.client_config(),
         }
 
     def _unavailable(self, cause: object) -> KafkaUnavailableError:
+        through = "" if self.security.protocol == "PLAINTEXT" else f" with {self.security.describe()}"
         return KafkaUnavailableError(
-            f"Kafka broker not reachable at {self.bootstrap_servers} "
-            f"(setting KafkaResource.bootstrap_servers / env KAFKA_BOOTSTRAP_SERVERS): {cause}"
+            f"Kafka broker not reachable at {self.bootstrap_servers}{through} "
+            f"(setting KafkaResource.bootstrap_servers / env KAFKA_BOOTSTRAP_SERVERS"
+            f"{', KAFKA_SECURITY_PROTOCOL' if through else ''}): {cause}"
         )
 
     def _connect(self, client_class: type, *args: Any, **config: Any) -> Any:
         # kafka-python clients bootstrap in __init__ and raise KafkaTimeoutError when
         # nothing answers; say which setting points at the wrong place.
-        try:
-            return client_class(*args, **config)
-        except KafkaTimeoutError as error:
-            raise self._unavailable(error) from error
+        with _refusals() as refused:
+            try:
+                return client_class(*args, **config)
+            except KafkaTimeoutError as error:
+                if refused:
+                    raise self._refused(refused[-1]) from error
+                raise self._unavailable(error) from error
+
+    def _refused(self, cause: Exception) -> KafkaAuthenticationError:
+        if isinstance(cause, ssl.SSLError | KafkaConnectionError):
+            settings = "env KAFKA_SSL_CAFILE / KAFKA_SSL_CHECK_HOSTNAME / KAFKA_SECURITY_PROTOCOL"
+            what = f"the TLS handshake failed ({str(cause).splitlines()[0][:200]})"
+        else:
+            settings = "env KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD / KAFKA_SASL_MECHANISM"
+            what = f"login refused ({str(cause).splitlines()[0][:200]})"
+        return KafkaAuthenticationError(
+            f"Kafka at {self.bootstrap_servers} answers but {what} for {self.security.describe()} (settings {settings})"
+        )
 
     @contextlib.contextmanager
     def _admin(self, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]:
@@ -449,6 +484,35 @@ class KafkaCluster:
         )
         # The broker answers -1 for partitions the group never committed.
         return {tp.partition: max(committed[tp].offset, 0) if tp in committed else 0 for tp in tps}
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[list[Exception]]:
+    """The login and TLS failures kafka-python logs while it bootstraps.
+
+    It retries a refused password or an untrusted certificate until its bootstrap timeout and says
+    why only in its log; this collects the exceptions it logs, so the error can name the cause.
+    """
+    refused: list[Exception] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            args = record.args if isinstance(record.args, tuple) else ()
+            refused.extend(arg for arg in args if _is_refusal(arg))
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger("kafka")
+    logger.addHandler(handler)
+    try:
+        yield refused
+    finally:
+        logger.removeHandler(handler)
+
+
+def _is_refusal(error: object) -> bool:
+    if isinstance(error, SaslAuthenticationFailedError | AuthorizationError | ssl.SSLError):
+        return True
+    return isinstance(error, KafkaConnectionError) and "Handshake failed" in str(error)
 
 
 def subscribe(

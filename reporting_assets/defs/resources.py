@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import dagster as dg
+from pydantic import SecretStr
 
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.partner import PartnerResource
@@ -26,7 +27,12 @@ def resources_from(settings: Settings, env_vars: bool) -> dict[str, Any]:
         variable = Settings.model_fields[field].validation_alias.choices[0]  # type: ignore[union-attr]
         if env_vars and os.environ.get(variable, "").strip():
             return dg.EnvVar.int(variable) if integer else dg.EnvVar(variable)
-        return getattr(settings, field)
+        setting = getattr(settings, field)
+        return setting.get_secret_value() if isinstance(setting, SecretStr) else setting
+
+    def flag(field: str) -> bool:
+        # A flag is passed as its value: dg.EnvVar gives strings, and its words ("yes", "on") are the settings'.
+        return bool(getattr(settings, field))
 
     return {
         "kafka": KafkaResource(
@@ -38,6 +44,15 @@ def resources_from(settings: Settings, env_vars: bool) -> dict[str, Any]:
             replication_factor=value("replication_factor", integer=True),
             min_insync_replicas=value("min_insync_replicas", integer=True),
             consumer_group=value("consumer_group"),
+            security_protocol=value("kafka_security_protocol"),
+            sasl_mechanism=value("kafka_sasl_mechanism"),
+            sasl_username=value("kafka_sasl_username"),
+            sasl_password=value("kafka_sasl_password"),
+            ssl_cafile=value("kafka_ssl_cafile"),
+            ssl_certfile=value("kafka_ssl_certfile"),
+            ssl_keyfile=value("kafka_ssl_keyfile"),
+            ssl_key_password=value("kafka_ssl_key_password"),
+            ssl_check_hostname=flag("kafka_ssl_check_hostname"),
         ),
         "partner": PartnerResource(
             api_endpoint=value("partner_api_endpoint") or None,  # set empty: Google itself

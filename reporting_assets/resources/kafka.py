@@ -18,6 +18,7 @@ from reporting_assets.core.kafka import (  # noqa: F401  (re-exported for the re
     TopicLag,
     parse_bootstrap_servers,
 )
+from reporting_assets.core.kafka_security import KafkaSecurity
 
 # What dg.EnvVar.int() returns: not exported by Dagster under a public name.
 _INT_ENV_VAR = type(dg.EnvVar.int("_"))
@@ -43,6 +44,16 @@ class KafkaResource(dg.ConfigurableResource):
     request_timeout_ms: int = KafkaCluster.request_timeout_ms
     replication_factor: int = KafkaCluster.replication_factor
     min_insync_replicas: int = KafkaCluster.min_insync_replicas
+    # TLS / SASL (see KafkaSecurity); passwords come as dg.EnvVar, so the UI shows their names only.
+    security_protocol: str = KafkaSecurity.protocol
+    sasl_mechanism: str = KafkaSecurity.sasl_mechanism
+    sasl_username: str = KafkaSecurity.sasl_username
+    sasl_password: str = KafkaSecurity.sasl_password
+    ssl_cafile: str = KafkaSecurity.ssl_cafile
+    ssl_certfile: str = KafkaSecurity.ssl_certfile
+    ssl_keyfile: str = KafkaSecurity.ssl_keyfile
+    ssl_key_password: str = KafkaSecurity.ssl_key_password
+    ssl_check_hostname: bool = KafkaSecurity.ssl_check_hostname
 
     # Wrap validators: pydantic turns a dg.EnvVar placeholder into a plain str/int before
     # an "after" validator sees it, and the placeholder must not be checked.
@@ -83,8 +94,30 @@ class KafkaResource(dg.ConfigurableResource):
             )
         return result
 
+    def security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+            ssl_cafile=self.ssl_cafile,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+            ssl_key_password=self.ssl_key_password,
+            ssl_check_hostname=self.ssl_check_hostname,
+        )
+
     def cluster(self) -> KafkaCluster:
-        return KafkaCluster(**{field.name: getattr(self, field.name) for field in dataclasses.fields(KafkaCluster)})
+        fields = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(KafkaCluster)
+            if field.name != "security"
+        }
+        return KafkaCluster(**fields, security=self.security())
+
+    def spark_options(self) -> dict[str, str]:
+        """Spark's Kafka sink options for this cluster: bootstrap servers and security."""
+        return {"kafka.bootstrap.servers": self.bootstrap_servers, **self.security().spark_options()}
 
     # The cluster's operations, for code that holds the resource.
     @property

@@ -85,7 +85,7 @@ def report_requests(
         frame = request_frame(
             spark.spark_session, pairs, reports, config.row_limit, download, config.data_state, skip=plan.skipped
         )
-        write_requests(frame, kafka.bootstrap_servers, kafka.request_topic)
+        write_requests(frame, kafka.spark_options(), kafka.request_topic)
     watermark = kafka.end_offsets(kafka.request_topic)
     enqueued = len(plan.to_enqueue)
     context.log.info(f"enqueued {enqueued} requests on {kafka.request_topic}; end offsets {watermark}")
