@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup ui-setup test test-cluster test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop kafka-cluster-start kafka-cluster-stop sandbox clean
+.PHONY: setup ui-setup test test-cluster test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop kafka-cluster-start kafka-cluster-stop spark-cluster-start spark-cluster-stop sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -101,8 +101,16 @@ kafka-cluster-start: setup
 kafka-cluster-stop:
 	$(PY) -m reporting_assets.infra.kafka.cluster stop
 
+# A standalone Spark master and worker on loopback, from pyspark's distribution (master spark://127.0.0.1:7077,
+# its UI on 8480, the worker on 7078 / 8481 with 1 core and 1g, data/spark-cluster); then SPARK_MASTER=spark://127.0.0.1:7077.
+spark-cluster-start: setup
+	$(PY) -m reporting_assets.infra.spark start
+
+spark-cluster-stop:
+	$(PY) -m reporting_assets.infra.spark stop
+
 sandbox: setup
 	$(PY) -m reporting_assets.sandbox --port 8085
 
 clean:
-	rm -rf data/landing data/exports data/warehouse.duckdb data/kafka data/kafka-cluster data/dagster_home
+	rm -rf data/landing data/exports data/warehouse.duckdb data/kafka data/kafka-cluster data/spark-cluster data/dagster_home

@@ -32,6 +32,7 @@ from reporting_assets.core.kafka_security import KafkaSecurity, KafkaSecurityErr
 from reporting_assets.core.messages import MAX_ROW_LIMIT
 from reporting_assets.core.partner import Partner
 from reporting_assets.core.reports import CATALOG_VARIABLE, DEFAULT_REPORTS, load_catalog
+from reporting_assets.core.spark import DEFAULT_MASTER, MASTER_FORMS, MASTER_VARIABLE, check_master
 from reporting_assets.core.warehouse import Warehouse
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8085/"
@@ -150,6 +151,12 @@ class Settings(BaseModel):
         ",".join(DEFAULT_REPORTS),
         "Reports the schedules and a run without config enqueue: catalog names, comma-separated, or `all`.",
     )
+    spark_master: str = _env(
+        MASTER_VARIABLE,
+        DEFAULT_MASTER,
+        f"The Spark master of the enqueue: {MASTER_FORMS}; a cluster's executors need the connector jars "
+        "(shipped as spark.jars), this Python and the package (docs/deploy.md).",
+    )
     # Definitions
     start_date: dt.date = _env("REPORTING_START_DATE", dt.date(2026, 10, 1), "First daily partition.")
     sensors_running: Flag = _env("REPORTING_SENSORS_RUNNING", True, "Default status of the sensors.")
@@ -203,6 +210,11 @@ class Settings(BaseModel):
         if value and not Path(value).expanduser().is_file():
             raise ValueError("is not a file (a YAML report catalog, see reporting_assets/reports.yaml)")
         return value
+
+    @field_validator("spark_master")
+    @classmethod
+    def _spark_master(cls, value: str) -> str:
+        return check_master(value)
 
     @field_validator("reports")
     @classmethod

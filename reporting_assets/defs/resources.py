@@ -60,7 +60,7 @@ def resources_from(settings: Settings, env_vars: bool) -> dict[str, Any]:
             num_retries=value("partner_num_retries", integer=True),
         ),
         "warehouse": WarehouseResource(data_dir=value("data_dir")),
-        "spark": spark_resource(),
+        "spark": spark_resource(master=value("spark_master")),
     }
 
 
