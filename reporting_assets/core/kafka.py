@@ -396,11 +396,21 @@ class KafkaCluster:
         else:
             raise self._unavailable("; ".join(refused))
         remaining_ms = max(int((deadline - time.monotonic()) * 1000), 100)
-        with self._admin(timeout_ms=remaining_ms) as admin:
-            try:
-                admin.list_topics()
-            except KafkaError as error:
-                raise self._unavailable(error) from error
+        try:
+            with self._admin(timeout_ms=remaining_ms) as admin:
+                try:
+                    admin.list_topics()
+                except KafkaError as error:
+                    raise self._unavailable(error) from error
+        except KafkaAuthenticationError:
+            raise
+        except KafkaUnavailableError as error:
+            # The port took a TCP connection but no Kafka session came of it: most often a protocol that
+            # is not the listener's, or a listener that wants a client certificate.
+            hint = f"; {host}:{port} accepts connections: does its listener speak {self.security.protocol}"
+            if self.security.uses_tls and not self.security.ssl_certfile:
+                hint += ", or want a client certificate (KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE)"
+            raise KafkaUnavailableError(f"{error}{hint}?") from error
 
     def admin(self) -> KafkaAdminClient:
         """An admin client of the cluster; the caller closes it."""

@@ -1,6 +1,7 @@
 """The whole pipeline through a SASL_SSL listener (SCRAM-SHA-512) of a real broker: a CA and a broker
 certificate made here with openssl, the user created with the broker's own StorageTool. A wrong password
 is one clear error with nothing written; the password is found in no log, message, file or Dagster storage.
+The enqueue (Spark's sink) and the clients through a mutual-TLS listener, with a client certificate.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from kafka import KafkaConsumer
 
 from reporting_assets import runner
 from reporting_assets.core.consumer.tuning import ConsumerTuning
-from reporting_assets.core.kafka import KafkaAuthenticationError, KafkaCluster
+from reporting_assets.core.kafka import KafkaAuthenticationError, KafkaCluster, KafkaUnavailableError
+from reporting_assets.core.messages import ReportRequest
+from reporting_assets.core.reports import DEFAULT_REPORTS
+from reporting_assets.defs.partitions import account_partitions
 from reporting_assets.infra.kafka import BrokerSettings
-from reporting_assets.infra.kafka.secured import SaslSslListener, SecuredKafkaBroker, make_tls_files
+from reporting_assets.infra.kafka.secured import SaslSslListener, SecuredKafkaBroker, TlsFiles, make_tls_files
 from reporting_assets.infra.maven import ensure_jars
 from reporting_assets.infra.ports import free_ports
 from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec
@@ -29,19 +33,19 @@ DATES = ["2026-11-01"]
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecuredKafkaBroker, Path]]:
-    """A broker with PLAINTEXT (inside) and SASL_SSL (for the pipeline) listeners, and its CA file."""
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecuredKafkaBroker, TlsFiles]]:
+    """A broker with PLAINTEXT (inside), SASL_SSL (the pipeline) and mutual-TLS listeners, and its TLS files."""
     root = tmp_path_factory.mktemp("secured")
     tls = make_tls_files(root / "tls", keystore_password="keystore-pw-5d2a")
-    port, controller_port, secured_port = free_ports(3)
+    port, controller_port, secured_port, mutual_port = free_ports(4)
     broker = SecuredKafkaBroker(
         BrokerSettings(port=port, controller_port=controller_port, data_dir=root / "kafka"),
-        SaslSslListener(port=secured_port, tls=tls, scram_users={USER: PASSWORD}),
+        SaslSslListener(port=secured_port, tls=tls, ssl_port=mutual_port, scram_users={USER: PASSWORD}),
         jars_dir=ensure_jars("broker"),
     )
     try:
         broker.start()
-        yield broker, tls.ca_cert
+        yield broker, tls
     finally:
         broker.stop()
 
@@ -53,13 +57,13 @@ def sandbox_config() -> SandboxConfig:
 
 @pytest.fixture
 def secured_env(
-    secured: tuple[SecuredKafkaBroker, Path],
+    secured: tuple[SecuredKafkaBroker, TlsFiles],
     sandbox_config: SandboxConfig,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     unique_name: Callable[[str], str],
 ) -> Iterator[dict[str, str]]:
-    broker, ca_file = secured
+    broker, tls = secured
     topic = unique_name("requests")
     with SandboxServer(sandbox_config) as sandbox:
         env = {
@@ -68,7 +72,7 @@ def secured_env(
             "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
             "KAFKA_SASL_USERNAME": USER,
             "KAFKA_SASL_PASSWORD": PASSWORD,
-            "KAFKA_SSL_CAFILE": str(ca_file),
+            "KAFKA_SSL_CAFILE": str(tls.ca_cert),
             "REPORTING_REQUEST_TOPIC": topic,
             "REPORTING_DEAD_LETTER_TOPIC": f"{topic}.dead-letter",
             "REPORTING_DELAY_TOPIC": f"{topic}.delayed",
@@ -183,3 +187,33 @@ def _run_errors(instance: dg.DagsterInstance) -> str:
             if event.dagster_event and event.dagster_event.is_failure:
                 messages.append(str(event.dagster_event.event_specific_data))
     return "\n".join(messages)
+
+
+def test_the_enqueue_and_the_clients_go_through_mutual_tls_with_a_client_certificate(
+    secured, secured_env, instance, monkeypatch
+):
+    broker, tls = secured
+    env = {
+        **secured_env,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.mutual_tls_bootstrap,
+        "KAFKA_SECURITY_PROTOCOL": "SSL",
+        "KAFKA_SASL_USERNAME": "",
+        "KAFKA_SASL_PASSWORD": "",
+        "KAFKA_SSL_CERTFILE": str(tls.client_cert),
+        "KAFKA_SSL_KEYFILE": str(tls.client_key),
+    }
+    without_certificate = build_resources({**env, "KAFKA_SSL_CERTFILE": "", "KAFKA_SSL_KEYFILE": ""})["kafka"]
+    with pytest.raises(KafkaUnavailableError, match="want a client certificate \\(KAFKA_SSL_CERTFILE"):
+        without_certificate.cluster().check_reachable(timeout_s=5)
+
+    accounts = sorted(site.url for site in SITES)
+    instance.add_dynamic_partitions(account_partitions.name, accounts)
+    # Spark's sink takes the certificate and key as PEM text (kafka.ssl.keystore.*), kafka-python as files.
+    enqueued = runner.enqueue(instance, build_resources(env), DATES, accounts)
+    assert enqueued == len(accounts) * len(DATES) * len(DEFAULT_REPORTS)
+    values = every_value(inside(broker, env), env["REPORTING_REQUEST_TOPIC"]).split(b"\n")
+    requests = [ReportRequest.decode(value.partition(b"\t")[2]) for value in values]
+    planned = {(a, d, r) for a in accounts for d in DATES for r in DEFAULT_REPORTS}
+    assert sorted((r.account, r.date, r.report) for r in requests) == sorted(planned)  # each exactly once
+    mutual = build_resources(env)["kafka"].cluster()
+    assert sum(mutual.end_offsets(env["REPORTING_REQUEST_TOPIC"]).values()) == enqueued  # read through mTLS too
