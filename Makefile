@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup ui-setup test test-cluster test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop kafka-cluster-start kafka-cluster-stop spark-cluster-start spark-cluster-stop sandbox clean
+.PHONY: setup ui-setup cluster-setup test test-cluster test-fast lint format check-defs demo dev bench bench-quick bench-full soak broker-start broker-stop kafka-cluster-start kafka-cluster-stop spark-cluster-start spark-cluster-stop sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -28,6 +28,15 @@ ui-setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(CHROMIUM) || { echo "chromium is still missing at $(CHROMIUM): the UI test cannot run" >&2; exit 1; }
 
+# Debian's PostgreSQL server binaries for the Postgres-backed Dagster test (the cluster tier, which
+# starts its own server on a free port); skipped when an initdb is already installed.
+cluster-setup:
+	@test -n "$$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" || { \
+	  echo "installing postgresql (apt-get, about a minute)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@test -n "$$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" || { \
+	  echo "no /usr/lib/postgresql/*/bin/initdb: the Postgres-backed Dagster test cannot run" >&2; exit 1; }
+
 # The whole suite (CI): lint, format check, every definition loaded by `dg check defs`, then all tests
 # but the cluster tier.
 test: setup ui-setup lint check-defs
@@ -35,7 +44,7 @@ test: setup ui-setup lint check-defs
 
 # The cluster tier (CI runs it after `make test`): secured Kafka, a 3-broker cluster, a standalone Spark
 # cluster and Postgres-backed Dagster, each started on loopback by its test.
-test-cluster: setup
+test-cluster: setup cluster-setup
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
 # The unit tier (no broker, Spark or daemon): about a minute.
