@@ -408,7 +408,10 @@ class KafkaCluster:
             # The port took a TCP connection but no Kafka session came of it: most often a protocol that
             # is not the listener's, or a listener that wants a client certificate.
             hint = f"; {host}:{port} accepts connections: does its listener speak {self.security.protocol}"
-            if self.security.uses_tls and not self.security.ssl_certfile:
+            if self.security.uses_sasl:
+                # A refused login is sometimes seen only as the broker closing the connection.
+                hint += ", and are the login's user and password right (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD)"
+            elif self.security.uses_tls and not self.security.ssl_certfile:
                 hint += ", or want a client certificate (KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE)"
             raise KafkaUnavailableError(f"{error}{hint}?") from error
 
@@ -442,8 +445,9 @@ class KafkaCluster:
             try:
                 return client_class(*args, **config)
             except KafkaTimeoutError as error:
-                if refused:
-                    raise self._refused(refused[-1]) from error
+                if refused:  # the broker's own answer where one was read
+                    cause = next((e for e in refused if not isinstance(e, _LoginLost)), refused[-1])
+                    raise self._refused(cause) from error
                 raise self._unavailable(error) from error
 
     def _refused(self, cause: Exception) -> KafkaAuthenticationError:
@@ -501,7 +505,10 @@ def _refusals() -> Iterator[list[Exception]]:
     """The login and TLS failures kafka-python logs while it bootstraps.
 
     It retries a refused password or an untrusted certificate until its bootstrap timeout and says
-    why only in its log; this collects the exceptions it logs, so the error can name the cause.
+    why only in its log; this collects the exceptions it logs, so the error can name the cause. The
+    broker's answer to a refused login is often lost to the close that follows it (kafka-python then
+    logs "socket disconnected"): a connection lost after the version exchange, while its SASL login
+    was under way, counts as a refused login too.
     """
     refused: list[Exception] = []
 
@@ -509,6 +516,8 @@ def _refusals() -> Iterator[list[Exception]]:
         def emit(self, record: logging.LogRecord) -> None:
             args = record.args if isinstance(record.args, tuple) else ()
             refused.extend(arg for arg in args if _is_refusal(arg))
+            if len(args) == 2 and _lost_during_login(*args):
+                refused.append(_LoginLost("the broker closed the connection during the login"))
 
     handler = Collect(logging.WARNING)
     logger = logging.getLogger("kafka")
@@ -517,6 +526,22 @@ def _refusals() -> Iterator[list[Exception]]:
         yield refused
     finally:
         logger.removeHandler(handler)
+
+
+class _LoginLost(SaslAuthenticationFailedError):
+    """A login the broker ended by closing the connection, its answer lost."""
+
+
+def _lost_during_login(connection: object, error: object) -> bool:
+    """A kafka-python connection that was lost between its version exchange and the end of its SASL login."""
+    initialized = getattr(connection, "_init_future", None)  # no public name for "still logging in"
+    return (
+        isinstance(error, KafkaConnectionError)
+        and getattr(connection, "sasl_enabled", False) is True
+        and getattr(connection, "broker_version", None) is not None
+        and initialized is not None
+        and not initialized.succeeded()
+    )
 
 
 def _is_refusal(error: object) -> bool:

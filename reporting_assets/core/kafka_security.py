@@ -114,7 +114,8 @@ class KafkaSecurity:
     def spark_options(self) -> dict[str, str]:
         """Spark's Kafka sink options (``kafka.`` + the Java client's setting).
 
-        The Java client reads PEM directly (``ssl.truststore.type=PEM``), so the same files serve both.
+        The Java client reads PEM (``ssl.*.type=PEM``), so the same files serve both. They are passed as
+        text, not paths: the sink runs in the executors, which may sit on machines without the files.
         Spark redacts option values holding "password" from its plans and logs.
         """
         options = {"kafka.security.protocol": self.protocol}
@@ -128,9 +129,8 @@ class KafkaSecurity:
         if self.uses_tls:
             if self.ssl_cafile:
                 options["kafka.ssl.truststore.type"] = "PEM"
-                options["kafka.ssl.truststore.location"] = str(Path(self.ssl_cafile).expanduser())
+                options["kafka.ssl.truststore.certificates"] = Path(self.ssl_cafile).expanduser().read_text()
             if self.ssl_certfile:
-                # Contents, not paths: the Java client's PEM keystore takes a key and chain as text.
                 options["kafka.ssl.keystore.type"] = "PEM"
                 options["kafka.ssl.keystore.certificate.chain"] = Path(self.ssl_certfile).expanduser().read_text()
                 options["kafka.ssl.keystore.key"] = Path(self.ssl_keyfile).expanduser().read_text()

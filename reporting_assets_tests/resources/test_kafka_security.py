@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from kafka.errors import KafkaConnectionError
+from kafka.future import Future
 
+from reporting_assets.core.kafka import _lost_during_login
 from reporting_assets.core.kafka_security import KafkaSecurity, KafkaSecurityError
 from reporting_assets.defs.resources import resources_from
 from reporting_assets.settings import SettingError, Settings, env_example
@@ -48,7 +51,7 @@ def test_sasl_ssl_scram_is_the_same_for_kafka_python_and_spark(pem):
         "kafka.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required "
         'username="alice" password="p\\"w\\\\1";',
         "kafka.ssl.truststore.type": "PEM",
-        "kafka.ssl.truststore.location": str(pem["ca"]),
+        "kafka.ssl.truststore.certificates": pem["ca"].read_text(),  # text: executors may lack the file
     }
 
 
@@ -132,3 +135,26 @@ def test_the_settings_check_the_combination_and_keep_the_password_out_of_sight(m
     metadata = result.asset_materializations_for_node("probe")[0].metadata
     assert metadata["config_has_password"].value is True and metadata["jaas_has_password"].value is True
     assert SECRET not in str(result.dagster_run.run_config)
+
+
+class _Connection:
+    """What kafka-python's connection shows when it logs "Connection lost"."""
+
+    def __init__(self, sasl: bool, versions_known: bool, logged_in: bool) -> None:
+        self.sasl_enabled = sasl
+        self.broker_version = (4, 2) if versions_known else None
+        self._init_future = Future()
+        if logged_in:
+            self._init_future.success(None)
+        else:
+            self._init_future.failure(KafkaConnectionError("socket disconnected"))
+
+
+def test_a_connection_lost_during_the_sasl_login_counts_as_a_refused_login():
+    lost = KafkaConnectionError("socket disconnected")
+    assert _lost_during_login(_Connection(sasl=True, versions_known=True, logged_in=False), lost)
+    # Not a login: no SASL, lost before the version exchange (another protocol), or lost after a login.
+    assert not _lost_during_login(_Connection(sasl=False, versions_known=True, logged_in=False), lost)
+    assert not _lost_during_login(_Connection(sasl=True, versions_known=False, logged_in=False), lost)
+    assert not _lost_during_login(_Connection(sasl=True, versions_known=True, logged_in=True), lost)
+    assert not _lost_during_login(_Connection(sasl=True, versions_known=True, logged_in=False), ValueError("x"))
