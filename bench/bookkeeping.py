@@ -180,7 +180,8 @@ def run(bench: Bench) -> dict[str, Any]:
             "are medians of the rounds.",
             "Kafka path = the driver producing the N requests (kafka-python, acks=all) + one consumer process from its "
             "first record until all N are landed and their offsets committed. The consumer's group join (and client "
-            "construction, for both sides) is a fixed start-up cost, shown apart and not spread over the requests.",
+            "construction, for both sides, and the producer's connection and first metadata fetch) is a fixed start-up "
+            "cost, not spread over the requests; the join is shown apart.",
             "CPU: the consumer process's user+sys seconds (its imports included) against the plain loop process's.",
             f"Every Kafka run landed all N with one call each and left no lag: {all_landed}.",
         ],

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit-every", type=int, default=1)
     parser.add_argument("--commit-interval-s", type=float, default=0.2)
     parser.add_argument("--seconds", type=int, default=6, help="py-spy sampling time, from 2 s after the start")
+    parser.add_argument("--cpu-only", action="store_true", help="py-spy samples only threads on the CPU (no --idle)")
     args = parser.parse_args(argv)
 
     from bench.common import Bench, produce, requests_for, site_urls, start_child
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2.0)
             spied = subprocess.run(
                 [spy, "record", "--pid", str(child.process.pid), "--duration", str(round(args.seconds)), "--rate", "500",
-                 "--threads", "--idle", "--nonblocking", "--format", "raw", "-o", str(raw)],
+                 "--threads", *([] if args.cpu_only else ["--idle"]), "--nonblocking", "--format", "raw", "-o", str(raw)],
                 check=False, capture_output=True, text=True,
             )  # fmt: skip
             result = child.result(timeout_s=1_800)
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(requests)} requests, {args.concurrency} in flight, commit every {args.commit_every}: "
           f"{per_request:.2f} ms/request from the first record, {result['commits']} commits, "
           f"{result['polls']} polls ({result['poll_s']:.2f} s, {result['polled_records']} records)")  # fmt: skip
+    print("thread CPU s:", result["thread_cpu_s"])
     print(f"\npolling thread (pyinstrument, {text_profile}):\n{text_profile.read_text()}")
     if raw.exists():
         print(f"all threads (py-spy, share of samples a function is on the stack; {raw}):\n{summarize_raw(raw)}")

@@ -92,11 +92,13 @@ def run_consumer(
         profiler = Profiler(interval=0.001, async_mode="disabled")
         profiler.start()
     started = time.perf_counter()
+    cpu_before = thread_cpu_s()
     try:
         loop.subscribe()
         stats = loop.run()
     finally:
         ended = time.perf_counter()
+        cpu_after = thread_cpu_s()
         if watch is not None:
             watch.close()
         producer.close(timeout=10)
@@ -116,7 +118,28 @@ def run_consumer(
         "polled_records": consumer.polled_records,
         "partitions": sorted(tp.partition for tp in consumer.assigned),
         "final_rates": loop.pacer.rates(),
+        "thread_cpu_s": {name: round(cpu - cpu_before.get(name, 0.0), 3) for name, cpu in cpu_after.items()},
     }
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's threads, by kind (name without its number)."""
+    import os
+    import re
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {thread.native_id: re.sub(r"[-_]\d+$|\(.*\)", "", thread.name) for thread in threading.enumerate()}
+    totals: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(task), "other")
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return totals
 
 
 def consumer_group_jobs(

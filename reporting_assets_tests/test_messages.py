@@ -141,6 +141,10 @@ def test_a_download_id_is_carried_by_every_page_and_redrive_but_is_not_part_of_t
     for bad in ("../x", "a/b", "x" * 101, "a b"):
         with pytest.raises(InvalidRequestError, match="download"):
             ReportRequest.decode(json.dumps({**request.to_json(), "download": bad}).encode())
+        with pytest.raises(InvalidRequestError, match="download"):
+            make().in_download(bad)  # the consumer names downloads without re-checking the rest
+    named = make().in_download("20261203T120000000000Z-p1o2")
+    assert named == make() and named.download == "20261203T120000000000Z-p1o2" and make().download == ""
 
 
 def test_download_ids_sort_by_time_whoever_named_them():

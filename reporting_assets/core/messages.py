@@ -7,6 +7,7 @@ Messages never carry credentials: the consumer's partner resource holds them.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -19,6 +20,7 @@ REQUEST_VERSION = 1
 DEAD_LETTER_VERSION = 1
 MAX_ROW_LIMIT = 25_000
 MAX_ACCOUNT_LENGTH = 2_048
+CONTROL_CHARACTER = re.compile("[\x00-\x1f]")
 # Search Console keeps 16 months of data; anything far outside that is a typo, not a request.
 EARLIEST_DATE = dt.date(2000, 1, 1)
 LATEST_DATE = dt.date(2100, 1, 1)
@@ -83,7 +85,13 @@ class ReportRequest:
         return replace(self, retries=self.retries + 1)
 
     def in_download(self, download: str) -> ReportRequest:
-        return replace(self, download=download)
+        # The consumer names the download of every hand-enqueued message: only the new field needs
+        # checking, the rest was checked when the message was decoded.
+        if not isinstance(download, str) or not DOWNLOAD_ID.fullmatch(download):
+            raise InvalidRequestError(f"download must be up to 100 letters, digits, '.', '_' or '-', got {download!r}")
+        named = copy.copy(self)
+        object.__setattr__(named, "download", download)
+        return named
 
     def api_body(self) -> dict[str, Any]:
         """The JSON body of `searchanalytics.query` for this request."""
@@ -228,7 +236,7 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail("account must be a non-empty string")
     if len(request.account) > MAX_ACCOUNT_LENGTH:
         fail(f"account is {len(request.account)} characters long (limit {MAX_ACCOUNT_LENGTH})")
-    if any(ord(ch) < 32 for ch in request.account):
+    if CONTROL_CHARACTER.search(request.account):
         fail("account contains control characters")
     parse_date(request.date)
     if not request.dimensions or not all(isinstance(d, str) for d in request.dimensions):

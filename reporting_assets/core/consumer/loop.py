@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import random
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import google.auth.exceptions
@@ -130,6 +131,9 @@ class DownloadLoop:
         self._on_progress = on_progress  # told the counters each turn of the loop (it decides when to report)
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="download")
         self._in_flight: dict[Future, Work] = {}  # calls submitted to the pool, not yet reaped
+        # Finished calls, put by the worker that finished them: one queue read per turn of the loop
+        # costs the polling thread less CPU than `concurrent.futures.wait` over every call in flight.
+        self._done: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self._commits = CommitTracker(
             consumer,
             commit_every=settings.commit_every,
@@ -403,6 +407,7 @@ class DownloadLoop:
         future = self._pool.submit(fn, work, *args)
         self._in_flight[future] = work
         self._scheduler.started(work.request.account)
+        future.add_done_callback(self._done.put)
 
     def _idle_wait_s(self, now: float) -> float:
         """How long the loop may wait for a call to finish: until the next paced account is due."""
@@ -415,10 +420,17 @@ class DownloadLoop:
     def _reap(self, block: bool, timeout: float | None = None) -> None:
         if not self._in_flight:
             return
+        done: list[Future] = []
         if block:
-            done, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
-        else:
-            done = [future for future in self._in_flight if future.done()]
+            try:
+                done.append(self._done.get(timeout=timeout))
+            except queue.Empty:
+                return
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                break
         for future in done:
             work = self._in_flight.pop(future)
             account = work.request.account
