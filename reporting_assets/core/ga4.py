@@ -64,7 +64,7 @@ def ga4_credentials(partner: Partner) -> Credentials:
     """
     credentials = partner.credentials()
     if isinstance(credentials, Scoped):
-        return credentials.with_scopes(GA4_SCOPES)  # type: ignore[no-any-return]
+        return credentials.with_scopes(GA4_SCOPES)
     return credentials
 
 
