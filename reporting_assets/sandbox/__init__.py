@@ -6,13 +6,21 @@ google-api-python-client at it via `client_options={"api_endpoint": url}`.
 `expected_rows` gives the exact rows any query returns.
 """
 
-from reporting_assets.sandbox.config import FAULT_KINDS, FaultSpec, SandboxConfig, SiteSpec, default_config
+from reporting_assets.sandbox.config import (
+    FAULT_KINDS,
+    FaultSpec,
+    PropertySpec,
+    SandboxConfig,
+    SiteSpec,
+    default_config,
+)
 from reporting_assets.sandbox.data import expected_row_count, expected_rows
 from reporting_assets.sandbox.server import SandboxServer
 
 __all__ = [
     "FAULT_KINDS",
     "FaultSpec",
+    "PropertySpec",
     "SandboxConfig",
     "SandboxServer",
     "SiteSpec",

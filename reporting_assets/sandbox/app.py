@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from reporting_assets.sandbox import responses
+from reporting_assets.sandbox import ga4, responses
 from reporting_assets.sandbox.config import FaultSpec, SandboxConfig, SiteSpec
 from reporting_assets.sandbox.policies import Clock, FaultPicker, LoadQuota, RateLimiter
 from reporting_assets.sandbox.query import QueryRequest, RowCache, parse_query_request, response_body, response_metadata
@@ -42,6 +42,8 @@ def _unknown_site(site_url: str) -> Response:
 
 def _identity(method: str, path: str, body: bytes) -> CallIdentity:
     """What the call asks for, read leniently (a bad body is the API's to refuse, not this note's)."""
+    if ga4.is_ga4_path(path):
+        return ga4.identity(method, path)
     if path.rstrip("/") == SITES_PATH:
         return CallIdentity("sites.list")
     if not path.startswith(SITES_PATH + "/"):
@@ -85,6 +87,7 @@ class SandboxApp:
         self._config = config
         self._limiter = RateLimiter(clock)
         self._quota = LoadQuota(clock)
+        self._ga4 = ga4.Ga4Api(clock)
         self._faults = FaultPicker()
         self._rows = RowCache()
         self._stats = Stats()
@@ -115,6 +118,8 @@ class SandboxApp:
                 self._quota.configure(new.load_quota, new.load_quota_window_s)
             if "faults" in changes or "seed" in changes:
                 self._faults.configure(new.faults, new.seed)
+            if "ga4_properties" in changes:
+                self._ga4.quotas.reset()  # new limits start with full token buckets
             self._config = new
             return new
 
@@ -144,13 +149,15 @@ class SandboxApp:
         call_id = self._calls.received(_identity(method, path, body))
         status = 0
         try:
-            response = self._serve(method, path, body, headers)
+            response = self._serve(method, path, body, headers, raw_path.partition("?")[2])
             status = response.status
             return response
         finally:
             self._calls.answered(call_id, status)
 
-    def _serve(self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None) -> Response:
+    def _serve(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None, query_string: str = ""
+    ) -> Response:
         config = self._config
         if config.latency_s:
             self.stop_event.wait(config.latency_s)
@@ -163,7 +170,10 @@ class SandboxApp:
             )
             self._stats.record(CallRecord("unauthenticated", response.status))
             return response
-        response, record = self._api(config, method, path, body)
+        if ga4.is_ga4_path(path):
+            response, record = self._ga4.handle(config, method, path, query_string, body)
+        else:
+            response, record = self._api(config, method, path, body)
         self._stats.record(record)
         return response
 

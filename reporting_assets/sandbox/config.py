@@ -128,6 +128,52 @@ class FaultSpec:
 
 
 @dataclass(frozen=True)
+class PropertySpec:
+    """One Google Analytics 4 property the sandbox serves (Data API runReport, Admin API accountSummaries).
+
+    Token limits follow Google's standard property quotas; `concurrent_requests` is how many runReport
+    calls of the property may be open at once. `thresholded` / `sampled`: every report of the property
+    says so in its metadata, as Google does for properties with Google signals or huge event counts.
+    """
+
+    id: str  # digits, served as "properties/<id>"
+    account: str  # digits, served as "accounts/<account>"
+    display_name: str = ""
+    rows_per_day: int = 100
+    tokens_per_day: int = 200_000
+    tokens_per_hour: int = 40_000
+    concurrent_requests: int = 10
+    thresholded: bool = False
+    sampled: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("id", "account"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.isdigit():
+                raise ValueError(f"ga4_properties[].{name} must be a string of digits (got {value!r})")
+        if not isinstance(self.display_name, str):
+            raise ValueError(f"ga4_properties[{self.id}].display_name must be a string (got {self.display_name!r})")
+        _require_int(f"ga4_properties[{self.id}].rows_per_day", self.rows_per_day, minimum=0)
+        _require_int(f"ga4_properties[{self.id}].tokens_per_day", self.tokens_per_day, minimum=0)
+        _require_int(f"ga4_properties[{self.id}].tokens_per_hour", self.tokens_per_hour, minimum=0)
+        _require_int(f"ga4_properties[{self.id}].concurrent_requests", self.concurrent_requests, minimum=1)
+        for name in ("thresholded", "sampled"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ga4_properties[{self.id}].{name} must be true or false")
+
+    @property
+    def name(self) -> str:
+        return f"properties/{self.id}"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PropertySpec:
+        _check_keys("ga4_properties[]", data, _field_names(cls))
+        if "id" not in data or "account" not in data:
+            raise ValueError("ga4_properties[] entries need 'id' and 'account'")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     """Everything that shapes the sandbox's answers.
 
@@ -157,11 +203,15 @@ class SandboxConfig:
     incomplete_days: int = 3
     # Google's cap: one query serves at most this many rows of a day and search type (None: no cap).
     row_cap: int | None = 50_000
+    # Google Analytics 4 properties (reporting_assets/sandbox/ga4.py); none by default.
+    ga4_properties: Sequence[PropertySpec] = ()
 
     def __post_init__(self) -> None:
         # Stored as tuples so a config can be shared between threads safely.
         object.__setattr__(self, "sites", tuple(self.sites))
         object.__setattr__(self, "faults", tuple(self.faults))
+        object.__setattr__(self, "ga4_properties", tuple(self.ga4_properties))
+        self._validate_ga4_properties()
         _require_int("seed", self.seed, minimum=-(2**63))
         self._validate_sites()
         _require_number("per_site_qps", self.per_site_qps, minimum=0.0, allow_none=True, strict=True)
@@ -221,6 +271,22 @@ class SandboxConfig:
                 raise ValueError(f"sites has a duplicate url {site.url!r}")
             seen.add(site.url)
 
+    def _validate_ga4_properties(self) -> None:
+        seen: set[str] = set()
+        for prop in self.ga4_properties:
+            if not isinstance(prop, PropertySpec):
+                raise ValueError(f"ga4_properties entries must be PropertySpec (got {prop!r})")
+            if prop.id in seen:
+                raise ValueError(f"ga4_properties has a duplicate id {prop.id!r}")
+            seen.add(prop.id)
+
+    def ga4_property(self, name: str) -> PropertySpec | None:
+        """The GA4 property named "properties/<id>", or None."""
+        for prop in self.ga4_properties:
+            if prop.name == name:
+                return prop
+        return None
+
     def site(self, url: str) -> SiteSpec | None:
         """The site with this exact url, or None."""
         for site in self.sites:
@@ -233,6 +299,7 @@ class SandboxConfig:
         data = dataclasses.asdict(self)
         data["sites"] = [dataclasses.asdict(s) for s in self.sites]
         data["faults"] = [dataclasses.asdict(f) for f in self.faults]
+        data["ga4_properties"] = [dataclasses.asdict(p) for p in self.ga4_properties]
         return data
 
     @classmethod
@@ -243,6 +310,9 @@ class SandboxConfig:
             values["sites"] = [SiteSpec.from_dict(s) for s in _as_list("sites", values["sites"])]
         if "faults" in values:
             values["faults"] = [FaultSpec.from_dict(f) for f in _as_list("faults", values["faults"])]
+        if "ga4_properties" in values:
+            props = _as_list("ga4_properties", values["ga4_properties"])
+            values["ga4_properties"] = [PropertySpec.from_dict(p) for p in props]
         return cls(**values)
 
     def updated(self, changes: Mapping[str, Any]) -> SandboxConfig:
@@ -294,4 +364,4 @@ def default_config(seed: int = 0) -> SandboxConfig:
     )
 
 
-__all__ = ["FAULT_KINDS", "FaultSpec", "SandboxConfig", "SiteSpec", "default_config"]
+__all__ = ["FAULT_KINDS", "FaultSpec", "PropertySpec", "SandboxConfig", "SiteSpec", "default_config"]
