@@ -87,8 +87,7 @@ class ReportRequest:
     def in_download(self, download: str) -> ReportRequest:
         # The consumer names the download of every hand-enqueued message: only the new field needs
         # checking, the rest was checked when the message was decoded.
-        if not isinstance(download, str) or not DOWNLOAD_ID.fullmatch(download):
-            raise InvalidRequestError(f"download must be up to 100 letters, digits, '.', '_' or '-', got {download!r}")
+        check_download_id(download)
         named = copy.copy(self)
         object.__setattr__(named, "download", download)
         return named
@@ -276,8 +275,12 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail(f"attempt {request.attempt} is negative")
     if request.retries < 0:
         fail(f"retries {request.retries} is negative")
-    if not isinstance(request.download, str) or not DOWNLOAD_ID.fullmatch(request.download):
-        fail(f"download must be up to 100 letters, digits, '.', '_' or '-', got {request.download!r}")
+    check_download_id(request.download)
+
+
+def check_download_id(download: object) -> None:
+    if not isinstance(download, str) or not DOWNLOAD_ID.fullmatch(download):
+        raise InvalidRequestError(f"download must be up to 100 letters, digits, '.', '_' or '-', got {download!r}")
 
 
 @dataclass(frozen=True)
