@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httplib2
@@ -24,7 +24,6 @@ from reporting_assets.core.partner import Partner, credentials_refused, next_quo
 
 GA4_SCOPES = ["https://www.googleapis.com/auth/analytics.readonly"]
 MAX_LIMIT = 250_000  # rows Google returns at most per runReport, whatever `limit` asks
-HOUR_MS = 3_600_000  # Google: "hourly quotas refresh within an hour", so an hour is the longest wait
 
 
 class Ga4ResponseError(ValueError):
@@ -48,6 +47,7 @@ class ReportPage:
     property_quota: dict[str, Any] | None  # only when the request set returnPropertyQuota
     thresholded: bool  # Google may have withheld rows of small user counts
     sampled: bool
+    metric_types: dict[str, str] = field(default_factory=dict)  # metric -> TYPE_INTEGER, TYPE_FLOAT, ...
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,9 @@ def parse_report_page(answer: object, limit: int) -> ReportPage:
     if not isinstance(row_count, int) or row_count < len(rows):
         raise Ga4ResponseError(f"runReport rowCount {row_count!r} is not a count of at least {len(rows)}")
     metadata = answer.get("metadata") or {}
+    metric_types = {h["name"]: str(h.get("type", "")) for h in answer.get("metricHeaders", [])}
     return ReportPage(
+        metric_types=metric_types,
         rows=rows,
         row_count=row_count,
         property_quota=answer.get("propertyQuota"),
@@ -173,8 +175,8 @@ def classify_ga4_error(error: HttpError, now: dt.datetime | None = None) -> Exce
     """What a GA4 error answer means, in the consumer's classes: stop, wait for a quota, ask again, or give up.
 
     GA4 says which quota ran out only in the message of a 429 RESOURCE_EXHAUSTED: tokens per day wait
-    for Pacific midnight, tokens per hour for at most an hour; concurrent requests (or an unnamed 429)
-    are throttling, asked again soon.
+    for Pacific midnight, tokens per hour for the consumer's quota wait; concurrent requests (or an
+    unnamed 429) are throttling, asked again soon.
     """
     code = error.status_code
     summary = ga4_error_summary(error)
@@ -185,8 +187,8 @@ def classify_ga4_error(error: HttpError, now: dt.datetime | None = None) -> Exce
     if code == 429 and "tokens per day" in text:
         return QuotaExhausted("daily_quota_exceeded", next_quota_day_ms(now))
     if code == 429 and "tokens per hour" in text:
-        started = now or dt.datetime.now(dt.UTC)
-        return QuotaExhausted("hourly_quota_exceeded", int(started.timestamp() * 1000) + HOUR_MS)
+        # Refilled "within an hour": the consumer looks again after its quota wait (one call a wait).
+        return QuotaExhausted("hourly_quota_exceeded")
     if code == 429:
         return Retry("throttled", summary, "rate_limited", code, throttle_wait_s(error))
     if code >= 500:

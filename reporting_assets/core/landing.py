@@ -27,14 +27,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reporting_assets.core.connectors import connector_for
 from reporting_assets.core.durable import make_folder_durably, write_durably
 from reporting_assets.core.messages import DeadLetter, ReportRequest
 from reporting_assets.core.split import Split
+
+if TYPE_CHECKING:
+    from reporting_assets.core.partner import Answer
 
 # Dimension (as the API names it) -> its column of the landed table; `date` has a column of its own.
 KEY_COLUMNS = {
@@ -86,10 +90,12 @@ class LandedPage:
     path: Path
 
     provisional: bool = False
+    more: bool | None = None  # rows follow this page, where the partner said (GA4's rowCount)
 
     @property
     def full(self) -> bool:
-        return self.rows >= self.request.row_limit
+        """Whether the page has a continuation: the partner's word, else a page of `row_limit` rows."""
+        return self.more if self.more is not None else self.rows >= self.request.row_limit
 
 
 @dataclass(frozen=True)
@@ -244,10 +250,20 @@ class LandingZone:
             if child.is_dir() and (child / f"date={date}").is_dir()
         )
 
-    def land_page(self, request: ReportRequest, rows: Sequence[dict[str, Any]], provisional: bool = False) -> Path:
-        """Write one page atomically; clears a dead-letter marker of the same request (re-drive)."""
+    def land_page(
+        self,
+        request: ReportRequest,
+        rows: Sequence[dict[str, Any]],
+        provisional: bool = False,
+        answer: Answer | None = None,
+    ) -> Path:
+        """Write one page atomically, in its partner's schema; clears a dead-letter marker of the same request (re-drive)."""
         path = self.page_path(request)
-        table = page_table(request, rows, provisional)
+        table = connector_for(request.partner).page_table(request, rows, provisional, answer)
+        if answer is not None and answer.more is not None:
+            table = table.replace_schema_metadata(
+                {**(table.schema.metadata or {}), b"more": b"true" if answer.more else b"false"}
+            )
         write_durably(path, lambda file: pq.write_table(table, file, compression="zstd"))
         self.dead_letter_path(request).unlink(missing_ok=True)
         return path
@@ -441,7 +457,8 @@ def read_page(path: Path) -> LandedPage:
     metadata = schema.metadata or {}
     request = ReportRequest.decode(metadata[REQUEST_METADATA_KEY])
     provisional = metadata.get(b"provisional") == b"true"
-    return LandedPage(request=request, rows=int(metadata[b"rows"]), path=path, provisional=provisional)
+    more = {b"true": True, b"false": False}.get(metadata.get(b"more", b""))
+    return LandedPage(request=request, rows=int(metadata[b"rows"]), path=path, provisional=provisional, more=more)
 
 
 def _date(value: str) -> dt.date:

@@ -32,6 +32,9 @@ FILTER_DIMENSIONS = ("query", "page", "country", "device", "searchAppearance")
 FILTER_OPERATORS = ("equals", "notEquals", "contains", "notContains", "includingRegex", "excludingRegex")
 # Download ids name folders of the landing zone: file-name safe, and they sort by time.
 DOWNLOAD_ID = re.compile(r"[A-Za-z0-9._-]{0,100}")
+DEFAULT_PARTNER = "searchconsole"
+# Fields only Search Console's calls have: another partner's messages leave them out.
+SEARCH_CONSOLE_FIELDS = ("search_type", "data_state", "aggregation_type")
 
 
 class InvalidRequestError(ValueError):
@@ -63,6 +66,10 @@ class ReportRequest:
     # Tries already spent waiting out transient partner failures (5xx, timeouts, unreachable host) on
     # the delay topic; a new page or a re-drive starts at 0. Not part of the request id either.
     retries: int = field(default=0, compare=False)
+    # Which partner the call is for (core/connectors); Search Console's messages leave it out.
+    partner: str = DEFAULT_PARTNER
+    # The report's metrics, for partners that ask for them by name (GA4); Search Console's are fixed.
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_request_fields(self)
@@ -113,8 +120,14 @@ class ReportRequest:
         data = asdict(self)
         data["dimensions"] = list(self.dimensions)
         # Defaults left out: a message of a plain report reads (and hashes) as before these fields.
+        if self.partner == DEFAULT_PARTNER:
+            del data["partner"], data["metrics"]
+        else:
+            data["metrics"] = list(self.metrics)
+            for name in SEARCH_CONSOLE_FIELDS:
+                del data[name]
         if self.aggregation_type == "auto":
-            del data["aggregation_type"]
+            data.pop("aggregation_type", None)
         if not self.filters:
             del data["filters"]
         if not self.download:
@@ -153,6 +166,9 @@ class ReportRequest:
         dimensions = data["dimensions"]
         if not isinstance(dimensions, list):
             raise InvalidRequestError("field 'dimensions' must be a list")
+        metrics = data.get("metrics", [])
+        if not isinstance(metrics, list):
+            raise InvalidRequestError("field 'metrics' must be a list")
         sent_id = data.get("request_id", "")
         try:
             request = cls(
@@ -169,6 +185,8 @@ class ReportRequest:
                 retries=data.get("retries", 0),
                 aggregation_type=data.get("aggregation_type", "auto"),
                 filters=data.get("filters", ""),
+                partner=data.get("partner", DEFAULT_PARTNER),
+                metrics=tuple(metrics),
             )
         except TypeError as exc:
             raise InvalidRequestError(str(exc)) from None
@@ -206,6 +224,11 @@ def compute_request_id(request: ReportRequest) -> str:
         identity["aggregation_type"] = request.aggregation_type
     if request.filters:
         identity["filters"] = request.filters
+    if request.partner != DEFAULT_PARTNER:
+        identity["partner"] = request.partner
+        identity["metrics"] = list(request.metrics)
+        for name in ("search_type", "data_state"):
+            del identity[name]
     # Byte-for-byte what Spark's to_json gives for the same struct (see enqueue.py).
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
@@ -226,6 +249,9 @@ def parse_date(value: object, what: str = "date") -> dt.date:
 
 
 def validate_request_fields(request: ReportRequest) -> None:
+    """What every partner's request must be; then the partner's own checks (core/connectors)."""
+    from reporting_assets.core.connectors import connector_for  # the connectors import this module
+
     def fail(message: str) -> None:
         raise InvalidRequestError(message)
 
@@ -240,11 +266,40 @@ def validate_request_fields(request: ReportRequest) -> None:
     parse_date(request.date)
     if not request.dimensions or not all(isinstance(d, str) for d in request.dimensions):
         fail("dimensions must be a non-empty list of strings")
+    if len(set(request.dimensions)) != len(request.dimensions):
+        fail("dimensions repeat")
+    if not all(isinstance(m, str) for m in request.metrics) or len(set(request.metrics)) != len(request.metrics):
+        fail("metrics must be a list of distinct strings")
+    if not isinstance(request.filters, str):
+        fail(f"filters must be a JSON string, got {type(request.filters).__name__}")
+    for name in ("row_limit", "start_row", "attempt", "retries"):
+        value = getattr(request, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(f"{name} must be an integer, got {value!r}")
+    connector = connector_for(request.partner)
+    if not 1 <= request.row_limit <= connector.max_row_limit:
+        fail(f"row_limit {request.row_limit} is outside 1..{connector.max_row_limit}")
+    if request.start_row < 0 or request.start_row % request.row_limit:
+        fail(f"start_row {request.start_row} is not a non-negative multiple of row_limit {request.row_limit}")
+    if request.attempt < 0:
+        fail(f"attempt {request.attempt} is negative")
+    if request.retries < 0:
+        fail(f"retries {request.retries} is negative")
+    check_download_id(request.download)
+    connector.validate_request(request)
+
+
+def validate_search_console_fields(request: ReportRequest) -> None:
+    """A Search Console `searchanalytics.query` call as Google checks it."""
+
+    def fail(message: str) -> None:
+        raise InvalidRequestError(message)
+
     unknown = [d for d in request.dimensions if d not in DIMENSIONS]
     if unknown:
         fail(f"unknown dimensions {unknown} (allowed: {', '.join(DIMENSIONS)})")
-    if len(set(request.dimensions)) != len(request.dimensions):
-        fail("dimensions repeat")
+    if request.metrics:
+        fail("Search Console reports have fixed metrics (clicks, impressions, ctr, position): leave metrics out")
     if request.search_type not in SEARCH_TYPES:
         fail(f"unknown search_type {request.search_type!r} (allowed: {', '.join(SEARCH_TYPES)})")
     if request.data_state not in DATA_STATES:
@@ -253,8 +308,6 @@ def validate_request_fields(request: ReportRequest) -> None:
         fail("the hour dimension and data_state hourly_all go together (Google refuses one without the other)")
     if request.aggregation_type not in AGGREGATION_TYPES:
         fail(f"unknown aggregation_type {request.aggregation_type!r} (allowed: {', '.join(AGGREGATION_TYPES)})")
-    if not isinstance(request.filters, str):
-        fail(f"filters must be a JSON string, got {type(request.filters).__name__}")
     if request.filters:
         try:
             groups = json.loads(request.filters)
@@ -263,19 +316,6 @@ def validate_request_fields(request: ReportRequest) -> None:
         problems = filter_group_problems(groups)
         if problems:
             fail(f"filters: {problems[0]}")
-    for name in ("row_limit", "start_row", "attempt", "retries"):
-        value = getattr(request, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            fail(f"{name} must be an integer, got {value!r}")
-    if not 1 <= request.row_limit <= MAX_ROW_LIMIT:
-        fail(f"row_limit {request.row_limit} is outside 1..{MAX_ROW_LIMIT}")
-    if request.start_row < 0 or request.start_row % request.row_limit:
-        fail(f"start_row {request.start_row} is not a non-negative multiple of row_limit {request.row_limit}")
-    if request.attempt < 0:
-        fail(f"attempt {request.attempt} is negative")
-    if request.retries < 0:
-        fail(f"retries {request.retries} is negative")
-    check_download_id(request.download)
 
 
 def check_download_id(download: object) -> None:

@@ -12,9 +12,9 @@ import datetime as dt
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import google.auth
@@ -26,6 +26,9 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from reporting_assets.core.messages import ReportRequest
+
+if TYPE_CHECKING:
+    from reporting_assets.core.consumer.work import QuotaExhausted
 
 SCOPES = ["https://www.googleapis.com/auth/webmasters.readonly"]
 READABLE_PERMISSIONS = frozenset({"siteOwner", "siteFullUser", "siteRestrictedUser"})
@@ -132,10 +135,19 @@ class SearchConsoleClient:
 
 @dataclass(frozen=True)
 class Answer:
-    """A page of a Search Analytics query: its rows, and whether Google still collects that day's data."""
+    """A page of a report: its rows, and what the partner said about them.
+
+    `provisional`: the partner still collects that day's data. `more`: whether rows follow this page,
+    where the partner says so (GA4's rowCount); None: a full page means more. `quota_spent`: the call
+    succeeded, and the partner's quota says the account's next call would be refused (wait, do not
+    ask). `details`: what the partner's landed schema needs (GA4: metric types, thresholding).
+    """
 
     rows: list[dict[str, Any]]
     provisional: bool = False
+    more: bool | None = None
+    quota_spent: QuotaExhausted | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def provisional(answer: dict[str, Any], request: ReportRequest) -> bool:

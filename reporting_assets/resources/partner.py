@@ -1,10 +1,11 @@
-"""`PartnerResource`: where and as whom to call the partner, as a Dagster resource over `core.partner`."""
+"""`PartnerResource`: where and as whom to call the partners, as a Dagster resource over `core.partner`."""
 
 from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field
 
+from reporting_assets.core.connectors import ConnectorClients
 from reporting_assets.core.partner import Partner, SearchConsoleClient
 
 
@@ -40,3 +41,7 @@ class PartnerResource(dg.ConfigurableResource):
     def client(self) -> SearchConsoleClient:
         """Build the Search Console client from the discovery document the package ships (no network)."""
         return self.partner().client()
+
+    def clients(self) -> ConnectorClients:
+        """Every partner's client, each built on first use: what a download worker calls."""
+        return ConnectorClients(self.partner())

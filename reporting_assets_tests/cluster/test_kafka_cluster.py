@@ -91,7 +91,7 @@ def test_topics_are_replicated_and_a_broker_killed_mid_download_loses_and_double
         )
         partner = PartnerResource(api_endpoint=sandbox.url, timeout_s=10)
         consumer, loop_producer = kafka.consumer([]), kafka.producer()
-        loop = DownloadLoop(consumer, loop_producer, partner.client, landing, settings)
+        loop = DownloadLoop(consumer, loop_producer, partner.clients, landing, settings)
         failure: list[BaseException] = []
 
         def download() -> None:

@@ -73,6 +73,7 @@ def run_loop(
     partner_timeout_s: float = 5,
     credentials_file: str | None = None,
     api_endpoint: str | None = None,
+    on_loop=None,  # called with the loop before it runs (a test's watcher thread reads its counters)
     **overrides,
 ) -> DownloadLoop:
     settings = ConsumerSettings(
@@ -94,7 +95,9 @@ def run_loop(
     )
     consumer = kafka.consumer([])
     producer = kafka.producer()
-    loop = DownloadLoop(consumer, producer, partner.client, landing, settings)
+    loop = DownloadLoop(consumer, producer, partner.clients, landing, settings)
+    if on_loop is not None:
+        on_loop(loop)
     try:
         loop.subscribe()
         loop.run()
@@ -640,7 +643,7 @@ def test_a_continuation_the_broker_does_not_take_is_sent_again_with_no_new_call(
     partner = PartnerResource(api_endpoint=sandbox.url, timeout_s=5)
     consumer, producer = kafka.consumer([]), kafka.producer()
     flaky = _BrokerMissesSends(producer, kafka.request_topic, misses=2)
-    loop = DownloadLoop(consumer, flaky, partner.client, landing, settings)
+    loop = DownloadLoop(consumer, flaky, partner.clients, landing, settings)
     try:
         loop.subscribe()
         loop.run()  # before: KafkaTimeoutError out of run(), the consumer stopped

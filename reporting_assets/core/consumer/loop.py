@@ -35,6 +35,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
+from reporting_assets.core.connectors import connector_for
 from reporting_assets.core.consumer.budget import GroupBudget
 from reporting_assets.core.consumer.drained import group_caught_up
 from reporting_assets.core.consumer.offsets import CommitTracker, Offsets, PartitionOffsets
@@ -51,7 +52,6 @@ from reporting_assets.core.consumer.work import (
     QuotaExhausted,
     Retry,
     Work,
-    classify_http_error,
 )
 from reporting_assets.core.kafka import subscribe
 from reporting_assets.core.landing import LandingZone
@@ -524,6 +524,11 @@ class DownloadLoop:
                 return Outcome("dead_lettered", calls=1, reason=failure.reason)
             return self._defer(work, until, calls=1, reason=exhausted.reason)
         self.pacer.on_success(request.account)
+        if answer.quota_spent is not None:
+            # The answer says the account's quota is spent: its next calls wait, none is refused first.
+            spent = answer.quota_spent
+            until = spent.until_ms or epoch_ms() + int(self.settings.quota_wait_s * 1000)
+            self._scheduler.hold(request.account, until, spent.reason)
         work.answer = answer
         continued = self.land(request, answer)
         return Outcome("landed", rows=len(answer.rows), continued=continued, calls=1)
@@ -579,7 +584,7 @@ class DownloadLoop:
             # A token refresh the partner refused, or credentials that cannot get one at all.
             raise PartnerAuthError(credentials_refused(f"{type(exc).__name__}: {exc}")) from None
         except HttpError as exc:
-            raise classify_http_error(exc) from None
+            raise connector_for(request.partner).classify(exc) from None
         except (MalformedResponseError, ValueError) as exc:
             raise Retry("malformed", f"{type(exc).__name__}: {exc}", "malformed_response") from None
         except (
@@ -596,8 +601,9 @@ class DownloadLoop:
         # The next page goes on the topic before this page lands (and before this offset is
         # committed): a page landed in this download always has its continuation sent, so another
         # copy of this request can skip both (`landed_in_download`).
-        full = len(answer.rows) >= request.row_limit
-        if full and reaches_cap(request, len(answer.rows), self.settings.row_cap):
+        full = answer.more if answer.more is not None else len(answer.rows) >= request.row_limit
+        splits = connector_for(request.partner).splits_at_row_cap
+        if full and splits and reaches_cap(request, len(answer.rows), self.settings.row_cap):
             follow_ups = self._split(request, answer)
         elif full:
             follow_ups = [request.next_page()]
@@ -609,7 +615,7 @@ class DownloadLoop:
         ]
         for future in sent:
             future.get(timeout=30)
-        self.landing.land_page(request, answer.rows, provisional=answer.provisional)
+        self.landing.land_page(request, answer.rows, provisional=answer.provisional, answer=answer)
         return full
 
     def _split(self, request: ReportRequest, answer: Answer) -> list[ReportRequest]:

@@ -109,7 +109,7 @@ def consume_requests(
         loop = DownloadLoop(
             consumer,
             producer,
-            partner.client,
+            partner.clients,
             warehouse.landing_zone(),
             settings,
             group_watch=watch,
