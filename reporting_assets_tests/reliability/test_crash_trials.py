@@ -66,3 +66,22 @@ def test_a_consumer_killed_after_landing_a_page_but_before_committing_it_repeats
     assert sum(stats["duplicates"] for stats in result.consumer_stats) >= 1
     assert result.export_digests == clean_run.export_digests
     trials.cleanup(result)
+
+
+# The small workload's sites and two GA4 properties on one topic, downloaded by one consumer group.
+BOTH = dataclasses.replace(trials.SMALL, name="both-partners", properties=(("123456", 120), ("234567", 30)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_seeded_crash_trial_with_both_partners_on_the_topic(
+    seed: int, trials_env: trials.TrialEnv, clean_run: trials.TrialResult
+):
+    plan = trials.Plan.seeded(seed, BOTH, BOTH.pages())
+    result = trials.run_trial(trials_env, BOTH, seed, plan)
+    record("crash trials, Search Console and GA4 on one topic", result)
+    assert trials.problems(result, clean_run) == [], trials.describe(result)
+    # GA4's rows are counted too: more rows than Search Console's alone, none lost or doubled.
+    assert result.rows_lost == result.rows_doubled == 0 and result.rows_expected > clean_run.rows_expected
+    assert len(result.kills) == len(plan.steps), "every planned kill happened before the topic drained"
+    assert result.export_digests == clean_run.export_digests  # Search Console's exports, as without GA4
+    trials.cleanup(result)

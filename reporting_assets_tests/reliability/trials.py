@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import random
@@ -47,18 +48,30 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import pyarrow.parquet as pq
 
+from reporting_assets.core.connectors.ga4 import STANDARD_REPORTS, report_body
 from reporting_assets.core.landing import LandingZone
 from reporting_assets.core.messages import ReportRequest
 from reporting_assets.core.reports import get_report
 from reporting_assets.defs.partitions import account_partitions
 from reporting_assets.resources.kafka import KafkaResource
 from reporting_assets.resources.warehouse import WarehouseResource
-from reporting_assets.sandbox import SandboxConfig, SandboxServer, SiteSpec, expected_row_count, expected_rows
+from reporting_assets.sandbox import (
+    PropertySpec,
+    SandboxConfig,
+    SandboxServer,
+    SiteSpec,
+    expected_row_count,
+    expected_rows,
+)
+from reporting_assets.sandbox.ga4 import METRICS as GA4_METRICS
+from reporting_assets.sandbox.ga4 import expected_report
 from reporting_assets_tests import helpers
 from reporting_assets_tests.reliability import in_flight, worker
 
 REPORT = get_report("search_analytics")
+GA4_REPORT = STANDARD_REPORTS[1]  # GA4 landing pages: the standard report with the most rows
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +99,8 @@ class Workload:
     idle_timeout_s: float = 1.5
     max_kills: int = 3
     sandbox_seed: int = 17
+    # GA4 properties (id, rows a day) whose report goes on the same topic as Search Console's.
+    properties: tuple[tuple[str, int], ...] = ()
 
     def sandbox_config(self) -> SandboxConfig:
         return SandboxConfig(
@@ -97,25 +112,41 @@ class Workload:
             latency_s=self.latency_s,
             faults=[],
             rows_jitter=0.0,
+            ga4_properties=[PropertySpec(id, "111", rows_per_day=rows) for id, rows in self.properties],
         )
 
     @property
     def accounts(self) -> list[str]:
         return sorted(url for url, _ in self.sites)
 
+    @property
+    def property_names(self) -> list[str]:
+        return sorted(f"properties/{id}" for id, _ in self.properties)
+
     def first_requests(self) -> list[ReportRequest]:
-        return [
+        search = [
             REPORT.first_request(url, date, row_limit=self.row_limit) for date in self.dates for url, _ in self.sites
         ]
+        ga4 = [
+            GA4_REPORT.first_request(name, date, self.row_limit) for date in self.dates for name in self.property_names
+        ]
+        return [*search, *ga4]
 
     def pages(self) -> int:
-        """API calls of a perfect run: a chain ends at its first page with fewer than row_limit rows."""
+        """API calls of a perfect run: a Search Console chain ends at its first page with fewer than row_limit
+        rows; a GA4 report at the page that reaches its rowCount (one page for an empty report)."""
         config = self.sandbox_config()
-        return sum(
+        search = sum(
             expected_row_count(config, url, date, date, list(REPORT.dimensions)) // self.row_limit + 1
             for url, _ in self.sites
             for date in self.dates
         )
+        ga4 = sum(
+            max(1, math.ceil(len(ga4_truth(config, name, date)) / self.row_limit))
+            for name in self.property_names
+            for date in self.dates
+        )
+        return search + ga4
 
     def consumer_settings(self) -> dict[str, Any]:
         return {
@@ -425,10 +456,16 @@ def drained(kafka: KafkaResource, topic: str) -> bool:
 
 def complete(landing: LandingZone, workload: Workload) -> bool:
     return all(
-        landing.completeness(REPORT.name, date, account).complete
-        for date in workload.dates
-        for account in workload.accounts
+        landing.completeness(report, date, account).complete for report, date, account in workload_downloads(workload)
     )
+
+
+def workload_downloads(workload: Workload) -> list[tuple[str, str, str]]:
+    """(report, date, account) of every download the workload enqueues, both partners'."""
+    return [
+        *((REPORT.name, date, account) for account in workload.accounts for date in workload.dates),
+        *((GA4_REPORT.name, date, name) for name in workload.property_names for date in workload.dates),
+    ]
 
 
 class Trial:
@@ -674,21 +711,59 @@ def count_rows(result: TrialResult, landing: LandingZone, workload: Workload) ->
     Doubled: what any reader of the zone would find twice: every landed file of every download, so a
     page landed again under a second download (a first page taken for a new download) shows too.
     """
-    chains = []
-    for account in workload.accounts:
-        for date in workload.dates:
-            state = landing.completeness(REPORT.name, date, account)
-            if not state.complete:
-                result.notes.append(f"incomplete: {date} {account}: {state.missing_start_rows} {state.dead_letters}")
-            chains.extend(str(page.path) for page in state.pages)
-            downloads = landing.downloads(REPORT.name, date, account)
-            if len(downloads) > 1:
-                result.notes.append(f"doubled: {len(downloads)} downloads of {date} {account}, enqueued once")
+    chains: dict[str, list[str]] = {REPORT.name: [], GA4_REPORT.name: []}
+    for report, date, account in workload_downloads(workload):
+        state = landing.completeness(report, date, account)
+        if not state.complete:
+            result.notes.append(f"incomplete: {date} {account}: {state.missing_start_rows} {state.dead_letters}")
+        chains[report].extend(str(page.path) for page in state.pages)
+        downloads = landing.downloads(report, date, account)
+        if len(downloads) > 1:
+            result.notes.append(f"doubled: {len(downloads)} downloads of {date} {account}, enqueued once")
     every = [str(path) for path in landing.root.rglob("*.parquet") if not path.name.startswith(".")]
-    expected = truth_rows(workload)
-    result.rows_expected = sum(expected.values())
-    result.rows_lost = sum((expected - landed_rows(chains)).values())
-    result.rows_doubled = sum((landed_rows(every) - expected).values())
+    # Each partner's files in its own schema: every file under the report's folder.
+    every_search = [path for path in every if Path(path).relative_to(landing.root).parts[0] == REPORT.name]
+    every_ga4 = [path for path in every if path not in set(every_search)]
+    expected, expected_ga4 = truth_rows(workload), ga4_truth_rows(workload)
+    result.rows_expected = sum(expected.values()) + sum(expected_ga4.values())
+    result.rows_lost = sum((expected - landed_rows(chains[REPORT.name])).values()) + sum(
+        (expected_ga4 - ga4_landed_rows(chains[GA4_REPORT.name])).values()
+    )
+    result.rows_doubled = sum((landed_rows(every_search) - expected).values()) + sum(
+        (ga4_landed_rows(every_ga4) - expected_ga4).values()
+    )
+
+
+def ga4_truth(config: SandboxConfig, name: str, date: str) -> list[dict[str, Any]]:
+    return expected_report(config, name, report_body(GA4_REPORT.first_request(name, date)))
+
+
+def ga4_truth_rows(workload: Workload) -> Counter[tuple]:
+    """The GA4 report's rows the sandbox serves, as landed: (property, date, row number, dimensions..., metrics...)."""
+    config = workload.sandbox_config()
+    rows: Counter[tuple] = Counter()
+    for name in workload.property_names:
+        for date in workload.dates:
+            for number, row in enumerate(ga4_truth(config, name, date)):
+                values = [v["value"] for v in row["dimensionValues"][1:]]  # after `date`, its own column
+                metrics = [
+                    int(v["value"]) if GA4_METRICS[m] == "TYPE_INTEGER" else float(v["value"])
+                    for m, v in zip(GA4_REPORT.metrics, row["metricValues"], strict=True)
+                ]
+                rows[(name, date, number, *values, *metrics)] += 1
+    return rows
+
+
+def ga4_landed_rows(files: list[str]) -> Counter[tuple]:
+    """The rows of these GA4 page files, counted, with the same tuple shape as `ga4_truth_rows`."""
+    rows: Counter[tuple] = Counter()
+    columns = [d for d in GA4_REPORT.dimensions if d != "date"] + list(GA4_REPORT.metrics)
+    for path in files:
+        for record in pq.read_table(path).to_pylist():
+            rows[
+                (record["account"], record["date"].isoformat(), record["row_number"], *(record[c] for c in columns))
+            ] += 1
+    return rows
 
 
 def landed_rows(files: list[str]) -> Counter:

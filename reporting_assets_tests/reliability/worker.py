@@ -195,7 +195,7 @@ def run_consumer(spec: dict[str, Any]) -> None:
         loop = TracedLoop(
             consumer,
             producer,
-            partner.client,
+            partner.clients,
             LandingZone(spec["landing_dir"]),
             settings,
             should_stop=should_stop,
