@@ -11,6 +11,8 @@ from collections.abc import Collection, Mapping, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from reporting_assets.core.connectors.ga4 import MAX_LIMIT as GA4_MAX_LIMIT
+from reporting_assets.core.connectors.ga4 import Ga4Connector, Ga4Report
 from reporting_assets.core.messages import REQUEST_VERSION
 from reporting_assets.core.reports import ReportSpec
 
@@ -87,6 +89,61 @@ def request_frame(
             F.lit(download).alias("download"),
             *[F.col(name) for name in ("filters", "report", "request_id")],
             *[F.col(name) for name in ("row_limit", "search_type", "start_row")],
+            F.lit(REQUEST_VERSION).alias("v"),
+        )
+    )
+    return calls.select(F.col("account").alias("key"), value.alias("value"))
+
+
+# GA4's identity: no search type, data state or aggregation; its metrics and partner instead.
+GA4_IDENTITY_FIELDS = (
+    "account",
+    "date",
+    "dimensions",
+    "filters",
+    "metrics",
+    "partner",
+    "report",
+    "row_limit",
+    "start_row",
+)
+
+
+def ga4_request_frame(
+    spark: SparkSession,
+    pairs: Sequence[tuple[str, str]],
+    reports: Sequence[Ga4Report],
+    download: str,
+    row_limit: int = GA4_MAX_LIMIT,
+) -> DataFrame:
+    """GA4's first pages, (property, date) pairs × GA4 reports: the same `key` / `value` columns and the
+    same request ids as `Ga4Report.first_request` (computed in Spark, as for Search Console)."""
+    pairs_frame = spark.createDataFrame(list(pairs), "account string, date string")
+    reports_frame = spark.createDataFrame(
+        [(report.name, list(report.dimensions), list(report.metrics)) for report in reports],
+        "report string, dimensions array<string>, metrics array<string>",
+    )
+    calls = pairs_frame.crossJoin(F.broadcast(reports_frame)).select(
+        "account",
+        "date",
+        "report",
+        "dimensions",
+        "metrics",
+        F.lit(None).cast("string").alias("filters"),
+        F.lit(Ga4Connector.name).alias("partner"),
+        F.lit(row_limit).alias("row_limit"),
+        F.lit(0).alias("start_row"),
+    )
+    identity = F.to_json(F.struct(*[F.col(name) for name in GA4_IDENTITY_FIELDS]))
+    calls = calls.withColumn("request_id", F.substring(F.sha2(identity, 256), 1, 32))
+    value = F.to_json(
+        F.struct(
+            F.col("account"),
+            F.lit(0).alias("attempt"),
+            *[F.col(name) for name in ("date", "dimensions")],
+            F.lit(download).alias("download"),
+            *[F.col(name) for name in ("filters", "metrics", "partner", "report", "request_id")],
+            *[F.col(name) for name in ("row_limit", "start_row")],
             F.lit(REQUEST_VERSION).alias("v"),
         )
     )
