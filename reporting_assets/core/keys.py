@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # Assets, as their key strings.
 ACCOUNTS_ASSET = "accounts"
+GA4_PROPERTIES_ASSET = "ga4_properties"  # GA4's accounts: its properties, discovered like sites
 REQUESTS_ASSET = "report_requests"
 DOWNLOADS_ASSET = "downloaded_reports"
 EXPORTS_ASSET = "exported_reports"  # the multi-asset (its op) of the exports, one asset per report:
@@ -15,6 +16,7 @@ EXPORTS_PREFIX = "exports"  # `exports/<report>`
 
 # Partition dimensions of downloads and requests; dates alone partition the exports.
 ACCOUNT_DIMENSION = "account"
+PROPERTY_DIMENSION = "property"  # GA4's properties, a dynamic partitions definition of their own
 DATE_DIMENSION = "date"
 
 # Asset checks.

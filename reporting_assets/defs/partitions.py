@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from reporting_assets.core.keys import ACCOUNT_DIMENSION, DATE_DIMENSION
+from reporting_assets.core.keys import ACCOUNT_DIMENSION, DATE_DIMENSION, PROPERTY_DIMENSION
 from reporting_assets.settings import load_settings
 
 account_partitions = dg.DynamicPartitionsDefinition(name=ACCOUNT_DIMENSION)
+property_partitions = dg.DynamicPartitionsDefinition(name=PROPERTY_DIMENSION)  # GA4's, by `ga4_properties`
 daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().start_date.isoformat(), end_offset=0)
 account_date_partitions = dg.MultiPartitionsDefinition(
     {DATE_DIMENSION: daily_partitions, ACCOUNT_DIMENSION: account_partitions}

@@ -395,7 +395,14 @@ def test_backfill_through_graphql_is_finished_by_the_sensors_and_shown_in_the_ui
     # The UI, in a real browser: the asset graph, the catalog, the partitions and the lag check pages.
     # Each page is rendered again until its queries have answered (a loaded machine can be slower than one render).
     # every report of the catalog is an export asset of its own, downstream of downloaded_reports
-    assets = ("accounts", "report_requests", "downloaded_reports", "search_analytics", "by_search_appearance")
+    assets = (
+        "accounts",
+        "ga4_properties",
+        "report_requests",
+        "downloaded_reports",
+        "search_analytics",
+        "by_search_appearance",
+    )
     chromium.page_text(
         f"{dev.url}/asset-groups/reporting",
         SCREENSHOTS / "asset_graph.png",
