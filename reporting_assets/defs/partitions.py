@@ -26,3 +26,15 @@ def split_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
     else:
         dims = account_date_partitions.get_partition_key_from_str(key).keys_by_dimension
     return dims[DATE_DIMENSION], dims[ACCOUNT_DIMENSION]
+
+
+def add_discovered(
+    instance: dg.DagsterInstance, partitions: dg.DynamicPartitionsDefinition, keys: list[str], listed: set[str]
+) -> tuple[list[str], list[str]]:
+    """Add the discovered `keys` that are not partitions yet; (added, partitions no longer `listed`)."""
+    assert partitions.name is not None
+    known = set(instance.get_dynamic_partitions(partitions.name))
+    new = [key for key in keys if key not in known]
+    if new:
+        instance.add_dynamic_partitions(partitions.name, new)
+    return new, sorted(known - listed)

@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from reporting_assets.core.keys import ACCOUNTS_ASSET, partitionable
-from reporting_assets.defs.partitions import account_partitions
+from reporting_assets.defs.partitions import account_partitions, add_discovered
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.resources.warehouse import WarehouseResource
 
@@ -23,10 +23,7 @@ def accounts(
             f"{len(refused)} readable accounts cannot be Dagster partition keys (they contain "
             f"'|', '...' or control characters) and are left out: {refused[:10]}"
         )
-    known = set(context.instance.get_dynamic_partitions(account_partitions.name))
-    new = [url for url in readable if url not in known]
-    if new:
-        context.instance.add_dynamic_partitions(account_partitions.name, new)
+    new, gone = add_discovered(context.instance, account_partitions, readable, {site.url for site in sites})
     seen_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with warehouse.connect() as db:
         db.execute(
@@ -37,7 +34,6 @@ def accounts(
             "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?)",
             [(site.url, site.permission_level, site.readable, seen_at) for site in sites],
         )
-    gone = sorted(known - {site.url for site in sites})
     if gone:
         context.log.warning(f"{len(gone)} account partitions are no longer listed by the partner: {gone[:10]}")
     return dg.MaterializeResult(

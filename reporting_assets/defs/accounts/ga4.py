@@ -6,7 +6,7 @@ import dagster as dg
 
 from reporting_assets.core.ga4 import build_clients, list_properties
 from reporting_assets.core.keys import GA4_PROPERTIES_ASSET, partitionable
-from reporting_assets.defs.partitions import property_partitions
+from reporting_assets.defs.partitions import add_discovered, property_partitions
 from reporting_assets.resources.partner import PartnerResource
 from reporting_assets.resources.warehouse import WarehouseResource
 
@@ -18,10 +18,7 @@ def ga4_properties(
     """GA4 properties (accountSummaries.list, every page), stored in DuckDB and added as `property` partitions."""
     found = list_properties(build_clients(partner.partner()).admin, num_retries=partner.num_retries)
     names = [prop.name for prop in found if partitionable(prop.name)]
-    known = set(context.instance.get_dynamic_partitions(property_partitions.name))
-    new = [name for name in names if name not in known]
-    if new:
-        context.instance.add_dynamic_partitions(property_partitions.name, new)
+    new, gone = add_discovered(context.instance, property_partitions, names, {prop.name for prop in found})
     seen_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with warehouse.connect() as db:
         db.execute(
@@ -32,7 +29,6 @@ def ga4_properties(
             "INSERT OR REPLACE INTO ga4_properties VALUES (?, ?, ?, ?, ?)",
             [(p.name, p.display_name, p.account, p.account_name, seen_at) for p in found],
         )
-    gone = sorted(known - {prop.name for prop in found})
     if gone:
         context.log.warning(f"{len(gone)} property partitions are no longer listed by GA4: {gone[:10]}")
     return dg.MaterializeResult(
